@@ -1,0 +1,81 @@
+import { config } from "./config";
+import { collectSnapshot } from "./collect";
+import { encode } from "./util/json";
+import { publishSnapshot, generationFor } from "./publish";
+import { identity } from "./identity";
+
+/**
+ * The per-worker loop: collect on an interval from a timer, publish to the
+ * shared dict, hand the snapshot to listeners (the websocket push).
+ */
+export type SnapshotListener = (this: void, json: string, snap: { [k: string]: unknown }) => void;
+const listeners: SnapshotListener[] = [];
+
+let collecting = false;
+let lastJson: string | undefined;
+let lastError: string | undefined;
+
+export function onSnapshot(fn: SnapshotListener): void {
+  listeners.push(fn);
+}
+
+export function lastSnapshotJson(): string | undefined {
+  return lastJson;
+}
+
+/**
+ * Collect now and publish. Returns the JSON, or undefined and an error. When a
+ * collection is already running in this worker (a ?fresh=1 during the timer's
+ * collection) it waits for that one instead of running two at once.
+ */
+export function collectAndPublish(canYield: boolean): LuaMultiReturn<[string | undefined, string | undefined]> {
+  if (collecting) {
+    if (!canYield) return $multi(lastJson, "collection in progress");
+    for (let i = 0; i < 2000 && collecting; i++) ngx.sleep(0.005);
+    return $multi(lastJson, undefined);
+  }
+  collecting = true;
+  const [ok, snapOrErr] = xpcall(collectSnapshot, debug.traceback, canYield);
+  collecting = false;
+  if (!ok) {
+    const msg = `memdiag: collection failed: ${snapOrErr}`;
+    if (msg !== lastError) ngx.log(ngx.ERR, msg);
+    lastError = msg;
+    return $multi(undefined, msg);
+  }
+  const snap = snapOrErr as { [k: string]: unknown };
+  const json = encode(snap);
+  if (!json) return $multi(undefined, "snapshot could not be encoded");
+  lastJson = json;
+  const perr = publishSnapshot(ngx.worker.pid(), json);
+  if (perr && perr !== lastError) {
+    ngx.log(ngx.ERR, "memdiag: ", perr);
+    lastError = perr;
+  }
+  for (const fn of listeners) {
+    const [lok, lerr] = pcall(fn, json, snap);
+    if (!lok) ngx.log(ngx.ERR, "memdiag: snapshot listener failed: ", lerr);
+  }
+  return $multi(json, undefined);
+}
+
+function tickTimer(this: void, premature: boolean): void {
+  // premature: the worker is shutting down (reload, quit); never hold it open.
+  if (premature || ngx.worker.exiting()) return;
+  collectAndPublish(true);
+  if (ngx.worker.exiting()) return;
+  const [ok, err] = ngx.timer.at(config.interval_s, tickTimer);
+  if (!ok) ngx.log(ngx.ERR, "memdiag: cannot schedule next collection: ", err);
+}
+
+function firstTimer(this: void, premature: boolean): void {
+  if (premature) return;
+  const id = identity();
+  id.generation = generationFor(id.cycle);
+  tickTimer(false);
+}
+
+export function startLoop(): void {
+  const [ok, err] = ngx.timer.at(0, firstTimer);
+  if (!ok) ngx.log(ngx.ERR, "memdiag: cannot start agent timer: ", err);
+}

@@ -1,0 +1,86 @@
+import { Ctx, refreshMaps } from "./context";
+import { Maps } from "./safe/maps";
+import { Budget } from "./util/budget";
+import { monoMs } from "./util/clock";
+import { arr } from "./util/json";
+import { readStatus } from "./system/status";
+import { collectRegions } from "./system/regions";
+import { collectGlibc } from "./glibc/mallinfo";
+import { collectLuajit } from "./luajit/gc";
+import { collectShm } from "./shm/zones";
+import { collectRooted } from "./pools/rooted";
+import { currentLayout } from "./layout/select";
+import { config } from "./config";
+import { identity } from "./identity";
+import { AGENT_VERSION, SCHEMA_VERSION } from "./version";
+
+let seq = 0;
+
+/**
+ * One snapshot of this worker, top-down: system → allocator → LuaJIT → shm → pools.
+ * Runs in slices (yields between them) when `canYield`; the result is a plain table
+ * ready for JSON.
+ */
+export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
+  const t0 = monoMs();
+  const budget = new Budget(config.slice_ms, canYield);
+  const [maps] = Maps.self();
+  const ctx: Ctx = { maps: maps ?? Maps.parse(""), budget, skipped: {}, mapsEpoch: 0 };
+  if (!maps) ctx.skipped["maps_unreadable"] = 1;
+
+  const status = readStatus();
+  const glibc = collectGlibc();
+  const luajit = collectLuajit();
+
+  const [layout, layoutError] = currentLayout();
+  const zones = collectShm(ctx, layout);
+  if (ctx.mapsEpoch !== budget.epoch) refreshMaps(ctx);
+  const pools = collectRooted(ctx, layout, layoutError);
+  if (ctx.mapsEpoch !== budget.epoch) refreshMaps(ctx);
+  const rss = status?.rss_bytes ?? 0;
+  const [regions, explained] = collectRegions(ctx, zones, rss);
+
+  const shm = arr(
+    zones.map((z) => ({ name: z.name, size_bytes: z.size_bytes, used_bytes: z.used_bytes, free_bytes: z.free_bytes, owner: z.owner, error: z.error })),
+  );
+
+  budget.finish();
+  seq++;
+  ngx.update_time();
+  const id = identity();
+  const snap: { [k: string]: unknown } = {
+    schema: SCHEMA_VERSION,
+    pid: ngx.worker.pid(),
+    host: id.host,
+    instance: id.instance,
+    worker_id: ngx.worker.id() ?? -1,
+    worker_start: id.worker_start,
+    generation: id.generation,
+    nginx_version: id.nginx_version,
+    agent_version: AGENT_VERSION,
+    layout: layout ? layout.id : undefined,
+    layout_error: layout ? undefined : layoutError,
+    seq,
+    time: ngx.now(),
+    collect_ms: budget.totalMs,
+    wall_ms: monoMs() - t0,
+    slices: budget.slices,
+    max_slice_ms: budget.maxSliceMs,
+    system: {
+      rss_bytes: rss,
+      anon_bytes: status?.anon_bytes ?? 0,
+      file_bytes: status?.file_bytes ?? 0,
+      shmem_bytes: status?.shmem_bytes ?? 0,
+      vm_data_bytes: status?.vm_data_bytes ?? 0,
+      swap_bytes: status?.swap_bytes ?? 0,
+      regions: arr(regions),
+      explained_ratio: explained,
+    },
+    glibc,
+    luajit,
+    shm,
+    pools,
+    skipped: ctx.skipped,
+  };
+  return snap;
+}

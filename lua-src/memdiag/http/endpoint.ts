@@ -1,0 +1,94 @@
+import { config } from "../config";
+import { allowed } from "./access";
+import { collectAndPublish } from "../agent";
+import { publishedPids, snapshotOf } from "../publish";
+import { encode, pretty } from "../util/json";
+
+/**
+ * content_by_lua handler of /_memdiag: every worker's latest snapshot.
+ * Parameters are checked strictly; a typo should not silently return the default view.
+ */
+const PARAMS: { [k: string]: string } = {
+  pretty: "1 = indented JSON",
+  pid: "N = only the worker with this pid",
+  fresh: "1 = the answering worker collects now",
+};
+
+export function registerParam(name: string, help: string): void {
+  PARAMS[name] = help;
+}
+
+const reserved = ngx as unknown as NgxReservedFields;
+
+function fail(status: number, message: string): never {
+  ngx.status = status;
+  ngx.header["Content-Type"] = "application/json";
+  ngx.say(encode({ error: message }) ?? '{"error":"?"}');
+  return ngx.exit(status);
+}
+
+function usage(): string {
+  const names: string[] = [];
+  for (const [k] of pairs(PARAMS)) names.push(tostring(k));
+  table.sort(names);
+  return names.map((k) => `${k} (${PARAMS[k]})`).join(", ");
+}
+
+export interface Args {
+  pretty: boolean;
+  pid?: number;
+  fresh: boolean;
+  [k: string]: unknown;
+}
+
+/** Validate query parameters; returns the parsed args or an error message. */
+export function parseArgs(raw: { [k: string]: unknown }): LuaMultiReturn<[Args | undefined, string | undefined]> {
+  const out: Args = { pretty: false, fresh: false };
+  for (const [k, v] of pairs(raw)) {
+    const key = tostring(k);
+    if (PARAMS[key] === undefined) return $multi(undefined, `unknown parameter '${key}'; valid: ${usage()}`);
+    if (type(v) !== "string") return $multi(undefined, `parameter '${key}' needs one value`);
+    const s = v as string;
+    if (key === "pid") {
+      const [digits] = string.match(s, "^%d+$");
+      if (digits === undefined) return $multi(undefined, `pid must be a positive integer, got '${s}'`);
+      out.pid = tonumber(s);
+    } else {
+      if (s !== "0" && s !== "1") return $multi(undefined, `${key} must be 0 or 1, got '${s}'`);
+      out[key] = s === "1";
+    }
+  }
+  return $multi(out, undefined);
+}
+
+export function handle(this: void): void {
+  if (ngx.req.get_method() !== "GET" && ngx.req.get_method() !== "HEAD") fail(405, "only GET");
+  const addr = reserved.var.remote_addr;
+  if (!allowed(addr, config.allow)) fail(403, `client ${addr} is not allowed; add it to "allow" in memdiag.config.json`);
+
+  const [raw] = ngx.req.get_uri_args(32);
+  const [args, err] = parseArgs(raw);
+  if (!args) return fail(400, err!);
+
+  if (args.fresh) {
+    const [, cerr] = collectAndPublish(true);
+    if (cerr) return fail(503, cerr);
+  }
+
+  const pids = args.pid !== undefined ? [args.pid] : publishedPids();
+  const parts: string[] = [];
+  for (const pid of pids) {
+    const s = snapshotOf(pid);
+    if (s !== undefined) parts.push(s);
+  }
+  if (args.pid !== undefined && parts.length === 0) return fail(404, `no snapshot for worker pid ${args.pid}`);
+
+  ngx.header["Content-Type"] = "application/json";
+  ngx.header["Cache-Control"] = "no-store";
+  const body = `{"workers":[${parts.join(",")}]}`;
+  if (args.pretty) {
+    ngx.say(pretty(body));
+  } else {
+    ngx.say(body);
+  }
+}

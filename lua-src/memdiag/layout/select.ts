@@ -1,0 +1,8 @@
+/** Chooses and validates the struct layout of the running nginx build. (stub: filled by the layout work) */
+export interface Layout {
+  id: string;
+}
+
+export function currentLayout(): LuaMultiReturn<[Layout | undefined, string | undefined]> {
+  return $multi(undefined, "layouts not implemented yet");
+}
