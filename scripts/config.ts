@@ -44,7 +44,12 @@ export interface MemdiagConfig {
   agent: AgentOptions;
 }
 
-export const ROOT = path.resolve(__dirname, "..", "..");
+/** The project root: the nearest folder with package.json above this file (works from dist/ and from sources). */
+export const ROOT = ((): string => {
+  let d = __dirname;
+  while (!fs.existsSync(path.join(d, "package.json")) && path.dirname(d) !== d) d = path.dirname(d);
+  return d;
+})();
 
 export const DEFAULT_CONFIG: MemdiagConfig = {
   listen: "127.0.0.1:9145",

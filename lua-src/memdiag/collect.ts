@@ -2,7 +2,7 @@ import { Ctx, refreshMaps } from "./context";
 import { Maps } from "./safe/maps";
 import { Budget } from "./util/budget";
 import { monoMs } from "./util/clock";
-import { arr } from "./util/json";
+import { arr, NULL } from "./util/json";
 import { readStatus } from "./system/status";
 import { collectRegions } from "./system/regions";
 import { collectGlibc } from "./glibc/mallinfo";
@@ -58,7 +58,7 @@ export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
     generation: id.generation,
     nginx_version: id.nginx_version,
     agent_version: AGENT_VERSION,
-    layout: layout ? layout.id : undefined,
+    layout: layout ? layout.id : NULL,
     layout_error: layout ? undefined : layoutError,
     seq,
     time: ngx.now(),

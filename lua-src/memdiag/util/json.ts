@@ -8,6 +8,9 @@ import * as cjson from "cjson.safe";
  */
 const ARRAY_MT = { __jsonarray: true };
 
+/** Encodes as JSON null (a Lua nil would drop the key). */
+export const NULL = setmetatable({}, { __tostring: () => "null" });
+
 /** Mark a Lua table as a JSON array so an empty one encodes as []. */
 export function arr<T>(t: T[]): T[] {
   return setmetatable(t as object, ARRAY_MT as LuaMetatable<object>) as unknown as T[];
@@ -34,6 +37,7 @@ function encodeInto(buf: string[], v: unknown, depth: number): void {
   if (t === "string") buf.push(encodeString(v as string));
   else if (t === "number") buf.push(encodeNumber(v as number));
   else if (t === "boolean") buf.push(v ? "true" : "false");
+  else if (v === NULL) buf.push("null");
   else if (t === "table") {
     if (depth > 32) error("json: nesting too deep");
     const tbl = v as { [k: string]: unknown };

@@ -1,0 +1,49 @@
+import { Nginx, procStatus } from "../harness/nginx";
+import { validateSnapshot } from "../../schema/validate";
+
+describe("agent in a real nginx: one include line, every worker answers", () => {
+  const ngx = new Nginx({ workers: 2 });
+  beforeAll(() => ngx.start());
+  afterAll(() => ngx.stop());
+
+  test("every worker publishes a schema-valid snapshot", async () => {
+    const snaps = await ngx.snapshots();
+    expect(snaps.map((s) => s.pid)).toEqual(ngx.workerPids());
+    for (const s of snaps) {
+      const v = validateSnapshot(s);
+      expect(v.error).toBeUndefined();
+      expect(s.nginx_version).toBe("1.22.1");
+    }
+  });
+
+  test("rss_bytes agrees with /proc/<pid>/status read by the test", async () => {
+    const [pid] = ngx.workerPids();
+    const s = JSON.parse((await ngx.memdiag(`?pid=${pid}&fresh=0`)).body).workers[0];
+    const fresh = JSON.parse((await ngx.memdiag(`?fresh=1`)).body);
+    expect(fresh.workers.length).toBeGreaterThanOrEqual(1);
+    const truth = procStatus(pid);
+    // RSS moves a little between the two reads; a page-level agreement is the ground truth we need
+    expect(Math.abs(s.system.rss_bytes - truth.VmRSS)).toBeLessThan(truth.VmRSS * 0.1);
+    expect(s.system.vm_data_bytes).toBeGreaterThan(0);
+  });
+
+  test("unknown parameters get 400 listing the valid ones", async () => {
+    const r = await ngx.memdiag("?bogus=1");
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error).toMatch(/unknown parameter 'bogus'.*fresh.*pid.*pretty/);
+    expect((await ngx.memdiag("?pid=abc")).status).toBe(400);
+    expect((await ngx.memdiag("?pretty=yes")).status).toBe(400);
+    expect((await ngx.memdiag("?pid=1")).status).toBe(404);
+  });
+
+  test("?pretty=1 is indented and equal to the compact form", async () => {
+    const pid = ngx.workerPids()[0];
+    const a = await ngx.memdiag(`?pid=${pid}&pretty=1`);
+    expect(a.body).toMatch(/\n {6}"pid": \d+/);
+    expect(JSON.parse(a.body).workers[0].pid).toBe(pid);
+  });
+
+  test("no errors in the error log", () => {
+    expect(ngx.errors()).toEqual([]);
+  });
+});
