@@ -1,7 +1,6 @@
 /** Chooses and validates the struct layout of the running nginx build. (stub: filled by the layout work) */
-export interface Layout {
-  id: string;
-}
+import { Layout } from "./types";
+export { Layout } from "./types";
 
 export function currentLayout(): LuaMultiReturn<[Layout | undefined, string | undefined]> {
   return $multi(undefined, "layouts not implemented yet");
