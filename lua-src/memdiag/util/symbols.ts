@@ -40,7 +40,7 @@ function basename(p: string): string {
  */
 export function symbolize(addr: number): SymbolInfo {
   const hit = cache.get(addr);
-  if (hit) return hit;
+  if (hit !== undefined) return hit;
   let out: SymbolInfo;
   extra[0] = null;
   if (dladdr1(ffi.cast("const void *", addr), info, extra, RTLD_DL_SYMENT) === 0 || info.dli_fname === null) {
