@@ -12,6 +12,7 @@ function main(): void {
     process.exit(1);
   }
   const out = path.join(ROOT, "nginx-conf", "memdiag.conf");
+  fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, renderConf({ listen: cfg.listen, dictSize: cfg.dict_size, agent: agentOptions(cfg) }));
   const src = fs.existsSync(configPath()) ? configPath() : "defaults";
   console.log(`memdiag: wrote ${out} (from ${src}); add "include ${out};" inside http {} and reload nginx`);
