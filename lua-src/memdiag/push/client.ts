@@ -1,0 +1,530 @@
+import * as semaphore from "ngx.semaphore";
+import { config } from "../config";
+import { collectAndPublish, onSnapshot } from "../agent";
+import { decode } from "../util/json";
+import { Entry, Ring } from "./queue";
+import { Backoff } from "./backoff";
+import { trimToFit } from "./trim";
+import { commandResultFrame, ENVELOPE_RESERVE, helloFrame, HelloAgent, MAX_ID, snapshotFrame } from "./frame";
+
+/**
+ * Worker → control plane push (docs/protocol.md, control-plane/src/protocol.ts).
+ *
+ * One websocket per worker, owned by one timer light thread (the writer) that
+ * connects, says hello, and sends queued snapshots in order; a child light
+ * thread reads acks, errors and commands (cosockets are full duplex between
+ * one reader and one writer). Requests never wait on any of it: the snapshot
+ * listener only appends to a bounded ring and posts a semaphore.
+ *
+ * Delivery is at-least-once: an entry leaves the ring only on its ack, so a
+ * control plane killed mid-stream gets every unacked snapshot again after the
+ * reconnect (it may see a seq twice).
+ */
+
+/** frames sent and not acked on one connection */
+const WINDOW = 16;
+/** fragments of large frames: bounds the time the worker spends masking one piece */
+const FRAGMENT = 65536;
+/** a frame sent this many times without an ack is dropped (it may be what kills the connection) */
+const MAX_ATTEMPTS = 5;
+/** idle connection: ping after this long; no frame at all for READ_TIMEOUT means the peer is gone */
+const PING_EVERY_S = 20;
+const READ_TIMEOUT_MS = 65000;
+const CONNECT_TIMEOUT_MS = 5000;
+const SEND_TIMEOUT_MS = 15000;
+const HELLO_TIMEOUT_MS = 5000;
+/** control frames (command results, pongs) waiting for the writer */
+const MAX_CONTROL = 32;
+
+type WsModule = WebSocketClientModule;
+
+interface Conn {
+  ws: WebSocketClient;
+  dead: boolean;
+  err?: string;
+  closeCode?: number;
+}
+
+type DeepHandler = (this: void) => LuaMultiReturn<[boolean, string | undefined]>;
+
+let started = false;
+let queue: Ring | undefined;
+let sema: NgxSemaphore | undefined;
+let wsmod: WsModule | undefined;
+let conn: Conn | undefined;
+/** the control plane's max frame size from welcome (0 = not told) */
+let serverMax = 0;
+const control: string[] = [];
+const backoff = new Backoff(0.5, 30, 2);
+let stopping = false;
+let lastIdent: HelloAgent | undefined;
+let pendingReplyTo: string | undefined;
+let commandBusy = false;
+let deepHandler: DeepHandler | undefined;
+let lastLogged: string | undefined;
+
+/** For tests and /_memdiag: what the push is doing. */
+export const stats = {
+  connected: false,
+  connects: 0,
+  sent: 0,
+  acked: 0,
+  rejected: 0,
+  trimmed: 0,
+  last_error: "",
+};
+
+/**
+ * Hook for the deep scan: it registers a function that runs a deep scan (may
+ * yield) so that the next collection carries its results. Until it does,
+ * "deep" commands are answered with ok:false.
+ */
+export function setDeepHandler(fn: DeepHandler): void {
+  deepHandler = fn;
+}
+
+function log(level: number, msg: string): void {
+  ngx.log(level, "memdiag push: ", msg);
+}
+
+/** Log a failure once per distinct message (a control plane away for hours logs one line, not thousands). */
+function logChange(level: number, msg: string): void {
+  stats.last_error = msg;
+  if (msg === lastLogged) return;
+  lastLogged = msg;
+  log(level, msg);
+}
+
+function wake(): void {
+  if (sema && sema.count() < 1) sema.post(1);
+}
+
+function exiting(): boolean {
+  return stopping || ngx.worker.exiting();
+}
+
+/** Frame limit in force: the smaller of ours and the control plane's. */
+function frameLimit(): number {
+  const mine = config.max_frame_bytes;
+  return serverMax > 0 && serverMax < mine ? serverMax : mine;
+}
+
+function loadWebsocket(): WsModule | undefined {
+  for (const name of ["resty.websocket.client", "nginx.websocket.client"]) {
+    const [ok, mod] = pcall(require, name);
+    if (ok && type(mod) === "table") return mod as WsModule;
+  }
+  return undefined;
+}
+
+/** lua-resty-websocket 0.08 defaults wss:// without a port to 80; make the port explicit. */
+export function normalizeUrl(url: string): string {
+  const [scheme, host, rest] = string.match(url, "^(wss?)://([^/:]+)(.*)$");
+  if (scheme === undefined) return url;
+  if (string.sub(rest!, 1, 1) === ":") return url;
+  return `${scheme}://${host}:${scheme === "wss" ? 443 : 80}${rest}`;
+}
+
+// ---- enqueue (runs wherever a snapshot is collected: timer or request) ----
+
+function enqueue(seq: number, json: string, reply_to: string | undefined, trimmed: string[] | undefined): void {
+  const q = queue!;
+  const had = q.droppedTotal;
+  q.push(seq, json, reply_to, trimmed);
+  if (q.droppedTotal > had) {
+    logChange(ngx.WARN, `control plane away: queue full (${q.maxCount} snapshots / ${q.maxBytes} bytes), dropping the oldest; ${q.droppedTotal} dropped so far`);
+  }
+  wake();
+}
+
+function trimAndEnqueue(this: void, premature: boolean, snap: { [k: string]: unknown }, reply_to: string | undefined): void {
+  const seq = snap["seq"] as number;
+  const [json, names] = trimToFit(snap, frameLimit() - ENVELOPE_RESERVE);
+  if (json === undefined) {
+    queue!.droppedPending += 1;
+    queue!.droppedTotal += 1;
+    logChange(ngx.ERR, `snapshot ${seq} does not fit max_frame_bytes ${frameLimit()} even after trimming ${names.join(", ")}; dropped`);
+    return;
+  }
+  stats.trimmed++;
+  enqueue(seq, json, reply_to, names);
+}
+
+function listener(this: void, json: string, snap: { [k: string]: unknown }): void {
+  if (!started) return;
+  const seq = snap["seq"];
+  if (type(seq) !== "number") return;
+  lastIdent = {
+    host: snap["host"] as string,
+    instance: snap["instance"] as string,
+    pid: snap["pid"] as number,
+    worker_id: snap["worker_id"] as number,
+    worker_start: snap["worker_start"] as number,
+    generation: snap["generation"] as number,
+    nginx_version: snap["nginx_version"] as string,
+    agent_version: snap["agent_version"] as string,
+  };
+  const reply_to = pendingReplyTo;
+  pendingReplyTo = undefined;
+  if (json.length + ENVELOPE_RESERVE <= frameLimit()) {
+    enqueue(seq as number, json, reply_to, undefined);
+  } else if (ngx.get_phase() === "timer") {
+    trimAndEnqueue(false, snap, reply_to);
+  } else {
+    // a request collected it (?fresh=1): trim after the response, not during it
+    const [ok, err] = ngx.timer.at(0, trimAndEnqueue, snap, reply_to);
+    if (!ok) logChange(ngx.ERR, `cannot schedule trimming: ${err}`);
+  }
+  wake();
+}
+
+// ---- commands (server → agent) ----
+
+function sendControl(frame: string): void {
+  if (!conn || conn.dead) return;
+  if (control.length >= MAX_CONTROL) return;
+  control.push(frame);
+  wake();
+}
+
+function runCommand(this: void, premature: boolean, id: string, command: string): void {
+  if (premature) {
+    commandBusy = false;
+    return;
+  }
+  let err: string | undefined;
+  if (command === "deep") {
+    if (!deepHandler) err = "deep scan not available";
+    else {
+      const [pok, ok, derr] = pcall(deepHandler) as unknown as LuaMultiReturn<[boolean, boolean | string, string | undefined]>;
+      if (!pok) err = `deep scan failed: ${ok}`;
+      else if (!ok) err = derr ?? "deep scan failed";
+    }
+  }
+  if (err === undefined) {
+    pendingReplyTo = id;
+    const [json, cerr] = collectAndPublish(true);
+    // the listener takes pendingReplyTo; still set means no snapshot went out for it
+    if (pendingReplyTo === id) {
+      pendingReplyTo = undefined;
+      err = cerr ?? (json === undefined ? "collection failed" : "collection did not reach the push queue");
+    }
+  }
+  commandBusy = false;
+  if (err !== undefined) sendControl(commandResultFrame(id, false, err));
+}
+
+function handleCommand(msg: { [k: string]: unknown }): void {
+  const id = msg["id"];
+  const command = msg["command"];
+  if (type(id) !== "string" || (id as string).length === 0 || (id as string).length > MAX_ID) {
+    log(ngx.WARN, "command without a usable id ignored");
+    return;
+  }
+  if (command !== "collect" && command !== "deep") {
+    sendControl(commandResultFrame(id as string, false, `unknown command '${tostring(command)}'`));
+    return;
+  }
+  if (commandBusy) {
+    sendControl(commandResultFrame(id as string, false, "another command is running"));
+    return;
+  }
+  commandBusy = true;
+  const [ok, err] = ngx.timer.at(0, runCommand, id, command);
+  if (!ok) {
+    commandBusy = false;
+    sendControl(commandResultFrame(id as string, false, `cannot schedule: ${err}`));
+  }
+}
+
+// ---- reader light thread ----
+
+function handleText(c: Conn, data: string): void {
+  const [msg] = decode(data);
+  if (type(msg) !== "table") {
+    log(ngx.WARN, "unparsable frame from control plane ignored");
+    return;
+  }
+  const t = msg["type"];
+  const q = queue!;
+  if (t === "ack") {
+    const e = q.ack(msg["seq"] as number);
+    if (e) stats.acked++;
+    wake();
+  } else if (t === "error") {
+    const seq = msg["seq"];
+    if (type(seq) === "number") {
+      // rejected, nothing stored: sending it again would be rejected again
+      const e = q.discard(seq as number);
+      stats.rejected++;
+      log(ngx.ERR, `control plane rejected snapshot ${seq}${e ? "" : " (no longer queued)"}: ${tostring(msg["error"])}`);
+      wake();
+    } else {
+      log(ngx.ERR, `control plane error: ${tostring(msg["error"])}`);
+    }
+  } else if (t === "command") {
+    handleCommand(msg);
+  } else if (t === "welcome") {
+    // only expected once, during the handshake
+  } else {
+    log(ngx.WARN, `unknown message type '${tostring(t)}' from control plane ignored`);
+  }
+}
+
+export function describeClose(code: number | undefined, reason: string | undefined): string {
+  const r = reason !== undefined && reason !== "" ? `: ${reason}` : "";
+  if (code === 4401) return `control plane rejected the token (close 4401 unauthorized${r}); check the token in memdiag.config.json`;
+  if (code === 4402) return `control plane wanted a hello first (close 4402${r})`;
+  if (code === 4400) return `control plane closed the connection after bad frames (close 4400${r})`;
+  if (code === 4415) return `control plane does not understand a message type (close 4415${r})`;
+  if (code === 1009) return `control plane refused a frame as too large (close 1009${r})`;
+  return `control plane closed the connection (close ${code ?? "without code"}${r})`;
+}
+
+function reader(this: void, c: Conn): void {
+  while (!c.dead) {
+    const [data, typ, err] = c.ws.recv_frame();
+    if (data === undefined) {
+      if (c.dead) break;
+      c.dead = true;
+      c.err = `connection lost: ${tostring(err)}`;
+      break;
+    }
+    if (typ === "text") handleText(c, data);
+    else if (typ === "close") {
+      c.dead = true;
+      c.closeCode = err as number | undefined;
+      c.err = describeClose(c.closeCode, data);
+      break;
+    } else if (typ === "ping") {
+      if (control.length < MAX_CONTROL) control.push("\0ping" + data);
+      wake();
+    }
+  }
+  wake();
+}
+
+// ---- writer (owns the connection) ----
+
+function sendFrame(ws: WebSocketClient, frame: string): LuaMultiReturn<[boolean, string | undefined]> {
+  const n = frame.length;
+  if (n <= FRAGMENT) {
+    const [ok, err] = ws.send_text(frame);
+    return $multi(ok !== undefined, err);
+  }
+  // one message in fragments: each is masked in one go (a Lua loop over its bytes),
+  // so a large snapshot never holds the worker's event loop for more than one fragment
+  for (let i = 1; i <= n; i += FRAGMENT) {
+    const last = i + FRAGMENT > n;
+    const [ok, err] = ws.send_frame(last, i === 1 ? 0x1 : 0x0, string.sub(frame, i, i + FRAGMENT - 1));
+    if (ok === undefined) return $multi(false, err);
+    if (!last) ngx.sleep(0);
+  }
+  return $multi(true, undefined);
+}
+
+/** Connect and handshake; returns the connection or an error. */
+function connect(): LuaMultiReturn<[Conn | undefined, string | undefined, number | undefined]> {
+  const [ws, nerr] = wsmod!.new({ timeout: CONNECT_TIMEOUT_MS, max_payload_len: Math.max(config.max_frame_bytes, 65535) });
+  if (!ws) return $multi(undefined, `cannot create websocket: ${nerr}`, undefined);
+  const url = normalizeUrl(config.control_plane_url);
+  const [ok, err] = ws.connect(url);
+  if (!ok) return $multi(undefined, `cannot reach control plane at ${config.control_plane_url}: ${err}`, undefined);
+  ws.sock.settimeouts(CONNECT_TIMEOUT_MS, SEND_TIMEOUT_MS, HELLO_TIMEOUT_MS);
+  const [sok, serr] = ws.send_text(helloFrame(config.token, lastIdent!));
+  if (!sok) {
+    ws.close();
+    return $multi(undefined, `cannot send hello: ${serr}`, undefined);
+  }
+  let lastError: string | undefined;
+  for (let i = 0; i < 20; i++) {
+    const [data, typ, rerr] = ws.recv_frame();
+    if (data === undefined) {
+      ws.close();
+      return $multi(undefined, lastError ?? `no welcome from control plane: ${tostring(rerr)}`, undefined);
+    }
+    if (typ === "close") {
+      ws.close();
+      const code = rerr as number | undefined;
+      return $multi(undefined, describeClose(code, data !== "" ? data : lastError), code);
+    }
+    if (typ === "ping") {
+      ws.send_pong(data);
+      continue;
+    }
+    if (typ !== "text") continue;
+    const [msg] = decode(data);
+    if (type(msg) !== "table") continue;
+    if (msg["type"] === "welcome") {
+      const m = msg["max_frame_bytes"];
+      serverMax = type(m) === "number" && (m as number) > 0 ? (m as number) : 0;
+      ws.sock.settimeouts(CONNECT_TIMEOUT_MS, SEND_TIMEOUT_MS, READ_TIMEOUT_MS);
+      return $multi({ ws, dead: false }, undefined, undefined);
+    }
+    if (msg["type"] === "error") lastError = `control plane: ${tostring(msg["error"])}`;
+  }
+  ws.close();
+  return $multi(undefined, "no welcome from control plane", undefined);
+}
+
+/** Sleep up to `s` seconds, waking early when the worker exits. */
+function pause(s: number): void {
+  const until = ngx.now() + s;
+  while (!exiting()) {
+    ngx.update_time();
+    const left = until - ngx.now();
+    if (left <= 0) break;
+    sema!.wait(Math.min(left, 1));
+  }
+}
+
+/** Send what is due on the connection: control frames, then queued snapshots in order. */
+function flush(c: Conn): void {
+  while (control.length > 0 && !c.dead) {
+    const f = control.shift()!;
+    const [ok, err] = string.sub(f, 1, 5) === "\0ping" ? c.ws.send_pong(string.sub(f, 6)) : c.ws.send_text(f);
+    if (!ok) {
+      c.dead = true;
+      c.err = `send failed: ${err}`;
+    }
+  }
+  const q = queue!;
+  while (!c.dead && q.inflight() < WINDOW) {
+    const e: Entry | undefined = q.nextUnsent();
+    if (!e) break;
+    if (e.attempts >= MAX_ATTEMPTS) {
+      q.discard(e.seq);
+      logChange(ngx.ERR, `snapshot ${e.seq} sent ${e.attempts} times without an ack; dropped`);
+      continue;
+    }
+    if (e.dropped === undefined) e.dropped = q.takeDropped();
+    const frame = snapshotFrame(e.seq, e.json, e.reply_to, e.dropped);
+    if (frame.length > frameLimit()) {
+      // the control plane lowered its limit after this one was queued
+      q.discard(e.seq);
+      logChange(ngx.ERR, `snapshot ${e.seq} (${frame.length} bytes) is above the control plane's max frame ${frameLimit()}; dropped`);
+      continue;
+    }
+    e.sent = true;
+    e.attempts++;
+    const [ok, err] = sendFrame(c.ws, frame);
+    if (!ok) {
+      c.dead = true;
+      c.err = `send failed: ${err}`;
+      break;
+    }
+    stats.sent++;
+  }
+}
+
+function session(c: Conn): void {
+  conn = c;
+  stats.connected = true;
+  const rd = ngx.thread.spawn(reader, c);
+  let lastActivity = ngx.now();
+  while (!c.dead && !exiting()) {
+    const before = stats.sent + stats.acked;
+    flush(c);
+    if (c.dead || exiting()) break;
+    sema!.wait(1);
+    ngx.update_time();
+    if (stats.sent + stats.acked !== before) lastActivity = ngx.now();
+    else if (ngx.now() - lastActivity >= PING_EVERY_S) {
+      control.push("\0ping");
+      lastActivity = ngx.now();
+    }
+  }
+  conn = undefined;
+  stats.connected = false;
+  c.dead = true;
+  ngx.thread.kill(rd);
+  if (exiting()) {
+    c.ws.send_close(1001, "worker exiting");
+  }
+  c.ws.close();
+  control.length = 0;
+  queue!.resetSent();
+  if (c.closeCode === 1009) {
+    // the frame in flight was too large for the control plane: do not send it forever
+    const e = queue!.nextUnsent();
+    if (e && e.attempts > 0) queue!.discard(e.seq);
+  }
+}
+
+function loop(): void {
+  // the hello carries the worker's identity, known once the first snapshot is taken
+  while (!lastIdent && !exiting()) sema!.wait(1);
+  while (!exiting()) {
+    const [c, err, code] = connect();
+    if (!c) {
+      const delay = backoff.next();
+      logChange(code === 4401 ? ngx.ERR : ngx.WARN, `${err}; retrying with backoff (next in ${string.format("%.1f", delay)} s)`);
+      pause(delay);
+      continue;
+    }
+    stats.connects++;
+    backoff.reset();
+    if (lastLogged !== undefined) log(ngx.NOTICE, `connected to control plane at ${config.control_plane_url}`);
+    lastLogged = undefined;
+    stats.last_error = "";
+    session(c);
+    if (exiting()) break;
+    const delay = backoff.next();
+    logChange(c.closeCode === 4401 ? ngx.ERR : ngx.WARN, `${c.err ?? "connection closed"}; reconnecting with backoff (next in ${string.format("%.1f", delay)} s)`);
+    pause(delay);
+  }
+}
+
+function runClient(this: void, premature: boolean): void {
+  if (premature || exiting()) return;
+  const [ok, err] = xpcall(loop, debug.traceback);
+  if (!ok) {
+    log(ngx.ERR, `client failed: ${err}`);
+    if (!exiting()) {
+      const [tok, terr] = ngx.timer.at(backoff.next(), runClient);
+      if (!tok) log(ngx.ERR, `cannot restart client: ${terr}`);
+    }
+  }
+}
+
+/** Fires early (premature) when the worker starts shutting down: wake the writer so it closes now. */
+function exitWatch(this: void, premature: boolean): void {
+  if (premature) {
+    stopping = true;
+    if (sema) sema.post(8);
+    return;
+  }
+  ngx.timer.at(3600, exitWatch);
+}
+
+/** Called from init (init_worker) when control_plane_url is set: registers the listener and starts the client timer. */
+export function startPush(): void {
+  if (started) return;
+  const mod = loadWebsocket();
+  if (!mod) {
+    log(ngx.ERR, "no websocket client library (resty.websocket.client or nginx.websocket.client); snapshots are not pushed");
+    return;
+  }
+  wsmod = mod;
+  const [s, serr] = semaphore.new(0);
+  if (!s) {
+    log(ngx.ERR, `cannot create semaphore: ${serr}`);
+    return;
+  }
+  sema = s;
+  queue = new Ring(config.queue_max_snapshots, config.queue_max_bytes);
+  started = true;
+  onSnapshot(listener);
+  const [ok, err] = ngx.timer.at(0, runClient);
+  if (!ok) {
+    log(ngx.ERR, `cannot start client timer: ${err}`);
+    started = false;
+    return;
+  }
+  ngx.timer.at(3600, exitWatch);
+}
+
+/** The ring (tests, diagnostics). */
+export function pushQueue(): Ring | undefined {
+  return queue;
+}
