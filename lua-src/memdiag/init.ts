@@ -1,6 +1,7 @@
 import { applyConfig, config } from "./config";
 import { decode } from "./util/json";
 import { startLoop } from "./agent";
+import { startPush } from "./push/client";
 
 /**
  * Entry point from init_worker_by_lua (see nginx-conf/memdiag.conf). Only
@@ -21,4 +22,5 @@ export function start(this: void, optionsJson?: string): void {
     ngx.log(ngx.ERR, `memdiag: lua_shared_dict ${config.dict} is missing; /_memdiag will only show this worker`);
   }
   startLoop();
+  if (config.control_plane_url !== "") startPush();
 }

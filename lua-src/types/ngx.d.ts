@@ -71,6 +71,7 @@ declare namespace ngx {
   namespace thread {
     function spawn(fn: (this: void, ...args: any[]) => any, ...args: any[]): unknown;
     function wait(...threads: unknown[]): LuaMultiReturn<[boolean, ...any[]]>;
+    function kill(thread: unknown): LuaMultiReturn<[true | undefined, string | undefined]>;
   }
 
 
