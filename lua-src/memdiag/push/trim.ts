@@ -74,6 +74,18 @@ function dropSmallest(items: Obj[], weight: (this: void, o: Obj) => number, min:
 const poolWeight = (o: Obj): number => num(o["block_bytes"]) + num(o["large_bytes"]);
 const regionWeight = (o: Obj): number => num(o["bytes"]);
 
+/** indexes of `gs`, smallest group first (their details go first) */
+function smallestFirst(gs: Obj[]): number[] {
+  const idx: number[] = [];
+  for (let i = 0; i < gs.length; i++) idx.push(i);
+  table.sort(idx, (a, b) => {
+    const wa = poolWeight(gs[a]);
+    const wb = poolWeight(gs[b]);
+    return wa !== wb ? wa < wb : a > b;
+  });
+  return idx;
+}
+
 interface Work {
   s: Obj;
   pools?: Obj;
@@ -91,7 +103,8 @@ const stages: { name: string; run: Stage }[] = [
       let removed = 0;
       const gs = w.groups;
       if (!gs) return 0;
-      for (let g = gs.length - 1; g >= 0 && removed < need; g--) {
+      for (const g of smallestFirst(gs)) {
+        if (removed >= need) break;
         const ex = list(gs[g]["examples"]);
         if (!ex || ex.length <= 1) continue;
         const kept: unknown[] = arr([]);
@@ -108,7 +121,8 @@ const stages: { name: string; run: Stage }[] = [
       let removed = 0;
       const gs = w.groups;
       if (!gs) return 0;
-      for (let g = gs.length - 1; g >= 0 && removed < need; g--) {
+      for (const g of smallestFirst(gs)) {
+        if (removed >= need) break;
         const h = list(gs[g]["large_histogram"]);
         if (!h || h.length === 0) continue;
         removed += encodedLen(h) - 2;
