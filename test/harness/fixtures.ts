@@ -1,0 +1,38 @@
+/**
+ * Test fixtures that need building (native code). ensureFixture() builds the
+ * leak fixture module on first use (scripts/build-fixture.sh skips the build
+ * when it is up to date) and returns the load_module line for NginxOptions.main.
+ */
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { ROOT } from "../../scripts/config";
+
+export const LEAKY_SO = path.join(ROOT, "test/fixtures/leaky_upstream/build/ngx_http_leaky_upstream_module.so");
+export const LEAKY_TABLE_SIZE = 300 * 1024;
+export const LEAKY_POOL_SIZE = 16 * 1024;
+
+/** Builds the leaky_upstream fixture if needed; returns its .so path. Throws with the build's stderr. */
+export function ensureFixture(): string {
+  try {
+    execFileSync("bash", [path.join(ROOT, "scripts/build-fixture.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 300000 });
+  } catch (e: any) {
+    throw new Error(`building the leak fixture failed:\n${e.stderr ?? e.message}`);
+  }
+  if (!fs.existsSync(LEAKY_SO)) throw new Error(`fixture not found after build: ${LEAKY_SO}`);
+  return LEAKY_SO;
+}
+
+/** `load_module` line for the leak fixture (builds it first). */
+export function leakyLoadModule(): string {
+  return `load_module ${ensureFixture()};`;
+}
+
+/** Locations serving the fixture: /leaky/update[?n=N], /leaky/status, /leaky/reset (+ per-mode update overrides). */
+export const LEAKY_LOCATIONS = `
+    location = /leaky/update { leaky_upstream_update; }
+    location = /leaky/update-leak { leaky_upstream_update leak; }
+    location = /leaky/update-correct { leaky_upstream_update correct; }
+    location = /leaky/status { leaky_upstream_status; }
+    location = /leaky/reset { leaky_upstream_reset; }
+`;
