@@ -1,5 +1,5 @@
 /** Unit tests need nothing; integration tests run a real nginx (and later a real control plane). */
-const tsJest = ["ts-jest", { tsconfig: "test/tsconfig.json", isolatedModules: true }];
+const tsJest = ["ts-jest", { tsconfig: "test/tsconfig.json" }];
 module.exports = {
   projects: [
     { displayName: "unit", testMatch: ["<rootDir>/test/unit/**/*.test.ts"], transform: { "^.+\\.ts$": tsJest }, testEnvironment: "node" },
