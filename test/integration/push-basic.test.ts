@@ -1,0 +1,98 @@
+import { Nginx, httpGet } from "../harness/nginx";
+import { WsPeer } from "../harness/ws-peer";
+import { freePort } from "../harness/ports";
+
+/**
+ * Agent push against a test peer (test/harness/ws-peer.ts) from a real nginx with
+ * two workers: identity, schema, order, commands.
+ */
+describe("push: snapshots from every worker reach the control plane", () => {
+  const peer = new WsPeer({ token: "t" });
+  let ngx: Nginx;
+
+  beforeAll(async () => {
+    await peer.start(await freePort());
+    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    await peer.stop();
+  });
+
+  test("both workers say hello with their identity and push valid snapshots in seq order", async () => {
+    const pids = ngx.workerPids();
+    expect(pids.length).toBe(2);
+    await peer.waitFor("3 snapshots from each worker", () => pids.every((p) => peer.unique(p).length >= 3));
+    for (const pid of pids) {
+      const hello = peer.hellos.find((h) => h.agent.pid === pid)!;
+      expect(hello).toBeDefined();
+      expect(hello.token).toBe("t");
+      expect(hello.protocol).toBe(1);
+      const snaps = peer.unique(pid);
+      for (const r of snaps) {
+        expect(r.error).toBeUndefined();
+        expect(r.valid).toBe(true);
+        const s = r.msg.snapshot as any;
+        expect(s.pid).toBe(pid);
+        expect(r.msg.seq).toBe(s.seq);
+        // the hello identity is the snapshot's identity
+        expect(hello.agent.host).toBe(s.host);
+        expect(hello.agent.instance).toBe(s.instance);
+        expect(hello.agent.worker_start).toBe(s.worker_start);
+        expect(hello.agent.generation).toBe(s.generation);
+        expect(hello.agent.nginx_version).toBe("1.22.1");
+        expect(hello.agent.agent_version).toBe(s.agent_version);
+      }
+      const seqs = snaps.map((r) => r.msg.seq);
+      expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+      // nothing skipped while the control plane is up
+      for (let i = 1; i < seqs.length; i++) expect(seqs[i]).toBe(seqs[i - 1] + 1);
+    }
+    const ids = new Set(peer.hellos.map((h) => h.agent.worker_id));
+    expect(ids).toEqual(new Set([0, 1]));
+  });
+
+  test("what the peer received equals what the worker published (same JSON)", async () => {
+    const pid = ngx.workerPids()[0];
+    const r = await ngx.memdiag(`?pid=${pid}`);
+    const pub = JSON.parse(r.body).workers[0];
+    const got = await peer.waitFor("that seq", () => peer.unique(pid).find((x) => x.msg.seq === pub.seq));
+    expect(got.msg.snapshot).toEqual(pub);
+  });
+
+  test("a collect command is answered with a fresh snapshot carrying reply_to", async () => {
+    const pid = ngx.workerPids()[1];
+    const before = Math.max(...peer.unique(pid).map((r) => r.msg.seq));
+    const id = peer.command(pid, "collect");
+    const reply = await peer.waitFor("reply", () => peer.received.find((r) => r.msg.reply_to === id));
+    expect(reply.pid).toBe(pid);
+    expect(reply.valid).toBe(true);
+    expect(reply.msg.seq).toBeGreaterThan(before);
+    expect(peer.received.filter((r) => r.msg.reply_to === id).length).toBe(1);
+  });
+
+  test("deep without a deep scan answers command_result ok:false; unknown commands too", async () => {
+    const pid = ngx.workerPids()[0];
+    const id = peer.command(pid, "deep");
+    const res = await peer.waitFor("deep result", () => peer.results.find((r) => r.id === id) ?? peer.received.find((r) => r.msg.reply_to === id));
+    if ("ok" in res) {
+      expect(res.ok).toBe(false);
+      expect(res.error).toBe("deep scan not available");
+    } else {
+      // a deep scan exists by now: its snapshot answers
+      expect(res.valid).toBe(true);
+    }
+    const bad = peer.command(pid, "explode");
+    const br = await peer.waitFor("bad result", () => peer.results.find((r) => r.id === bad));
+    expect(br.ok).toBe(false);
+    expect(br.error).toMatch(/unknown command/);
+  });
+
+  test("one connection per worker, requests unaffected, no errors logged", async () => {
+    const live = peer.live();
+    expect(live.map((c) => c.hello!.agent.pid).sort()).toEqual(ngx.workerPids());
+    expect((await httpGet(ngx.appPort, "/ok")).status).toBe(200);
+    expect(ngx.errors()).toEqual([]);
+  });
+});
