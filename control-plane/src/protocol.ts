@@ -101,7 +101,17 @@ export interface LiveSuspects {
   type: "suspects";
   suspects: Suspect[];
 }
-export type LiveMsg = LiveWorkerUpdate | LiveWorkerGone | LiveSuspects;
+/** an agent answered a command sent with POST /api/workers/:key/command */
+export interface LiveCommandResult {
+  type: "command_result";
+  /** the id POST returned */
+  id: string;
+  worker: string;
+  command: "collect" | "deep";
+  ok: boolean;
+  error?: string;
+}
+export type LiveMsg = LiveWorkerUpdate | LiveWorkerGone | LiveSuspects | LiveCommandResult;
 
 // ---- REST API shapes ----
 export interface WorkerInfo {

@@ -1,0 +1,182 @@
+/**
+ * REST JSON API (docs/protocol.md). Every handler validates its query
+ * parameters (unknown → 400 listing the valid ones) and answers JSON.
+ */
+import express, { Request, Response, NextFunction, Router } from "express";
+import { Store } from "./store";
+import { Ingest, workerInfo } from "./ingest";
+import { Writer } from "./writer";
+import { LiveHub } from "./live";
+import { HttpError, query, parseDuration, parseTime, parseId, parseLimit } from "./params";
+import { diffSnapshots, diffTimes, suspectsFor } from "./analysis";
+import { Logger } from "./log";
+
+export interface ApiDeps {
+  store: Store;
+  ingest: Ingest;
+  writer: Writer;
+  live: LiveHub;
+  log: Logger;
+  started: number;
+  version: string;
+}
+
+type Handler = (req: Request, res: Response) => unknown;
+const h = (fn: Handler) => (req: Request, res: Response, next: NextFunction): void => {
+  try {
+    const out = fn(req, res);
+    if (out !== undefined && !res.headersSent) res.json(out);
+  } catch (e) {
+    next(e);
+  }
+};
+
+export function apiRouter(d: ApiDeps): Router {
+  const r = express.Router();
+  const { store } = d;
+
+  r.get("/health", h((req) => {
+    query(req, []);
+    const st = d.writer.status();
+    return {
+      ok: st.ok,
+      version: d.version,
+      uptime_s: Math.round((Date.now() - d.started) / 1000),
+      store: { file: store.file, ...st },
+      ingest: { agents: d.ingest.agents.size, ...d.ingest.stats },
+      live: { consoles: d.live.clients, dropped: d.live.dropped },
+    };
+  }));
+
+  r.get("/workers", h((req) => {
+    const q = query(req, ["instance", "state"]);
+    if (q.state !== undefined && q.state !== "live" && q.state !== "gone") throw new HttpError(400, "state: expected 'live' or 'gone'");
+    return store.workers({ instance: q.instance, state: q.state }).map((w) => ({
+      ...workerInfo(w), worker_id: w.worker_id, nginx_version: w.nginx_version, agent_version: w.agent_version, previous_key: w.previous_key,
+    }));
+  }));
+
+  r.get("/instances", h((req) => {
+    query(req, []);
+    const by = new Map<string, { instance: string; host: string; workers: string[]; live: number; first_seen: number; last_seen: number }>();
+    for (const w of store.workers()) {
+      let i = by.get(w.instance);
+      if (!i) by.set(w.instance, (i = { instance: w.instance, host: w.host, workers: [], live: 0, first_seen: w.first_seen, last_seen: w.last_seen }));
+      i.workers.push(w.key);
+      if (w.state === "live") i.live++;
+      i.first_seen = Math.min(i.first_seen, w.first_seen);
+      i.last_seen = Math.max(i.last_seen, w.last_seen);
+    }
+    return [...by.values()];
+  }));
+
+  const workerOr404 = (key: string) => {
+    const w = store.worker(key);
+    if (!w) throw new HttpError(404, `worker '${key}' not found`);
+    return w;
+  };
+
+  r.get("/workers/:key", h((req) => {
+    query(req, []);
+    const w = workerOr404(String(req.params.key));
+    return { ...workerInfo(w), worker_id: w.worker_id, nginx_version: w.nginx_version, agent_version: w.agent_version, previous_key: w.previous_key };
+  }));
+
+  r.get("/workers/:key/snapshots", h((req) => {
+    const q = query(req, ["from", "to", "limit"]);
+    const w = workerOr404(String(req.params.key));
+    const from = q.from !== undefined ? parseTime(q.from, "from") : 0;
+    const to = q.to !== undefined ? parseTime(q.to, "to") : Number.MAX_VALUE;
+    return store.listSnapshots(w.id, from, to, parseLimit(q.limit, 1000, 100000)).map(({ worker: _w, ...s }) => s);
+  }));
+
+  r.post("/workers/:key/command", h((req, res) => {
+    query(req, []);
+    const key = String(req.params.key);
+    workerOr404(key);
+    const body = req.body as { command?: unknown } | undefined;
+    const cmd = body?.command;
+    if (cmd !== "collect" && cmd !== "deep") throw new HttpError(400, "body: expected {\"command\": \"collect\" | \"deep\"}");
+    const st = d.ingest.sendCommand(key, cmd);
+    if (!st) throw new HttpError(409, `worker '${key}' is not connected`);
+    res.status(202);
+    return st;
+  }));
+
+  r.get("/commands/:id", h((req) => {
+    query(req, []);
+    const st = d.ingest.commands.get(String(req.params.id));
+    if (!st) throw new HttpError(404, `command '${req.params.id}' not found`);
+    return st;
+  }));
+
+  r.get("/snapshots/:id", h((req) => {
+    query(req, []);
+    const id = parseId(String(req.params.id), "id");
+    const s = store.snapshot(id);
+    if (s) return { id: s.id, worker: store.workerById(s.worker)?.key, seq: s.seq, time: s.time, deep: s.deep, stored: true, snapshot: s.snapshot };
+    const p = d.writer.pending(id);
+    if (p) {
+      const zlib = require("zlib") as typeof import("zlib");
+      return { id, worker: store.workerById(p.worker)?.key, seq: p.seq, time: p.time, deep: p.deep, stored: false, snapshot: JSON.parse(zlib.gunzipSync(p.full).toString("utf8")) };
+    }
+    throw new HttpError(404, `snapshot ${id} not found`);
+  }));
+
+  r.get("/series", h((req) => {
+    const q = query(req, ["worker", "metric", "from", "to", "limit"]);
+    if (q.worker === undefined || q.metric === undefined) throw new HttpError(400, "worker and metric are required");
+    const w = workerOr404(q.worker);
+    if (!store.hasMetric(q.metric)) throw new HttpError(404, `metric '${q.metric}' not known (GET /api/metrics/names)`);
+    const from = q.from !== undefined ? parseTime(q.from, "from") : 0;
+    const to = q.to !== undefined ? parseTime(q.to, "to") : Number.MAX_VALUE;
+    return { worker: w.key, metric: q.metric, points: store.series(w.id, q.metric, from, to, parseLimit(q.limit, 100000, 1000000)) };
+  }));
+
+  r.get("/metrics/names", h((req) => {
+    query(req, []);
+    return store.metricNames();
+  }));
+
+  r.get("/diff", h((req) => {
+    const q = query(req, ["a", "b", "worker", "instance", "from", "to"]);
+    if (q.a !== undefined || q.b !== undefined) {
+      if (q.a === undefined || q.b === undefined) throw new HttpError(400, "a and b (snapshot ids) go together");
+      if (q.worker !== undefined || q.instance !== undefined || q.from !== undefined || q.to !== undefined) {
+        throw new HttpError(400, "give either a and b, or worker|instance with from and to");
+      }
+      return diffSnapshots(store, parseId(q.a, "a"), parseId(q.b, "b"));
+    }
+    if ((q.worker === undefined) === (q.instance === undefined)) throw new HttpError(400, "give a and b (snapshot ids), or exactly one of worker and instance with from (and to)");
+    if (q.from === undefined) throw new HttpError(400, "from is required with worker or instance");
+    const from = parseTime(q.from, "from");
+    const to = q.to !== undefined ? parseTime(q.to, "to") : Date.now() / 1000;
+    return diffTimes(store, { worker: q.worker, instance: q.instance }, from, to);
+  }));
+
+  r.get("/suspects", h((req) => {
+    const q = query(req, ["window", "instance", "worker"]);
+    const window = q.window !== undefined ? parseDuration(q.window, "window") : 600;
+    return suspectsFor(store, { instance: q.instance, worker: q.worker }, window);
+  }));
+
+  r.use((req: Request, _res: Response, next: NextFunction) => next(new HttpError(404, `no such endpoint: ${req.method} /api${req.path}`)));
+  return r;
+}
+
+/** JSON errors for the API: HttpError → its status, anything else → 500 (logged) */
+export function apiErrors(log: Logger) {
+  return (err: unknown, _req: Request, res: Response, _next: NextFunction): void => {
+    if (err instanceof HttpError) {
+      res.status(err.status).json({ error: err.message });
+      return;
+    }
+    const e = err as { status?: number; type?: string; message?: string };
+    if (e && typeof e.status === "number" && e.status >= 400 && e.status < 500) {
+      res.status(e.status).json({ error: e.message ?? "bad request" });
+      return;
+    }
+    log.error(`api: ${(err as Error)?.stack ?? String(err)}`);
+    res.status(500).json({ error: "internal error (see the control plane log)" });
+  };
+}

@@ -1,0 +1,218 @@
+/**
+ * The control plane process: one HTTP server carrying the REST API, /metrics,
+ * the web console's static files, and two websocket endpoints routed on
+ * upgrade (/ingest for agents, /live for consoles).
+ */
+import * as http from "http";
+import * as fs from "fs";
+import * as path from "path";
+import type { Duplex } from "stream";
+import express from "express";
+import { Store } from "./store";
+import { Writer, DEFAULT_WRITER, WriterOptions } from "./writer";
+import { LiveHub } from "./live";
+import { Ingest } from "./ingest";
+import { apiRouter, apiErrors } from "./api";
+import { renderMetrics } from "./metrics";
+import { httpAuth, requestAllowed } from "./auth";
+import { Logger, createLogger } from "./log";
+import { suspectsFor } from "./analysis";
+import { UnrootedInfo } from "./summary";
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  db: string;
+  token: string;
+  /** largest websocket frame accepted from an agent (bytes) */
+  maxFrameBytes: number;
+  /** consecutive bad frames before close 4400 */
+  maxBadFrames: number;
+  helloTimeoutMs: number;
+  fullResolutionHours: number;
+  retentionDays: number;
+  pruneIntervalMs: number;
+  /** how often suspects are recomputed for /live consoles (0: never) */
+  suspectsIntervalMs: number;
+  suspectsWindowS: number;
+  /** directory with the web console (index.html); undefined: none */
+  staticDir?: string;
+  synchronous: "FULL" | "NORMAL";
+  writer: WriterOptions;
+  log?: Logger;
+}
+
+export const VERSION = "0.1.0";
+
+export const DEFAULT_SERVER: Omit<ServerOptions, "db"> = {
+  host: "127.0.0.1",
+  port: 9146,
+  token: "",
+  maxFrameBytes: 4 << 20,
+  maxBadFrames: 5,
+  helloTimeoutMs: 5000,
+  fullResolutionHours: 24,
+  retentionDays: 30,
+  pruneIntervalMs: 5 * 60 * 1000,
+  suspectsIntervalMs: 10000,
+  suspectsWindowS: 600,
+  synchronous: "FULL",
+  writer: DEFAULT_WRITER,
+};
+
+export class ControlPlane {
+  readonly store: Store;
+  readonly writer: Writer;
+  readonly live: LiveHub;
+  readonly ingest: Ingest;
+  readonly log: Logger;
+  readonly http: http.Server;
+  readonly app: express.Express;
+  /** owners of unrooted groups seen lately (labels for /metrics) */
+  private owners: Record<string, UnrootedInfo> = {};
+  private timers: NodeJS.Timeout[] = [];
+  private started = Date.now();
+  port = 0;
+
+  constructor(readonly opts: ServerOptions) {
+    this.log = opts.log ?? createLogger();
+    if (opts.token) this.log.redact(opts.token);
+    this.store = new Store(opts.db, { synchronous: opts.synchronous });
+    this.writer = new Writer(this.store, this.log, opts.writer);
+    this.live = new LiveHub(this.log);
+    this.ingest = new Ingest(this.store, this.writer, this.live, this.log, {
+      token: opts.token, maxFrameBytes: opts.maxFrameBytes, maxBadFrames: opts.maxBadFrames, helloTimeoutMs: opts.helloTimeoutMs,
+      heartbeatMs: 30000, commandTimeoutMs: 120000,
+    });
+    this.app = this.buildApp();
+    this.http = http.createServer(this.app);
+    this.http.on("upgrade", (req, socket, head) => this.onUpgrade(req, socket, head));
+  }
+
+  private buildApp(): express.Express {
+    const app = express();
+    app.disable("x-powered-by");
+    app.set("query parser", "simple");
+    app.use(httpAuth(this.opts.token));
+    app.use("/api", express.json({ limit: "16kb" }));
+    app.use("/api", apiRouter({ store: this.store, ingest: this.ingest, writer: this.writer, live: this.live, log: this.log, started: this.started, version: VERSION }));
+    app.use("/api", apiErrors(this.log));
+    app.get("/metrics", (req, res) => {
+      if (Object.keys(req.query).length) {
+        res.status(400).json({ error: `unknown parameter '${Object.keys(req.query)[0]}'; valid: (none)` });
+        return;
+      }
+      const st = this.writer.status();
+      let live = 0, gone = 0;
+      for (const w of this.store.workers()) w.state === "live" ? live++ : gone++;
+      res.type("text/plain; version=0.0.4; charset=utf-8").send(renderMetrics(this.live.latest.values(), this.ownersFromLatest(), {
+        workers_live: live, workers_gone: gone, frames: this.ingest.stats.frames, snapshots: this.ingest.stats.snapshots,
+        rejected: this.ingest.stats.rejected, store_backlog: st.backlog, store_ok: st.ok, store_latency_p99_ms: st.store_latency_ms.p99,
+      }));
+    });
+    const dir = this.opts.staticDir;
+    if (dir && fs.existsSync(path.join(dir, "index.html"))) {
+      app.use(express.static(dir, { index: "index.html", maxAge: 0 }));
+      // [console work] the web console's chart library (uPlot), served from node_modules at /vendor/uplot/
+      try {
+        const uplot = path.join(path.dirname(require.resolve("uplot/package.json")), "dist");
+        app.use("/vendor/uplot", express.static(uplot, { maxAge: 0 }));
+      } catch {
+        this.log.warn("uplot is not installed (npm ci): the web console will have no charts");
+      }
+    } else {
+      app.get("/", (_req, res) => {
+        res.type("text/plain").send(`memdiag control plane ${VERSION}\nAPI: /api/workers /api/suspects /api/health  metrics: /metrics  live: ws /live\n(no web console directory configured)\n`);
+      });
+    }
+    return app;
+  }
+
+  /** owner labels for unrooted groups: from the latest deep snapshots' unrooted info */
+  private ownersFromLatest(): Record<string, { owner: string }> {
+    return this.owners;
+  }
+
+  /** ingest tells us about owners through the store rows; refresh from the last deep snapshot of each live worker */
+  private refreshOwners(): void {
+    const owners: Record<string, UnrootedInfo> = {};
+    for (const u of this.live.latest.values()) {
+      const w = this.store.worker(u.worker.key);
+      if (!w) continue;
+      const d = this.store.atOrBefore(w.id, Number.MAX_VALUE, true);
+      if (d) Object.assign(owners, d.unrooted);
+    }
+    this.owners = owners;
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = new URL(req.url ?? "/", "http://x");
+    socket.on("error", () => socket.destroy());
+    if (url.pathname === "/ingest") {
+      // agents authenticate in hello (the token never travels in a URL or header)
+      return this.ingest.handleUpgrade(req, socket, head);
+    }
+    if (url.pathname === "/live") {
+      if (!requestAllowed(req, this.opts.token)) {
+        socket.end("HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        return;
+      }
+      return this.live.handleUpgrade(req, socket, head);
+    }
+    socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  }
+
+  private prune(): void {
+    if (this.writer.failing) return;
+    try {
+      const r = this.store.prune(Date.now() / 1000, this.opts.fullResolutionHours, this.opts.retentionDays);
+      if (r.thinned || r.deleted) this.log.info(`store: retention: thinned ${r.thinned}, deleted ${r.deleted} snapshot(s)`);
+    } catch (e) {
+      this.log.error(`store: retention job failed: ${(e as Error).message}`);
+    }
+  }
+
+  private tickSuspects(): void {
+    try {
+      this.refreshOwners();
+      if (this.live.clients === 0) return;
+      this.live.setSuspects(suspectsFor(this.store, {}, this.opts.suspectsWindowS));
+    } catch (e) {
+      this.log.error(`suspects: ${(e as Error).message}`);
+    }
+  }
+
+  async start(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.http.once("error", reject);
+      this.http.listen(this.opts.port, this.opts.host, () => {
+        this.http.off("error", reject);
+        resolve();
+      });
+    });
+    const addr = this.http.address();
+    this.port = typeof addr === "object" && addr ? addr.port : this.opts.port;
+    this.prune();
+    this.timers.push(setInterval(() => this.prune(), this.opts.pruneIntervalMs));
+    if (this.opts.suspectsIntervalMs > 0) this.timers.push(setInterval(() => this.tickSuspects(), this.opts.suspectsIntervalMs));
+    for (const t of this.timers) t.unref();
+    this.log.info(`memdiag control plane ${VERSION} listening on http://${this.opts.host.includes(":") ? `[${this.opts.host}]` : this.opts.host}:${this.port} (db ${this.opts.db}, token ${this.opts.token ? "set" : "not set"})`);
+    return this.port;
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.ingest.close();
+    this.live.close();
+    this.writer.close();
+    await new Promise<void>((resolve) => {
+      this.http.close(() => resolve());
+      this.http.closeAllConnections();
+    });
+    this.store.close();
+  }
+}
+
+export function serverOptions(o: Partial<ServerOptions> & { db: string }): ServerOptions {
+  return { ...DEFAULT_SERVER, ...o, writer: { ...DEFAULT_WRITER, ...(o.writer ?? {}) } };
+}

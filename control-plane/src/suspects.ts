@@ -1,0 +1,152 @@
+/**
+ * Leak suspects: per worker, every byte series that keeps growing beyond noise
+ * across the window (trends.ts keepsGrowing), explained top-down so that one leak
+ * is reported once: a specific series (an unrooted pool group, rooted pools,
+ * LuaJIT, a shm zone) is always reported; a generic one (glibc, size classes,
+ * regions, RSS) only when the specific suspects do not already account for most
+ * of its growth. Ranked by growth (bytes/min).
+ */
+import { Suspect } from "./protocol";
+import { Point, keepsGrowing, GrowthRules, DEFAULT_RULES, Trend } from "./trends";
+import { slotOf, rowLabel } from "./diff";
+import { UnrootedInfo, isDeepMetric } from "./summary";
+import { fmtBytes, fmtDuration, fmtRange, classMax, fmtSigned } from "./format";
+
+export interface WorkerWindow {
+  worker: string;
+  instance: string;
+  /** the worker's snapshots in the window, oldest first */
+  snapshots: { time: number; deep: boolean; metrics: Record<string, number>; unrooted: Record<string, UnrootedInfo> }[];
+}
+
+function tier(metric: string): number {
+  if (metric.startsWith("pool.") || metric.startsWith("luajit.") || metric.startsWith("shm.")) return 0;
+  if (metric.startsWith("glibc.") || metric.startsWith("size_class.")) return 1;
+  return 2;
+}
+
+/** the byte metrics that can be suspects, and the count metric beside each */
+function candidates(names: Iterable<string>): Map<string, string | undefined> {
+  const out = new Map<string, string | undefined>();
+  for (const n of names) {
+    const s = slotOf(n);
+    if (!s || s.role !== "bytes") continue;
+    let count: string | undefined;
+    if (n.startsWith("pool.")) count = n.replace(/\.bytes$/, ".pools");
+    else if (n.startsWith("size_class.")) count = n.replace(/\.bytes$/, ".chunks");
+    else if (n === "glibc.mmap_bytes") count = "glibc.mmap_chunks";
+    out.set(n, count);
+  }
+  return out;
+}
+
+function seriesOf(w: WorkerWindow, metric: string): Point[] {
+  const deep = isDeepMetric(metric);
+  const pts: Point[] = [];
+  for (const s of w.snapshots) {
+    if (deep && !s.deep) continue; // deep-scan data is only in deep snapshots
+    const v = s.metrics[metric];
+    if (v === undefined && !deep) continue;
+    pts.push({ t: s.time, v: v ?? 0 }); // a group missing from a deep scan has 0 pools
+  }
+  return pts;
+}
+
+function subjectOf(metric: string, info: UnrootedInfo | undefined, label: string): string {
+  if (metric.startsWith("pool.unrooted.")) {
+    const cs = info?.create_size !== undefined ? `create size ${info.create_size}` : "create size ?";
+    const cl = info && info.cleanups.length ? info.cleanups.join(", ") : "–";
+    return `unrooted pools (${cs}, cleanups: ${cl})`;
+  }
+  return label;
+}
+
+function ownerOf(metric: string, info: UnrootedInfo | undefined): string {
+  if (metric.startsWith("pool.unrooted.")) return info?.owner ?? "unknown";
+  if (metric.startsWith("pool.")) return `nginx (${metric.split(".")[1]} pools)`;
+  if (metric.startsWith("luajit.")) return "lua";
+  if (metric.startsWith("shm.")) return `shm zone ${metric.slice(4, -".used_bytes".length)}`;
+  if (metric.startsWith("glibc.") || metric.startsWith("size_class.")) return "glibc malloc";
+  if (metric.startsWith("region.")) return `region ${metric.slice(7)}`;
+  return "process";
+}
+
+/** the size class whose bytes grew most over the window: "256–512 KB chunks +38" */
+function sizeClassEvidence(w: WorkerWindow): string | undefined {
+  const deep = w.snapshots.filter((s) => s.deep);
+  if (deep.length < 2) return undefined;
+  const a = deep[0].metrics, b = deep[deep.length - 1].metrics;
+  let best: { min: number; dBytes: number; dChunks: number } | undefined;
+  for (const k in b) {
+    const m = /^size_class\.(\d+)\.bytes$/.exec(k);
+    if (!m) continue;
+    const dBytes = b[k] - (a[k] ?? 0);
+    const ck = `size_class.${m[1]}.chunks`;
+    const dChunks = (b[ck] ?? 0) - (a[ck] ?? 0);
+    if (dBytes > 0 && (!best || dBytes > best.dBytes)) best = { min: Number(m[1]), dBytes, dChunks };
+  }
+  if (!best) return undefined;
+  return `${fmtRange(best.min, classMax(best.min))} chunks ${best.dChunks >= 0 ? "+" : ""}${best.dChunks}`;
+}
+
+function evidence(label: string, tr: Trend, countDelta: number | undefined, countNoun: string | undefined, extra: string | undefined): string {
+  const parts = [];
+  if (countDelta !== undefined && countNoun) parts.push(`${countDelta >= 0 ? "+" : ""}${countDelta} ${countNoun}`);
+  parts.push(`${fmtSigned(tr.delta)} in ${fmtDuration(tr.span_s)} (${fmtBytes(tr.slope_per_min)}/min, R² ${tr.r2.toFixed(2)})`);
+  return `${label}: ${parts.join(", ")}${extra ? "; " + extra : ""}`;
+}
+
+export function findSuspects(workers: readonly WorkerWindow[], window_s: number, rules: GrowthRules = DEFAULT_RULES): Suspect[] {
+  const all: Suspect[] = [];
+  for (const w of workers) {
+    if (w.snapshots.length < rules.min_points) continue;
+    const names = new Set<string>();
+    for (const s of w.snapshots) for (const k in s.metrics) names.add(k);
+    const owners: Record<string, UnrootedInfo> = {};
+    for (const s of w.snapshots) Object.assign(owners, s.unrooted);
+    const passing: { metric: string; count?: string; tr: Trend; pts: Point[] }[] = [];
+    for (const [metric, count] of candidates(names)) {
+      const pts = seriesOf(w, metric);
+      const v = keepsGrowing(pts, window_s, rules);
+      if (v.ok) passing.push({ metric, count, tr: v.trend, pts });
+    }
+    passing.sort((x, y) => tier(x.metric) - tier(y.metric) || y.tr.slope_per_min - x.tr.slope_per_min);
+    const accepted: { tier: number; growth: number }[] = [];
+    const scEvidence = sizeClassEvidence(w);
+    for (const p of passing) {
+      const t = tier(p.metric);
+      if (t > 0) {
+        const explained = accepted.filter((a) => a.tier <= t).reduce((s, a) => s + a.growth, 0);
+        if (explained >= 0.5 * p.tr.fitted_delta) continue;
+      }
+      accepted.push({ tier: t, growth: p.tr.fitted_delta });
+      const sig = p.metric.startsWith("pool.unrooted.") ? p.metric.slice(14, -".bytes".length) : undefined;
+      const info = sig !== undefined ? owners[sig] : undefined;
+      const row = slotOf(p.metric)!.row;
+      const label = rowLabel(row, owners);
+      let countDelta: number | undefined;
+      if (p.count) {
+        const cp = seriesOf(w, p.count);
+        if (cp.length >= 2) countDelta = cp[cp.length - 1].v - cp[0].v;
+      }
+      const noun = p.metric.startsWith("pool.") ? "pools" : p.count ? "chunks" : undefined;
+      const extra = p.metric.startsWith("pool.unrooted.") || p.metric.startsWith("glibc.") ? scEvidence : undefined;
+      all.push({
+        subject: subjectOf(p.metric, info, label),
+        owner: ownerOf(p.metric, info),
+        growth_bytes_per_min: p.tr.slope_per_min,
+        r2: p.tr.r2,
+        evidence: evidence(label, p.tr, countDelta, noun, extra),
+        metric: p.metric,
+        worker: w.worker,
+        instance: w.instance,
+        window_s,
+        delta_bytes: p.tr.delta,
+        delta_count: countDelta,
+        monotonic_ratio: p.tr.monotonic_ratio,
+      });
+    }
+  }
+  all.sort((x, y) => y.growth_bytes_per_min - x.growth_bytes_per_min);
+  return all;
+}
