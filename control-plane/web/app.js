@@ -1,0 +1,705 @@
+/*
+ * memdiag web console: one page, no framework. Talks to the control plane's REST API
+ * (/api/...) and its live feed (ws /live); charts with uPlot (served at vendor/uplot/).
+ * Shapes follow control-plane/src/protocol.ts (WorkerInfo, SnapshotSummary, Diff, Suspect).
+ */
+"use strict";
+
+// ---------- formatting (binary units, like control-plane/src/format.ts) ----------
+const UNITS = ["B", "KB", "MB", "GB", "TB"];
+function fmtBytes(n) {
+  if (n === undefined || n === null || !Number.isFinite(n)) return "–";
+  const neg = n < 0;
+  let v = Math.abs(n), u = 0;
+  while (v >= 1024 && u < UNITS.length - 1) { v /= 1024; u++; }
+  const s = u === 0 ? String(Math.round(v)) : v >= 100 ? v.toFixed(0) : v.toFixed(1);
+  return (neg ? "-" : "") + s + " " + UNITS[u];
+}
+function fmtSignedBytes(n) {
+  if (n === undefined || n === null || !Number.isFinite(n)) return "–";
+  if (n === 0) return "±0";
+  return n > 0 ? "+" + fmtBytes(n) : "−" + fmtBytes(-n);
+}
+function fmtSignedCount(n) {
+  if (n === undefined || n === null || !Number.isFinite(n)) return "";
+  if (n === 0) return "±0";
+  return (n > 0 ? "+" : "−") + Math.abs(n).toLocaleString("en-US");
+}
+function fmtCount(n) { return n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US"); }
+function fmtRatio(r) {
+  if (r === null || r === undefined || !Number.isFinite(r)) return "new";
+  const p = r * 100;
+  if (p === 0) return "±0%";
+  const s = Math.abs(p) >= 100 ? Math.abs(p).toFixed(0) : Math.abs(p).toFixed(1);
+  return (p > 0 ? "+" : "−") + s + "%";
+}
+function fmtRange(min, max) {
+  const a = fmtBytes(min).split(" "), b = fmtBytes(max).split(" ");
+  return a[1] === b[1] ? `${a[0]}–${b[0]} ${b[1]}` : `${a.join(" ")}–${b.join(" ")}`;
+}
+function fmtDuration(s) {
+  if (s < 120) return Math.round(s) + " s";
+  if (s < 7200) return Math.round(s / 60) + " min";
+  return Math.round(s / 360) / 10 + " h";
+}
+function fmtTime(t) {
+  const d = new Date(t * 1000);
+  return d.toLocaleTimeString("en-GB", { hour12: false });
+}
+function fmtAgo(t) {
+  const s = Date.now() / 1000 - t;
+  if (s < 2) return "just now";
+  return fmtDuration(s) + " ago";
+}
+function signClass(n) { return n > 0 ? "grow" : n < 0 ? "shrink" : ""; }
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+const $ = (id) => document.getElementById(id);
+
+// ---------- API ----------
+const params = new URLSearchParams(location.search);
+const TOKEN = params.get("token") || "";
+const base = location.pathname.replace(/[^/]*$/, ""); // the folder this page is served from
+async function api(path, opts = {}) {
+  const headers = Object.assign({ Accept: "application/json" }, opts.headers || {});
+  if (TOKEN) headers.Authorization = "Bearer " + TOKEN;
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(base + path.replace(/^\//, ""), {
+    method: opts.method || "GET", headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+  });
+  const text = await r.text();
+  let body;
+  try { body = text ? JSON.parse(text) : null; } catch { body = text; }
+  if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
+  return body;
+}
+/** the API may answer a bare array or { <key>: [...] } */
+function listOf(body, key) {
+  if (Array.isArray(body)) return body;
+  if (body && Array.isArray(body[key])) return body[key];
+  return [];
+}
+function pointsOf(body) {
+  const pts = Array.isArray(body) ? body : body && (body.points || body.series || body.data);
+  if (!Array.isArray(pts)) return [];
+  return pts.map((p) => (Array.isArray(p) ? { t: p[0], v: p[1] } : { t: p.t ?? p.time, v: p.v ?? p.value }));
+}
+
+// ---------- layers (what the stacked chart shows) ----------
+const REGION_CLASSES = [
+  ["glibc_heap", "glibc heap", "#7aa2f7"],
+  ["luajit", "LuaJIT", "#bb9af7"],
+  ["shm_zone", "shm zones", "#7dcfff"],
+  ["stack", "stacks", "#9ece6a"],
+  ["code", "code", "#565f89"],
+  ["file", "files", "#414868"],
+  ["other_anon", "other anon", "#e0af68"],
+];
+const FALLBACK_LAYERS = [
+  ["glibc", "glibc heap", "#7aa2f7"],
+  ["luajit", "LuaJIT GC", "#bb9af7"],
+  ["other", "rest of RSS", "#565f89"],
+];
+const REGION_RE = /^region\.(glibc_heap|luajit|shm_zone|code|file|stack|other_anon)(\..*)?$/;
+
+/** region RSS by class when the agent reports regions, else glibc / LuaJIT / rest of RSS */
+function layersOf(m) {
+  const byClass = {};
+  let any = false;
+  for (const k in m) {
+    const r = REGION_RE.exec(k);
+    if (!r) continue;
+    if (k.endsWith(".rss_bytes")) { byClass[r[1]] = (byClass[r[1]] || 0) + m[k]; any = true; }
+  }
+  if (any) return { kind: "regions", values: REGION_CLASSES.map(([c]) => byClass[c] || 0) };
+  const rss = m["system.rss_bytes"] || 0;
+  const glibc = (m["glibc.arena_bytes"] || 0) + (m["glibc.mmap_bytes"] || 0);
+  const lj = m["luajit.gc_bytes"] || 0;
+  return { kind: "fallback", values: [glibc, lj, Math.max(0, rss - glibc - lj)] };
+}
+function layerDefs(kind) { return kind === "regions" ? REGION_CLASSES : FALLBACK_LAYERS; }
+function metricsForLayers(names) {
+  const out = ["system.rss_bytes"];
+  const regional = names.filter((n) => REGION_RE.test(n) && n.endsWith(".rss_bytes"));
+  if (regional.length) return out.concat(regional);
+  return out.concat(["glibc.arena_bytes", "glibc.mmap_bytes", "luajit.gc_bytes"]);
+}
+
+// ---------- state ----------
+const state = {
+  windowS: 600,
+  workers: new Map(), // key → WorkerInfo
+  selected: null, // worker key
+  hist: { t: [], id: [], deep: [], m: [] }, // selected worker's points in the window
+  layerKind: "fallback",
+  pick: { a: null, b: null }, // { id, time }
+  suspects: [],
+  diff: null,
+  diffSection: "all",
+  group: null, // { signature, worker }
+  scan: null, // { key, since, id }
+  live: false,
+  lastUpdate: 0,
+};
+let chart = null;
+
+// ---------- workers ----------
+async function loadWorkers() {
+  const ws = listOf(await api("/api/workers"), "workers");
+  state.workers.clear();
+  for (const w of ws) state.workers.set(w.key, w);
+  if (!state.selected || !state.workers.has(state.selected)) {
+    const live = ws.filter((w) => w.state === "live").sort((a, b) => (b.rss_bytes || 0) - (a.rss_bytes || 0));
+    state.selected = (live[0] || ws[0] || {}).key || null;
+  }
+  renderWorkers();
+}
+
+function renderWorkers() {
+  const el = $("workers");
+  const ws = [...state.workers.values()].sort((a, b) => (a.state === b.state ? a.pid - b.pid : a.state === "live" ? -1 : 1));
+  if (!ws.length) {
+    el.innerHTML = `<p class="empty">No workers have reported yet. Agents push here when <code>control_plane.push</code> is on in
+      memdiag.config.json: run <code>npm run configure</code>, then <code>nginx -s reload</code>. They connect to
+      <code>${esc(location.host)}/ingest</code>.</p>`;
+    return;
+  }
+  const rows = ws.map((w) => {
+    const ch = w._change;
+    return `<tr class="clickable${w.key === state.selected ? " selected" : ""}" data-key="${esc(w.key)}">
+      <td>${esc(w.instance)}</td>
+      <td class="num">${w.pid}</td>
+      <td><span class="tag ${w.state === "live" ? "live" : ""}">${esc(w.state)}</span></td>
+      <td class="num">${fmtBytes(w.rss_bytes)}</td>
+      <td class="num ${signClass(ch)}">${ch === undefined ? "" : fmtSignedBytes(ch)}</td>
+      <td class="num">${fmtCount(w.snapshots)}</td>
+      <td class="muted">${fmtAgo(w.last_seen)}</td></tr>`;
+  });
+  el.innerHTML = `<table><thead><tr><th>instance</th><th class="num">pid</th><th>state</th><th class="num">RSS</th>
+    <th class="num">change</th><th class="num">snapshots</th><th>last seen</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
+  for (const tr of el.querySelectorAll("tr[data-key]")) tr.addEventListener("click", () => selectWorker(tr.dataset.key));
+}
+
+async function selectWorker(key) {
+  if (key === state.selected && chart) return;
+  state.selected = key;
+  state.pick = { a: null, b: null };
+  renderWorkers();
+  await loadHistory();
+}
+
+// ---------- history + chart ----------
+async function loadHistory() {
+  const key = state.selected;
+  const w = key && state.workers.get(key);
+  $("scan-now").disabled = !w || w.state !== "live";
+  if (!w) { resetChart(); return; }
+  $("chart-title").textContent = `pid ${w.pid} · ${w.instance}`;
+  const to = Date.now() / 1000 + 5, from = to - state.windowS - 5;
+  const k = encodeURIComponent(key);
+  const [snaps, names] = await Promise.all([
+    api(`/api/workers/${k}/snapshots?from=${from}&to=${to}&limit=20000`).then((b) => listOf(b, "snapshots")),
+    api("/api/metrics/names").then((b) => listOf(b, "names")).catch(() => []),
+  ]);
+  if (state.selected !== key) return;
+  const metrics = metricsForLayers(names);
+  const series = await Promise.all(metrics.map((m) =>
+    api(`/api/series?worker=${k}&metric=${encodeURIComponent(m)}&from=${from}&to=${to}`).then(pointsOf).catch(() => [])));
+  if (state.selected !== key) return;
+  snaps.sort((a, b) => a.time - b.time);
+  const byTime = new Map(snaps.map((s) => [s.time, { id: s.id, time: s.time, deep: !!s.deep, m: { "system.rss_bytes": s.rss_bytes } }]));
+  metrics.forEach((name, i) => {
+    for (const p of series[i]) {
+      const row = byTime.get(p.t);
+      if (row) row.m[name] = p.v;
+    }
+  });
+  const h = { t: [], id: [], deep: [], m: [] };
+  for (const s of byTime.values()) { h.t.push(s.time); h.id.push(s.id); h.deep.push(s.deep); h.m.push(s.m); }
+  state.hist = h;
+  drawChart(true);
+  updateWorkerChange();
+}
+
+function trimWindow() {
+  const h = state.hist, cut = Date.now() / 1000 - state.windowS;
+  let i = 0;
+  while (i < h.t.length - 1 && h.t[i] < cut) i++;
+  if (i > 0) for (const k of ["t", "id", "deep", "m"]) h[k].splice(0, i);
+}
+
+function chartData() {
+  const h = state.hist;
+  const kind = h.m.some((m) => layersOf(m).kind === "regions") ? "regions" : "fallback";
+  state.layerKind = kind;
+  const defs = layerDefs(kind);
+  const raw = defs.map(() => []);
+  for (const m of h.m) {
+    const l = layersOf(m);
+    const vals = l.kind === kind ? l.values : defs.map(() => 0);
+    vals.forEach((v, i) => raw[i].push(v));
+  }
+  // stacked: series i is the sum of layers i..n-1 so each band fills down to the next one
+  const stacked = defs.map((_, i) => h.t.map((_, j) => {
+    let s = 0;
+    for (let k = i; k < defs.length; k++) s += raw[k][j];
+    return s;
+  }));
+  const rss = h.m.map((m) => (m["system.rss_bytes"] === undefined ? null : m["system.rss_bytes"]));
+  return { defs, raw, data: [h.t.slice(), ...stacked, rss] };
+}
+
+function resetChart() {
+  if (chart) { chart.destroy(); chart = null; }
+  $("chart").dataset.points = "0";
+  $("chart-empty").style.display = "";
+  $("legend").innerHTML = "";
+}
+
+function drawChart(rebuild) {
+  const h = state.hist;
+  const cd = chartData();
+  $("chart").dataset.points = String(h.t.length);
+  if (!h.t.length) {
+    resetChart();
+    $("chart-empty").textContent = "No snapshots from this worker in the window yet. Agents send one every few seconds; wait a moment or widen the window.";
+    return;
+  }
+  $("chart-empty").style.display = "none";
+  const sig = cd.defs.map((d) => d[0]).join(",");
+  if (chart && !rebuild && chart._sig === sig) {
+    chart._raw = cd.raw;
+    chart.setData(cd.data);
+  } else {
+    if (chart) chart.destroy();
+    const width = Math.max(320, $("chart-wrap").clientWidth);
+    const series = [{ value: (u, v) => (v === null ? "" : fmtTime(v)) }];
+    cd.defs.forEach(([, label, color]) => series.push({ label, stroke: color, fill: color + "cc", width: 1, points: { show: false } }));
+    series.push({ label: "RSS", stroke: "#f2f2f2", width: 2, dash: [6, 3], points: { show: false } });
+    chart = new uPlot({
+      width, height: 300, series,
+      legend: { show: false },
+      cursor: { drag: { x: false, y: false }, points: { show: false } },
+      scales: { x: { time: true } },
+      axes: [
+        { stroke: "#8a93a3", grid: { stroke: "#2a303a" }, ticks: { stroke: "#2a303a" } },
+        { stroke: "#8a93a3", grid: { stroke: "#2a303a" }, ticks: { stroke: "#2a303a" }, size: 70, values: (u, vs) => vs.map(fmtBytes) },
+      ],
+      hooks: {
+        setCursor: [(u) => renderLegend(u.cursor.idx)],
+        draw: [drawPickMarkers],
+      },
+    }, cd.data, $("chart"));
+    chart._sig = sig;
+    chart._raw = cd.raw;
+    chart.over.addEventListener("click", () => pickPoint(chart.cursor.idx));
+  }
+  renderLegend(null);
+  const last = h.t[h.t.length - 1];
+  $("chart-status").textContent = `${h.t.length} snapshots in the window · last ${fmtTime(last)} (${fmtAgo(last)})` +
+    (state.layerKind === "fallback" ? " · layers from glibc/LuaJIT counters (the agent reports no region breakdown yet)" : "");
+}
+
+function renderLegend(idx) {
+  const h = state.hist;
+  if (!chart || !h.t.length) return;
+  const i = idx === null || idx === undefined || idx < 0 ? h.t.length - 1 : idx;
+  const defs = layerDefs(state.layerKind);
+  const raw = chart._raw;
+  const items = defs.map(([, label, color], k) => {
+    const v = raw[k][i], d = raw[k][i] - raw[k][0];
+    return `<span class="item"><span class="sw" style="background:${color}"></span>${esc(label)}
+      <span class="val">${fmtBytes(v)}</span><span class="val small ${signClass(d)}">${fmtSignedBytes(d)}</span></span>`;
+  });
+  const rss = h.m[i]["system.rss_bytes"], rss0 = h.m[0]["system.rss_bytes"];
+  items.unshift(`<span class="item"><span class="sw" style="background:#f2f2f2"></span><b>RSS</b>
+    <span class="val">${fmtBytes(rss)}</span><span class="val small ${signClass(rss - rss0)}">${fmtSignedBytes(rss - rss0)}</span></span>`);
+  items.push(`<span class="item muted">at ${fmtTime(h.t[i])}${h.deep[i] ? " · deep scan" : ""} · changes since window start</span>`);
+  $("legend").innerHTML = items.join("");
+}
+
+function drawPickMarkers(u) {
+  const ctx = u.ctx;
+  for (const [name, p] of [["A", state.pick.a], ["B", state.pick.b]]) {
+    if (!p) continue;
+    const x = Math.round(u.valToPos(p.time, "x", true));
+    if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+    ctx.save();
+    ctx.strokeStyle = "#f2a65a";
+    ctx.lineWidth = 2 * devicePixelRatio;
+    ctx.beginPath();
+    ctx.moveTo(x, u.bbox.top);
+    ctx.lineTo(x, u.bbox.top + u.bbox.height);
+    ctx.stroke();
+    ctx.fillStyle = "#f2a65a";
+    ctx.font = `${12 * devicePixelRatio}px sans-serif`;
+    ctx.fillText(name, x + 4 * devicePixelRatio, u.bbox.top + 14 * devicePixelRatio);
+    ctx.restore();
+  }
+}
+
+function pickPoint(idx) {
+  const h = state.hist;
+  if (idx === null || idx === undefined || idx < 0 || idx >= h.t.length) return;
+  const p = { id: h.id[idx], time: h.t[idx] };
+  if (!state.pick.a || state.pick.b) state.pick = { a: p, b: null };
+  else state.pick.b = p;
+  chart && chart.redraw(false);
+  const { a, b } = state.pick;
+  if (a && b) {
+    $("pick-hint").textContent = `A = ${fmtTime(a.time)}, B = ${fmtTime(b.time)}. Click again to start a new pair.`;
+    const [x, y] = a.time <= b.time ? [a, b] : [b, a];
+    loadDiff(`a=${x.id}&b=${y.id}`);
+  } else {
+    $("pick-hint").textContent = `A = ${fmtTime(a.time)}. Now click a second point for B.`;
+  }
+}
+
+function updateWorkerChange() {
+  const h = state.hist, w = state.workers.get(state.selected);
+  if (w && h.m.length) w._change = (h.m[h.m.length - 1]["system.rss_bytes"] || 0) - (h.m[0]["system.rss_bytes"] || 0);
+  renderWorkers();
+}
+
+// ---------- diff ----------
+const SECTIONS = ["all", "system", "region", "glibc", "luajit", "shm", "pool", "size_class"];
+async function loadDiff(query) {
+  $("diff").innerHTML = `<p class="empty">Computing diff…</p>`;
+  try {
+    state.diff = await api(`/api/diff?${query}`);
+  } catch (e) {
+    $("diff").innerHTML = `<p class="empty">Diff failed: ${esc(e.message)}</p>`;
+    return;
+  }
+  renderDiff();
+  renderClasses();
+}
+
+function renderDiff() {
+  const d = state.diff;
+  if (!d) return;
+  $("diff-title").textContent = `${fmtTime(d.a.time)} → ${fmtTime(d.b.time)} (${fmtDuration(d.b.time - d.a.time)})`;
+  $("diff-filters").innerHTML = SECTIONS.map((s) => `<button data-s="${s}" class="${s === state.diffSection ? "on" : ""}">${s.replace("_", " ")}</button>`).join("");
+  for (const b of $("diff-filters").querySelectorAll("button")) b.addEventListener("click", () => { state.diffSection = b.dataset.s; renderDiff(); });
+  const showAll = $("diff-unchanged").checked;
+  const rows = (d.rows || []).filter((r) => (state.diffSection === "all" || r.section === state.diffSection) &&
+    (showAll || r.delta_bytes !== 0 || (r.delta_count || 0) !== 0));
+  if (!rows.length) {
+    $("diff").innerHTML = `<p class="empty">Nothing changed${state.diffSection === "all" ? "" : " in " + state.diffSection} between A and B. Tick “show unchanged” to see every row.</p>`;
+    return;
+  }
+  const shown = rows.slice(0, 60);
+  const html = shown.map((r) => {
+    const sig = unrootedSig(r.key);
+    return `<tr class="${sig ? "clickable" : ""}" ${sig ? `data-sig="${esc(sig)}"` : ""}>
+      <td class="label">${esc(r.label || r.key)}</td><td class="muted">${esc(r.section)}</td>
+      <td class="num">${fmtBytes(r.a_bytes)}</td><td class="num">${fmtBytes(r.b_bytes)}</td>
+      <td class="num ${signClass(r.delta_bytes)}">${fmtSignedBytes(r.delta_bytes)}</td>
+      <td class="num ${signClass(r.delta_bytes)}">${fmtRatio(r.delta_ratio)}</td>
+      <td class="num ${signClass(r.delta_count || 0)}">${r.delta_count === undefined ? "" : fmtSignedCount(r.delta_count)}</td></tr>`;
+  });
+  $("diff").innerHTML = `<table><thead><tr><th>what</th><th>layer</th><th class="num">A</th><th class="num">B</th>
+    <th class="num">Δ bytes</th><th class="num">Δ %</th><th class="num">Δ count</th></tr></thead><tbody>${html.join("")}</tbody></table>
+    ${rows.length > shown.length ? `<p class="muted small">${rows.length - shown.length} more rows (pick a layer above to narrow).</p>` : ""}`;
+  for (const tr of $("diff").querySelectorAll("tr[data-sig]")) tr.addEventListener("click", () => showGroup(tr.dataset.sig, d.b.worker || state.selected));
+}
+
+/** "pool.unrooted.<sig>[.suffix]" → sig */
+function unrootedSig(key) {
+  if (!key || !key.startsWith("pool.unrooted.")) return null;
+  let rest = key.slice("pool.unrooted.".length);
+  for (const suf of ["pools", "bytes", "block_bytes", "large_blocks", "large_bytes"]) {
+    if (rest.endsWith("." + suf)) { rest = rest.slice(0, -suf.length - 1); break; }
+  }
+  return rest || null;
+}
+
+// ---------- size classes ----------
+function renderClasses() {
+  const rows = state.diff ? (state.diff.rows || []).filter((r) => r.section === "size_class") : [];
+  if (!rows.length) { renderClassesFromSnapshot(); return; }
+  $("classes-title").textContent = "A → B";
+  const cls = rows.map((r) => ({ min: Number(r.key.split(".")[1]), bytes: r.b_bytes, d: r.delta_bytes, n: r.b_count, dn: r.delta_count }))
+    .filter((c) => Number.isFinite(c.min)).sort((a, b) => a.min - b.min);
+  drawClasses(cls, true);
+}
+
+async function renderClassesFromSnapshot() {
+  const h = state.hist;
+  let idx = -1;
+  for (let i = h.deep.length - 1; i >= 0; i--) if (h.deep[i]) { idx = i; break; }
+  if (idx < 0) {
+    $("classes-title").textContent = "";
+    $("classes").innerHTML = `<p class="empty">No size classes yet. They come from a deep scan: press <b>Scan now</b>${state.selected ? "" : " after picking a worker"}.</p>`;
+    return;
+  }
+  try {
+    const s = await api(`/api/snapshots/${h.id[idx]}`);
+    const snap = s.snapshot || s;
+    const sc = (snap.glibc && snap.glibc.size_classes) || [];
+    $("classes-title").textContent = `deep scan at ${fmtTime(h.t[idx])}`;
+    drawClasses(sc.map((c) => ({ min: c.min_bytes, bytes: c.bytes, n: c.chunks })).sort((a, b) => a.min - b.min), false);
+  } catch (e) {
+    $("classes").innerHTML = `<p class="empty">Could not load the deep snapshot: ${esc(e.message)}</p>`;
+  }
+}
+
+function drawClasses(cls, withDelta) {
+  cls = cls.filter((c) => c.bytes > 0 || (c.d || 0) !== 0);
+  if (!cls.length) { $("classes").innerHTML = `<p class="empty">The scan found no heap chunks.</p>`; return; }
+  const max = Math.max(...cls.map((c) => c.bytes), 1);
+  const html = cls.map((c) => {
+    const w = Math.max(1, Math.round((c.bytes / max) * 100));
+    return `<tr><td class="num">${fmtRange(c.min, c.min * 2 || 32)}</td>
+      <td class="barcell"><span class="bar${withDelta && c.d > 0 ? " up" : ""}" style="width:${w}%"></span></td>
+      <td class="num">${fmtCount(c.n)}</td><td class="num">${fmtBytes(c.bytes)}</td>
+      ${withDelta ? `<td class="num ${signClass(c.dn || 0)}">${fmtSignedCount(c.dn || 0)}</td><td class="num ${signClass(c.d)}">${fmtSignedBytes(c.d)}</td>` : ""}</tr>`;
+  });
+  $("classes").innerHTML = `<table><thead><tr><th class="num">chunk size</th><th></th><th class="num">chunks</th><th class="num">bytes</th>
+    ${withDelta ? `<th class="num">Δ chunks</th><th class="num">Δ bytes</th>` : ""}</tr></thead><tbody>${html.join("")}</tbody></table>`;
+}
+
+// ---------- suspects ----------
+async function loadSuspects() {
+  try {
+    state.suspects = listOf(await api(`/api/suspects?window=${state.windowS}`), "suspects");
+  } catch (e) {
+    $("suspects").innerHTML = `<p class="empty">Could not load suspects: ${esc(e.message)}</p>`;
+    return;
+  }
+  renderSuspects();
+}
+
+function renderSuspects() {
+  $("suspects-window").textContent = `· last ${fmtDuration(state.windowS)}`;
+  const s = state.suspects;
+  if (!s.length) {
+    $("suspects").innerHTML = `<p class="empty">No suspects: nothing has grown beyond noise in the last ${fmtDuration(state.windowS)}.
+      Trends need a few minutes of snapshots; pool groups need deep scans (<b>Scan now</b>).</p>`;
+    return;
+  }
+  $("suspects").innerHTML = s.slice(0, 8).map((x, i) => `<div class="suspect" data-i="${i}">
+    <div><span class="rank">#${i + 1}</span><span class="subject">${esc(x.subject)}</span></div>
+    <div class="muted">held by <b>${esc(x.owner)}</b>${x.worker ? ` · worker ${esc(workerLabel(x.worker))}` : ` · ${esc(x.instance)}`}</div>
+    <div class="evidence">${esc(x.evidence)}</div>
+    <div class="facts"><span class="grow">${fmtSignedBytes(x.growth_bytes_per_min)}/min</span> · R² ${Number(x.r2).toFixed(2)} ·
+      ${fmtSignedBytes(x.delta_bytes)}${x.delta_count !== undefined ? ` (${fmtSignedCount(x.delta_count)})` : ""} in ${fmtDuration(x.window_s)} ·
+      ${Math.round((x.monotonic_ratio || 0) * 100)}% of steps up</div></div>`).join("");
+  for (const el of $("suspects").querySelectorAll(".suspect")) {
+    el.addEventListener("click", () => {
+      const x = s[Number(el.dataset.i)];
+      const sig = unrootedSig(x.metric);
+      if (x.worker && x.worker !== state.selected && state.workers.has(x.worker)) selectWorker(x.worker);
+      if (sig) showGroup(sig, x.worker || state.selected);
+      else $("group").innerHTML = `<p class="empty">“${esc(x.subject)}” is a layer, not a pool group: see its rows in the diff (use “Compare window start → latest”).</p>`;
+    });
+  }
+}
+function workerLabel(key) {
+  const w = state.workers.get(key);
+  return w ? `pid ${w.pid}` : key;
+}
+
+// ---------- pool group drill-down ----------
+async function showGroup(sig, workerKey) {
+  state.group = { signature: sig, worker: workerKey };
+  $("group-title").textContent = "";
+  $("group").innerHTML = `<p class="empty">Loading the latest deep scan…</p>`;
+  const w = state.workers.get(workerKey);
+  let snapId = null, snapTime = null;
+  const h = state.hist;
+  if (workerKey === state.selected) {
+    for (let i = h.deep.length - 1; i >= 0; i--) if (h.deep[i]) { snapId = h.id[i]; snapTime = h.t[i]; break; }
+  }
+  try {
+    if (snapId === null && w) {
+      const snaps = listOf(await api(`/api/workers/${encodeURIComponent(workerKey)}/snapshots?limit=5000`), "snapshots");
+      const deep = snaps.filter((s) => s.deep).sort((a, b) => b.time - a.time)[0];
+      if (deep) { snapId = deep.id; snapTime = deep.time; }
+    }
+    if (snapId === null) {
+      $("group").innerHTML = `<p class="empty">This worker has no deep scan yet: press <b>Scan now</b>.</p>`;
+      return;
+    }
+    const s = await api(`/api/snapshots/${snapId}`);
+    const snap = s.snapshot || s;
+    const groups = (snap.pools && snap.pools.unrooted) || [];
+    const g = groups.find((x) => x.signature === sig);
+    if (!g) {
+      $("group").innerHTML = `<p class="empty">The deep scan at ${fmtTime(snapTime)} has no pool group <code>${esc(sig)}</code> any more (it was freed, or the scan predates it).</p>`;
+      return;
+    }
+    renderGroup(g, snapTime, w);
+  } catch (e) {
+    $("group").innerHTML = `<p class="empty">Could not load the pool group: ${esc(e.message)}</p>`;
+  }
+}
+
+function renderGroup(g, t, w) {
+  $("group-title").textContent = `· deep scan at ${fmtTime(t)}${w ? ` · pid ${w.pid}` : ""}`;
+  const hops = String(g.retainer || "").split(/\s*→\s*|\s*->\s*/).filter(Boolean);
+  const retainer = hops.length
+    ? hops.map((hop, i) => `<span class="hop${i === 0 ? " root" : ""}">${esc(hop)}</span>`).join(`<span class="arrow">→</span>`)
+    : `<span class="muted">no retainer path (nothing references these pools: they are lost)</span>`;
+  const cleanups = (g.cleanups || []).length
+    ? g.cleanups.map((c) => `<code>${esc(c.handler)}</code> ×${fmtCount(c.count)}`).join(", ")
+    : `<span class="muted">none registered</span>`;
+  const hist = (g.large_histogram || []).filter((b) => b.count > 0)
+    .map((b) => `${fmtRange(b.min_bytes, b.max_bytes + 1)}: ${fmtCount(b.count)} (${fmtBytes(b.bytes)})`).join("; ");
+  $("group").innerHTML = `
+    <dl class="kv">
+      <dt>held by</dt><dd><b>${esc(g.owner)}</b></dd>
+      <dt>pools</dt><dd>${fmtCount(g.pools)}</dd>
+      <dt>memory</dt><dd>${fmtBytes((g.block_bytes || 0) + (g.large_bytes || 0))} (blocks ${fmtBytes(g.block_bytes)}, large ${fmtBytes(g.large_bytes)} in ${fmtCount(g.large_blocks)})</dd>
+      ${g.create_size !== undefined ? `<dt>created with</dt><dd>ngx_create_pool(${fmtCount(g.create_size)} B)</dd>` : ""}
+      <dt>cleanups</dt><dd>${cleanups}</dd>
+      ${g.log ? `<dt>log</dt><dd>${esc(g.log)}</dd>` : ""}
+      ${hist ? `<dt>large blocks</dt><dd>${esc(hist)}</dd>` : ""}
+      <dt>signature</dt><dd class="small">${esc(g.signature)}</dd>
+    </dl>
+    <div class="muted small">retainer path (shortest, from the root that keeps them alive):</div>
+    <div class="retainer">${retainer}</div>
+    <div class="muted small">example pools:</div>
+    <div class="mono">${(g.examples || []).map(esc).join("  ") || "–"}</div>
+    ${g.created_at && g.created_at.length ? `<div class="muted small" style="margin-top:8px">allocated at:</div><div class="mono small">${g.created_at.map(esc).join("<br>")}</div>` : ""}`;
+}
+
+// ---------- scan now ----------
+async function scanNow() {
+  const key = state.selected;
+  if (!key) return;
+  $("scan-now").disabled = true;
+  state.scan = { key, since: Date.now() / 1000 };
+  $("scan-status").textContent = `deep scan requested at ${fmtTime(state.scan.since)} — waiting for the worker…`;
+  try {
+    const r = await api(`/api/workers/${encodeURIComponent(key)}/command`, { method: "POST", body: { command: "deep" } });
+    if (r && r.id) state.scan.id = r.id;
+  } catch (e) {
+    $("scan-status").textContent = `scan request failed: ${e.message}`;
+    state.scan = null;
+    $("scan-now").disabled = false;
+    return;
+  }
+  setTimeout(() => {
+    if (state.scan && state.scan.key === key && Date.now() / 1000 - state.scan.since >= 59) {
+      $("scan-status").textContent = "no deep snapshot after 60 s — is the worker still connected? (see Workers)";
+      state.scan = null;
+      $("scan-now").disabled = false;
+    }
+  }, 60000);
+}
+
+// ---------- live feed ----------
+let wsRetry = 1000;
+function connectLive() {
+  // browsers cannot set headers on a websocket: the token travels as the subprotocol bearer.<token>
+  const url = location.origin.replace(/^http/, "ws") + base + "live";
+  const ws = TOKEN ? new WebSocket(url, ["bearer." + TOKEN]) : new WebSocket(url);
+  ws.onopen = () => {
+    wsRetry = 1000;
+    setConn(true);
+    // catch up on what happened while we were away
+    refreshAll().catch(() => {});
+  };
+  ws.onmessage = (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch { return; }
+    onLive(msg);
+  };
+  ws.onclose = () => {
+    setConn(false);
+    setTimeout(connectLive, wsRetry);
+    wsRetry = Math.min(wsRetry * 2, 15000);
+  };
+}
+function setConn(up) {
+  state.live = up;
+  const el = $("conn");
+  el.className = "conn " + (up ? "conn-up" : "conn-down");
+  el.textContent = up ? "live" : "reconnecting…";
+}
+
+function onLive(msg) {
+  if (msg.type === "snapshot" && msg.worker) {
+    const prev = state.workers.get(msg.worker.key);
+    state.workers.set(msg.worker.key, Object.assign({}, msg.worker, { _change: prev && prev._change }));
+    if (!state.selected) { state.selected = msg.worker.key; loadHistory().catch(() => {}); }
+    if (msg.worker.key === state.selected && msg.summary) {
+      const h = state.hist;
+      const t = msg.summary.time;
+      if (!h.t.length || t > h.t[h.t.length - 1]) {
+        const m = msg.summary.metrics || {};
+        const deep = Object.keys(m).some((k) => k.startsWith("pool.unrooted_total.") || k.startsWith("size_class_total."));
+        h.t.push(t); h.id.push(msg.snapshot_id); h.deep.push(deep); h.m.push(m);
+        trimWindow();
+        drawChart(false);
+        updateWorkerChange();
+        if (deep && state.scan && state.scan.key === msg.worker.key && t >= state.scan.since - 1) {
+          $("scan-status").textContent = `deep scan done at ${fmtTime(t)}`;
+          state.scan = null;
+          $("scan-now").disabled = false;
+          if (!state.diff) renderClassesFromSnapshot();
+          if (state.group) showGroup(state.group.signature, state.group.worker);
+        }
+      }
+    } else {
+      renderWorkers();
+    }
+    state.lastUpdate = Date.now();
+  } else if (msg.type === "worker_gone" && msg.worker) {
+    state.workers.set(msg.worker.key, msg.worker);
+    renderWorkers();
+    if (msg.worker.key === state.selected) $("scan-now").disabled = true;
+  } else if (msg.type === "command_result") {
+    if (state.scan && msg.worker === state.scan.key && !msg.ok) {
+      $("scan-status").textContent = `deep scan failed: ${msg.error || "the worker refused"}`;
+      state.scan = null;
+      $("scan-now").disabled = false;
+    }
+  } else if (msg.type === "suspects" && Array.isArray(msg.suspects)) {
+    // the feed carries the server's default window; keep our own when the user chose another
+    if (!msg.suspects.length || msg.suspects.every((s) => s.window_s === state.windowS)) {
+      state.suspects = msg.suspects;
+      renderSuspects();
+    } else {
+      loadSuspects();
+    }
+  }
+}
+
+// ---------- wiring ----------
+async function refreshAll() {
+  await loadWorkers();
+  await Promise.all([loadHistory(), loadSuspects()]);
+  if (!state.diff) renderClasses();
+}
+
+$("window").addEventListener("change", (e) => {
+  state.windowS = Number(e.target.value);
+  state.pick = { a: null, b: null };
+  refreshAll().catch(showError);
+});
+$("scan-now").addEventListener("click", scanNow);
+$("diff-unchanged").addEventListener("change", renderDiff);
+$("diff-window").addEventListener("click", () => {
+  const h = state.hist;
+  if (h.id.length < 2) { $("diff").innerHTML = `<p class="empty">Need at least two snapshots in the window.</p>`; return; }
+  state.pick = { a: { id: h.id[0], time: h.t[0] }, b: { id: h.id[h.id.length - 1], time: h.t[h.t.length - 1] } };
+  chart && chart.redraw(false);
+  loadDiff(`a=${h.id[0]}&b=${h.id[h.id.length - 1]}`);
+});
+window.addEventListener("resize", () => { if (chart) chart.setSize({ width: Math.max(320, $("chart-wrap").clientWidth), height: 300 }); });
+setInterval(() => {
+  $("clock").textContent = new Date().toLocaleTimeString("en-GB", { hour12: false });
+  if (state.hist.t.length) {
+    const last = state.hist.t[state.hist.t.length - 1];
+    $("chart-status").textContent = $("chart-status").textContent.replace(/\(.*? ago\)|\(just now\)/, `(${fmtAgo(last)})`);
+  }
+}, 1000);
+
+function showError(e) {
+  $("chart-status").textContent = "Error: " + (e && e.message ? e.message : e);
+}
+
+refreshAll().catch(showError).finally(connectLive);
