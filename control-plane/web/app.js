@@ -127,8 +127,15 @@ function metricsForLayers(names) {
 }
 
 // ---------- state ----------
+function windowFromUrl() {
+  const w = params.get("window");
+  if (!w) return 600;
+  const m = /^(\d+)(s|m|h)?$/.exec(w);
+  if (!m) return 600;
+  return Number(m[1]) * ({ s: 1, m: 60, h: 3600 }[m[2] || "s"]);
+}
 const state = {
-  windowS: 600,
+  windowS: windowFromUrl(),
   workers: new Map(), // key → WorkerInfo
   selected: null, // worker key
   hist: { t: [], id: [], deep: [], m: [] }, // selected worker's points in the window
@@ -153,6 +160,18 @@ async function loadWorkers() {
     const live = ws.filter((w) => w.state === "live").sort((a, b) => (b.rss_bytes || 0) - (a.rss_bytes || 0));
     state.selected = (live[0] || ws[0] || {}).key || null;
   }
+  renderWorkers();
+  loadWorkerChanges().catch(() => {});
+}
+
+/** RSS change over the window for each live worker (first and last point of its RSS series) */
+async function loadWorkerChanges() {
+  const to = Date.now() / 1000 + 5, from = to - state.windowS - 5;
+  const live = [...state.workers.values()].filter((w) => w.state === "live").slice(0, 16);
+  await Promise.all(live.map(async (w) => {
+    const pts = pointsOf(await api(`/api/series?worker=${encodeURIComponent(w.key)}&metric=system.rss_bytes&from=${from}&to=${to}`).catch(() => []));
+    if (pts.length >= 2) w._change = pts[pts.length - 1].v - pts[0].v;
+  }));
   renderWorkers();
 }
 
@@ -307,14 +326,16 @@ function renderLegend(idx) {
   const i = idx === null || idx === undefined || idx < 0 ? h.t.length - 1 : idx;
   const defs = layerDefs(state.layerKind);
   const raw = chart._raw;
-  const items = defs.map(([, label, color], k) => {
+  const items = [];
+  defs.forEach(([, label, color], k) => {
+    if (!raw[k].some((x) => x > 0)) return; // a layer that is empty all along says nothing
     const v = raw[k][i], d = raw[k][i] - raw[k][0];
-    return `<span class="item"><span class="sw" style="background:${color}"></span>${esc(label)}
-      <span class="val">${fmtBytes(v)}</span><span class="val small ${signClass(d)}">${fmtSignedBytes(d)}</span></span>`;
+    items.push(`<span class="item"><span class="sw" style="background:${color}"></span>${esc(label)}
+      <span class="val">${fmtBytes(v)}</span> <span class="val small ${signClass(d)}">${fmtSignedBytes(d)}</span></span>`);
   });
   const rss = h.m[i]["system.rss_bytes"], rss0 = h.m[0]["system.rss_bytes"];
   items.unshift(`<span class="item"><span class="sw" style="background:#f2f2f2"></span><b>RSS</b>
-    <span class="val">${fmtBytes(rss)}</span><span class="val small ${signClass(rss - rss0)}">${fmtSignedBytes(rss - rss0)}</span></span>`);
+    <span class="val">${fmtBytes(rss)}</span> <span class="val small ${signClass(rss - rss0)}">${fmtSignedBytes(rss - rss0)}</span></span>`);
   items.push(`<span class="item muted">at ${fmtTime(h.t[i])}${h.deep[i] ? " · deep scan" : ""} · changes since window start</span>`);
   $("legend").innerHTML = items.join("");
 }
@@ -484,7 +505,7 @@ function renderSuspects() {
     <div class="muted">held by <b>${esc(x.owner)}</b>${x.worker ? ` · worker ${esc(workerLabel(x.worker))}` : ` · ${esc(x.instance)}`}</div>
     <div class="evidence">${esc(x.evidence)}</div>
     <div class="facts"><span class="grow">${fmtSignedBytes(x.growth_bytes_per_min)}/min</span> · R² ${Number(x.r2).toFixed(2)} ·
-      ${fmtSignedBytes(x.delta_bytes)}${x.delta_count !== undefined ? ` (${fmtSignedCount(x.delta_count)})` : ""} in ${fmtDuration(x.window_s)} ·
+      ${fmtSignedBytes(x.delta_bytes)}${x.delta_count !== undefined ? ` (${fmtSignedCount(x.delta_count)})` : ""} in the last ${fmtDuration(x.window_s)} ·
       ${Math.round((x.monotonic_ratio || 0) * 100)}% of steps up</div></div>`).join("");
   for (const el of $("suspects").querySelectorAll(".suspect")) {
     el.addEventListener("click", () => {
@@ -675,6 +696,18 @@ async function refreshAll() {
   if (!state.diff) renderClasses();
 }
 
+(() => {
+  const sel = $("window");
+  if (![...sel.options].some((o) => Number(o.value) === state.windowS)) {
+    const o = document.createElement("option");
+    o.value = String(state.windowS);
+    o.textContent = fmtDuration(state.windowS);
+    sel.appendChild(o);
+  }
+  sel.value = String(state.windowS);
+})();
+// the live feed pushes suspects for the server's window (10 min); ask for ours every 10 s as well
+setInterval(() => { if (state.live) loadSuspects(); }, 10000);
 $("window").addEventListener("change", (e) => {
   state.windowS = Number(e.target.value);
   state.pick = { a: null, b: null };
