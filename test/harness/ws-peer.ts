@@ -36,13 +36,15 @@ export interface PeerConn {
   closeCode?: number;
   /** who closed it: "agent" when the close came from the agent side */
   closedBy?: "agent" | "peer";
+  /** the code the peer closed with (closeCode is what the agent answered or sent) */
+  peerCode?: number;
 }
 
 export class WsPeer {
   port = 0;
   received: Received[] = [];
   hellos: HelloMsg[] = [];
-  rejected: { token: string; pid?: number }[] = [];
+  rejected: { token: string; pid?: number; at: number }[] = [];
   results: CommandResultMsg[] = [];
   conns: PeerConn[] = [];
   tooLarge = 0;
@@ -149,6 +151,7 @@ export class WsPeer {
 
   private closeWith(c: PeerConn, code: number, reason: string): void {
     c.closedBy = "peer";
+    c.peerCode = code;
     c.ws.close(code, reason);
   }
 
@@ -164,7 +167,7 @@ export class WsPeer {
     if (!c.hello) {
       if (msg.type !== "hello") return this.closeWith(c, Close.HELLO_REQUIRED, "hello required");
       if (msg.token !== this.opts.token) {
-        this.rejected.push({ token: msg.token, pid: msg.agent?.pid });
+        this.rejected.push({ token: msg.token, pid: msg.agent?.pid, at: Date.now() });
         c.ws.send(JSON.stringify({ type: "error", error: "unauthorized: wrong token" }));
         return this.closeWith(c, Close.UNAUTHORIZED, "unauthorized");
       }

@@ -50,3 +50,21 @@ describe("push backoff", () => {
     expect(Math.max(...r.sixth)).toBeLessThan(16);
   });
 });
+
+describe("push backoff jitter source", () => {
+  test("seededRand: in [0,1), differs between seeds (workers), uniform enough", () => {
+    const r = runLua(`
+      local b = require("memdiag.push.backoff")
+      local a, c = b.seededRand(1001 * 7919), b.seededRand(1002 * 7919)
+      local xs, ys = {}, {}
+      for i = 1, 2000 do xs[#xs + 1] = a(); ys[#ys + 1] = c() end
+      return { xs = arr(xs), ys = arr(ys) }`);
+    const xs: number[] = r.xs;
+    expect(Math.min(...xs)).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...xs)).toBeLessThan(1);
+    const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
+    expect(Math.abs(mean - 0.5)).toBeLessThan(0.05);
+    const same = xs.filter((x, i) => Math.abs(x - r.ys[i]) < 1e-9).length;
+    expect(same).toBeLessThan(5);
+  });
+});

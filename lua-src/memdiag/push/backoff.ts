@@ -12,6 +12,19 @@ export function backoffDelay(attempt: number, base: number, max: number, factor:
   return d / 2 + (d / 2) * r;
 }
 
+/**
+ * A private generator (Park–Miller, exact in doubles): math.random is shared
+ * with the host application and starts from the same seed in every forked
+ * worker, which would give all workers the same "jitter".
+ */
+export function seededRand(seed: number): Rand {
+  let x = Math.floor(math.abs(seed)) % 2147483646 + 1;
+  return () => {
+    x = (x * 16807) % 2147483647;
+    return (x - 1) / 2147483646;
+  };
+}
+
 export class Backoff {
   attempts = 0;
   constructor(

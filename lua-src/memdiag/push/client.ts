@@ -3,7 +3,7 @@ import { config } from "../config";
 import { collectAndPublish, onSnapshot } from "../agent";
 import { decode } from "../util/json";
 import { Entry, Ring } from "./queue";
-import { Backoff } from "./backoff";
+import { Backoff, seededRand } from "./backoff";
 import { trimToFit } from "./trim";
 import { commandResultFrame, ENVELOPE_RESERVE, helloFrame, HelloAgent, MAX_ID, snapshotFrame } from "./frame";
 
@@ -55,12 +55,12 @@ let conn: Conn | undefined;
 /** the control plane's max frame size from welcome (0 = not told) */
 let serverMax = 0;
 const control: string[] = [];
-const backoff = new Backoff(0.5, 30, 2);
+const backoff = new Backoff(0.5, 30, 2, seededRand(ngx.worker.pid() * 7919 + ngx.now() * 1000));
 let stopping = false;
 let lastIdent: HelloAgent | undefined;
 let pendingReplyTo: string | undefined;
 let commandBusy = false;
-let deepHandler: DeepHandler | undefined;
+let deepHandler: DeepHandler | undefined = undefined;
 let lastLogged: string | undefined;
 
 /** For tests and /_memdiag: what the push is doing. */
@@ -74,11 +74,34 @@ export const stats = {
   last_error: "",
 };
 
+/** How long a "deep" command waits for the scan before answering ok:false. */
+const DEEP_TIMEOUT_S = 300;
+
+interface DeepScanModule {
+  runDeepScan?: (this: void) => LuaMultiReturn<[boolean, string | undefined]>;
+  waitDeepScan?: (this: void, timeoutS: number) => boolean;
+  deepScanRunning?: (this: void) => boolean;
+}
+
 /**
- * Hook for the deep scan: it registers a function that runs a deep scan (may
- * yield) so that the next collection carries its results. Until it does,
- * "deep" commands are answered with ok:false.
+ * "deep": start a deep scan (memdiag.scan.deep, loaded on first use so the push
+ * works without it) and wait for it; the snapshot collected after it carries
+ * its results. Without the module: ok:false "deep scan not available".
  */
+function defaultDeep(this: void): LuaMultiReturn<[boolean, string | undefined]> {
+  const [ok, mod] = pcall(require, "memdiag.scan.deep");
+  const m = mod as DeepScanModule;
+  if (!ok || type(mod) !== "table" || type(m.runDeepScan) !== "function" || type(m.waitDeepScan) !== "function") {
+    return $multi(false, "deep scan not available");
+  }
+  const [started, err] = m.runDeepScan!();
+  // one already running is as good: wait for it
+  if (!started && !(m.deepScanRunning && m.deepScanRunning())) return $multi(false, err ?? "deep scan did not start");
+  if (!m.waitDeepScan!(DEEP_TIMEOUT_S)) return $multi(false, `deep scan did not finish within ${DEEP_TIMEOUT_S} s`);
+  return $multi(true, undefined);
+}
+
+/** Replace how "deep" commands run a deep scan (tests, other scan engines). */
 export function setDeepHandler(fn: DeepHandler): void {
   deepHandler = fn;
 }
@@ -87,12 +110,15 @@ function log(level: number, msg: string): void {
   ngx.log(level, "memdiag push: ", msg);
 }
 
-/** Log a failure once per distinct message (a control plane away for hours logs one line, not thousands). */
-function logChange(level: number, msg: string): void {
+/**
+ * Log a failure once per distinct message (a control plane away for hours logs
+ * one line, not thousands); `detail` (e.g. the next delay) is not part of the key.
+ */
+function logChange(level: number, msg: string, detail = ""): void {
   stats.last_error = msg;
   if (msg === lastLogged) return;
   lastLogged = msg;
-  log(level, msg);
+  log(level, msg + detail);
 }
 
 function wake(): void {
@@ -132,7 +158,7 @@ function enqueue(seq: number, json: string, reply_to: string | undefined, trimme
   const had = q.droppedTotal;
   q.push(seq, json, reply_to, trimmed);
   if (q.droppedTotal > had) {
-    logChange(ngx.WARN, `control plane away: queue full (${q.maxCount} snapshots / ${q.maxBytes} bytes), dropping the oldest; ${q.droppedTotal} dropped so far`);
+    logChange(ngx.WARN, `control plane away: queue full (${q.maxCount} snapshots / ${q.maxBytes} bytes), dropping the oldest`, `; ${q.droppedTotal} dropped so far`);
   }
   wake();
 }
@@ -194,9 +220,8 @@ function runCommand(this: void, premature: boolean, id: string, command: string)
   }
   let err: string | undefined;
   if (command === "deep") {
-    if (!deepHandler) err = "deep scan not available";
-    else {
-      const [pok, ok, derr] = pcall(deepHandler) as unknown as LuaMultiReturn<[boolean, boolean | string, string | undefined]>;
+    {
+      const [pok, ok, derr] = pcall(deepHandler ?? defaultDeep) as unknown as LuaMultiReturn<[boolean, boolean | string, string | undefined]>;
       if (!pok) err = `deep scan failed: ${ok}`;
       else if (!ok) err = derr ?? "deep scan failed";
     }
@@ -458,7 +483,7 @@ function loop(): void {
     const [c, err, code] = connect();
     if (!c) {
       const delay = backoff.next();
-      logChange(code === 4401 ? ngx.ERR : ngx.WARN, `${err}; retrying with backoff (next in ${string.format("%.1f", delay)} s)`);
+      logChange(code === 4401 ? ngx.ERR : ngx.WARN, `${err}`, `; retrying with backoff (first retry in ${string.format("%.1f", delay)} s, then up to ${backoff.max} s apart)`);
       pause(delay);
       continue;
     }
@@ -470,7 +495,7 @@ function loop(): void {
     session(c);
     if (exiting()) break;
     const delay = backoff.next();
-    logChange(c.closeCode === 4401 ? ngx.ERR : ngx.WARN, `${c.err ?? "connection closed"}; reconnecting with backoff (next in ${string.format("%.1f", delay)} s)`);
+    logChange(c.closeCode === 4401 ? ngx.ERR : ngx.WARN, `${c.err ?? "connection closed"}`, `; reconnecting with backoff (first retry in ${string.format("%.1f", delay)} s)`);
     pause(delay);
   }
 }
