@@ -1,5 +1,43 @@
-import { Ctx } from "../context";
+import * as ffi from "ffi";
+import { Ctx, refreshMaps, skip, tick } from "../context";
+import { Mapping, Maps } from "../safe/maps";
+import { rdU64 } from "../safe/mem";
 import { ShmZone } from "../shm/zones";
+import { cdef } from "../util/cdef";
+import { monoMs } from "../util/clock";
+import { locateLuajit, LjLocate } from "../luajit/alloc";
+
+/**
+ * The worker's address space by owner. Every mapping of /proc/self/smaps is cut into
+ * pieces, each piece gets one class:
+ *   glibc_heap  brk heap ([heap], several consecutive lines joined), glibc mmapped chunks
+ *               (anonymous private memory whose chunk header — at +8, or at +prev_size+8 for
+ *               memalign'ed ones — has IS_MMAPPED (2) alone and a page-multiple size that fits
+ *               the mapping), thread-arena heaps (64 MB-aligned, valid heap_info, plus their
+ *               PROT_NONE reservation up to 64 MB)
+ *   luajit      this VM's lj_alloc segments and mcode areas (luajit/alloc.ts) and LuaJIT direct
+ *               chunks (prev_foot == 1, head == psize|2, fencepost 0xb at psize+8)
+ *   shm_zone    shared mappings of nginx zones, by zone name (ShmZone.addr); shared anonymous
+ *               mappings no zone claims are "(unnamed)" (all of them when zones are unknown)
+ *   code        every mapping of an ELF object (a file with an executable mapping) by basename,
+ *               its .bss continuation (anonymous rw right after the object's last mapping) and
+ *               the kernel's [vdso]/[vvar]/[vsyscall]
+ *   file        other file mappings
+ *   stack       [stack], and thread stacks: anonymous memory right above a small PROT_NONE guard
+ *   other_anon  the rest
+ * Kernel mappings merge adjacent anonymous allocations, so one mapping may hold several
+ * blocks: the walk goes block by block from the mapping start (each recognised block gives the
+ * next block start) and from known boundaries (LuaJIT segments, 64 MB arena alignment); what it
+ * cannot recognise is other_anon up to the next known boundary. Pointer reads go through
+ * `readable` first (ctx.maps, re-read after every yield).
+ *
+ * bytes = virtual size; rss_bytes from the Rss: line of each smaps record. When a mapping is split
+ * into pieces of different classes, its Rss is divided by resident pages (mincore), or by size
+ * when mincore fails.
+ * explained_ratio = RSS of all classes except other_anon / VmRSS (from /proc/self/status): the
+ * share of resident memory whose owner is known. It can exceed 1 by a page or two because smaps
+ * and status are read a moment apart.
+ */
 
 export interface Region {
   class: string;
@@ -9,7 +47,509 @@ export interface Region {
   mappings: number;
 }
 
-/** stub: classification of mappings (filled by the regions work) */
-export function collectRegions(_ctx: Ctx, _zones: ShmZone[], _rss: number): LuaMultiReturn<[Region[], number]> {
-  return $multi([], 0);
+export interface Mem {
+  readable: (this: void, addr: number, len: number) => boolean;
+  u64: (this: void, addr: number) => number;
+}
+
+export interface KnownRange {
+  start: number;
+  end: number;
+  cls: string;
+  name?: string;
+}
+
+export interface ClassifyInput {
+  list: Mapping[];
+  /** mapping start → Rss bytes (smaps); absent: no rss_bytes in the result */
+  rss?: LuaTable<number, number>;
+  mem: Mem;
+  zones: ShmZone[];
+  /** exact ranges with a known owner (LuaJIT segments, mcode areas), sorted by start */
+  known: KnownRange[];
+  /** resident bytes in [addr, addr+len) (mincore); undefined when unknown */
+  resident?: (this: void, addr: number, len: number) => number | undefined;
+  tick?: (this: void) => void;
+  /** per-name entries kept for shm_zone and code; the rest fold into one "(others)" entry */
+  topN: number;
+  /** VmRSS, the denominator of explained_ratio */
+  rssTotal: number;
+}
+
+export interface ClassTotals {
+  bytes: number;
+  rss: number;
+}
+
+export interface ClassifyResult {
+  regions: Region[];
+  explained: number;
+  byClass: { [cls: string]: ClassTotals };
+}
+
+const PAGE = 4096;
+const HEAP_MAX = 64 * 1024 * 1024;
+const GUARD_MAX = 1024 * 1024;
+const STACK_MAX = 64 * 1024 * 1024;
+const LEAD_MAX = 16 * 1024 * 1024;
+const FIXED = ["glibc_heap", "luajit", "file", "stack", "other_anon"];
+const NAMED = ["shm_zone", "code"];
+
+interface Piece {
+  start: number;
+  end: number;
+  cls: string;
+  name?: string;
+}
+
+const baseCache = new LuaTable<string, string>();
+let baseCached = 0;
+
+function basename(p: string): string {
+  const hit = baseCache.get(p);
+  if (hit !== undefined) return hit;
+  const [clean] = string.gsub(p, " %(deleted%)$", "");
+  const [b] = string.match(clean, "([^/]+)$");
+  const out = b ?? clean;
+  if (baseCached < 1024) {
+    baseCache.set(p, out);
+    baseCached++;
+  }
+  return out;
+}
+
+const has = (perms: string, c: string): boolean => string.find(perms, c, 1, true) !== undefined;
+
+/** glibc mmapped chunk at pos: its length (whole pages), or 0. */
+export function glibcMmappedAt(mem: Mem, pos: number, end: number): number {
+  if (!mem.readable(pos, 16)) return 0;
+  const lead = mem.u64(pos);
+  if (lead % 16 !== 0 || lead > LEAD_MAX || pos + lead + 16 > end) return 0;
+  if (lead !== 0 && !mem.readable(pos + lead, 16)) return 0;
+  const head = mem.u64(pos + lead + 8);
+  if (head % 8 !== 2) return 0; // IS_MMAPPED only: no PREV_INUSE, no NON_MAIN_ARENA
+  const total = lead + head - 2;
+  if (total < PAGE || total % PAGE !== 0 || pos + total > end) return 0;
+  return total;
+}
+
+/** LuaJIT lj_alloc direct (mmapped) chunk at pos: its length, or 0. */
+export function ljDirectAt(mem: Mem, pos: number, end: number): number {
+  if (!mem.readable(pos, 16) || mem.u64(pos) !== 1) return 0;
+  const head = mem.u64(pos + 8);
+  if (head % 4 !== 2) return 0; // CINUSE, not PINUSE
+  const psize = head - 2;
+  const total = psize + 32; // DIRECT_FOOT_PAD
+  if (psize % 8 !== 0 || total % PAGE !== 0 || pos + total > end) return 0;
+  if (!mem.readable(pos + psize + 8, 8) || mem.u64(pos + psize + 8) !== 11) return 0; // FENCEPOST_HEAD
+  return total;
+}
+
+/** glibc thread-arena heap starting at pos (64 MB aligned, heap_info valid). */
+export function glibcArenaAt(mem: Mem, pos: number, end: number): boolean {
+  if (pos % HEAP_MAX !== 0 || !mem.readable(pos, 32)) return false;
+  const ar = mem.u64(pos);
+  const prev = mem.u64(pos + 8);
+  const size = mem.u64(pos + 16);
+  const mprot = mem.u64(pos + 24);
+  if (size === 0 || size % PAGE !== 0 || size > HEAP_MAX || mprot < size || mprot > HEAP_MAX || pos + size > end) return false;
+  if (prev === 0) return ar >= pos + 32 && ar <= pos + 64 && ar % 16 === 0; // first heap: arena follows heap_info
+  return prev % HEAP_MAX === 0 && mem.readable(prev, 32) && mem.readable(ar, 8) && mem.u64(prev) === ar;
+}
+
+/** index of the first known range with end > pos (binary search) */
+function knownFrom(known: KnownRange[], pos: number): number {
+  let lo = 0;
+  let hi = known.length;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (known[mid].end <= pos) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Pieces of an anonymous private mapping. `unknownCls` names the piece at the start when nothing is recognised there. */
+function walkAnon(inp: ClassifyInput, m: Mapping, unknownCls: string, unknownName: string | undefined, out: Piece[]): void {
+  const mem = inp.mem;
+  const known = inp.known;
+  let pos = m.start;
+  const end = m.end;
+  let k = knownFrom(known, pos);
+  for (let guard = 0; pos < end && guard < 100000; guard++) {
+    while (k < known.length && known[k].end <= pos) k++;
+    const kr = k < known.length ? known[k] : undefined;
+    if (kr !== undefined && kr.start <= pos) {
+      const e = Math.min(kr.end, end);
+      out.push({ start: pos, end: e, cls: kr.cls, name: kr.name });
+      pos = e;
+      continue;
+    }
+    if (pos % HEAP_MAX === 0 && glibcArenaAt(mem, pos, end)) {
+      const e = Math.min(pos + HEAP_MAX, end);
+      out.push({ start: pos, end: e, cls: "glibc_heap" });
+      pos = e;
+      continue;
+    }
+    let n = glibcMmappedAt(mem, pos, end);
+    if (n > 0) {
+      out.push({ start: pos, end: pos + n, cls: "glibc_heap" });
+      pos += n;
+      continue;
+    }
+    n = ljDirectAt(mem, pos, end);
+    if (n > 0) {
+      out.push({ start: pos, end: pos + n, cls: "luajit" });
+      pos += n;
+      continue;
+    }
+    // unknown: up to the next place where a block is known to start
+    let e = end;
+    if (kr !== undefined && kr.start < e) e = kr.start;
+    const nextArena = (Math.floor(pos / HEAP_MAX) + 1) * HEAP_MAX;
+    if (nextArena < e) e = nextArena;
+    if (pos === m.start) out.push({ start: pos, end: e, cls: unknownCls, name: unknownName });
+    else out.push({ start: pos, end: e, cls: "other_anon" });
+    pos = e;
+  }
+}
+
+/** Classify mappings into pieces (pure: memory comes through inp.mem). */
+export function classifyPieces(inp: ClassifyInput): LuaMultiReturn<[Piece[][], number]> {
+  const list = inp.list;
+  const elf = new LuaTable<string, boolean>();
+  for (const m of list) if (m.inode !== 0 && has(m.perms, "x")) elf.set(m.path, true);
+  const perMapping: Piece[][] = [];
+  let arenaUntil = 0;
+  let prevElf: string | undefined; // ELF object whose mapping ends where the next one starts
+  let prevEnd = -1;
+  let guardEnd = -1; // end of a PROT_NONE guard: the mapping starting there is a thread stack
+  for (let i = 0; i < list.length; i++) {
+    if (inp.tick) inp.tick();
+    const m = list[i];
+    const pieces: Piece[] = [];
+    const shared = string.sub(m.perms, 4, 4) === "s";
+    const anon = m.inode === 0 && (m.path === "" || string.sub(m.path, 1, 6) === "[anon:");
+    const adjacent = prevEnd === m.start;
+    if (m.path === "[heap]") {
+      pieces.push({ start: m.start, end: m.end, cls: "glibc_heap" });
+    } else if (string.sub(m.path, 1, 6) === "[stack") {
+      pieces.push({ start: m.start, end: m.end, cls: "stack" });
+    } else if (m.path === "[vdso]" || m.path === "[vvar]" || m.path === "[vsyscall]" || m.path === "[vvar_vclock]") {
+      pieces.push({ start: m.start, end: m.end, cls: "code", name: m.path });
+    } else if (shared && (anon || string.sub(m.path, 1, 9) === "/dev/zero" || string.sub(m.path, 1, 5) === "/SYSV")) {
+      let name = "(unnamed)";
+      for (const z of inp.zones) {
+        if (z.addr !== undefined && z.addr < m.end && z.addr + z.size_bytes > m.start) {
+          name = z.name;
+          break;
+        }
+      }
+      pieces.push({ start: m.start, end: m.end, cls: "shm_zone", name });
+    } else if (m.inode !== 0) {
+      if (elf.get(m.path)) pieces.push({ start: m.start, end: m.end, cls: "code", name: basename(m.path) });
+      else pieces.push({ start: m.start, end: m.end, cls: "file" });
+    } else if (m.start < arenaUntil) {
+      pieces.push({ start: m.start, end: Math.min(m.end, arenaUntil), cls: "glibc_heap" });
+      if (m.end > arenaUntil) pieces.push({ start: arenaUntil, end: m.end, cls: "other_anon" });
+    } else if (!anon) {
+      pieces.push({ start: m.start, end: m.end, cls: "other_anon" });
+    } else if (!has(m.perms, "r")) {
+      // PROT_NONE: a guard page below a thread stack when small and followed by memory
+      const next = list[i + 1];
+      const isGuard =
+        m.end - m.start <= GUARD_MAX && next !== undefined && next.start === m.end && next.inode === 0 && has(next.perms, "w") && next.end - next.start <= STACK_MAX;
+      pieces.push({ start: m.start, end: m.end, cls: isGuard ? "stack" : "other_anon" });
+      if (isGuard) guardEnd = m.end;
+    } else {
+      let unknownCls = "other_anon";
+      let unknownName: string | undefined;
+      if (guardEnd === m.start) unknownCls = "stack";
+      else if (adjacent && prevElf !== undefined && has(m.perms, "w")) {
+        unknownCls = "code";
+        unknownName = basename(prevElf);
+      }
+      walkAnon(inp, m, unknownCls, unknownName, pieces);
+      for (const p of pieces) {
+        if (p.cls === "glibc_heap" && p.start % HEAP_MAX === 0 && p.end - p.start <= HEAP_MAX && glibcArenaAt(inp.mem, p.start, p.end)) {
+          arenaUntil = p.start + HEAP_MAX;
+        }
+      }
+    }
+    prevElf = m.inode !== 0 && elf.get(m.path) ? m.path : undefined;
+    prevEnd = m.end;
+    perMapping.push(pieces);
+  }
+  return $multi(perMapping, list.length);
+}
+
+/** Divide a mapping's Rss among its pieces (integers summing to rss). */
+function splitRss(inp: ClassifyInput, pieces: Piece[], rss: number): number[] {
+  const out: number[] = [];
+  if (pieces.length === 1) {
+    out.push(rss);
+    return out;
+  }
+  const weights: number[] = [];
+  let total = 0;
+  let byResidency = inp.resident !== undefined;
+  if (byResidency) {
+    for (const p of pieces) {
+      const r = inp.resident!(p.start, p.end - p.start);
+      if (r === undefined) {
+        byResidency = false;
+        break;
+      }
+      weights.push(r);
+      total += r;
+    }
+    if (total === 0) byResidency = false;
+  }
+  if (!byResidency) {
+    weights.length = 0;
+    total = 0;
+    for (const p of pieces) {
+      weights.push(p.end - p.start);
+      total += p.end - p.start;
+    }
+  }
+  // whole pages by weight, then the remainder to the heaviest pieces, never above a piece's size
+  let given = 0;
+  for (let i = 0; i < pieces.length; i++) {
+    const share = Math.min(Math.floor((rss * weights[i]) / total / PAGE) * PAGE, pieces[i].end - pieces[i].start);
+    out.push(share);
+    given += share;
+  }
+  const order: number[] = [];
+  for (let i = 0; i < pieces.length; i++) order.push(i);
+  table.sort(order, (a, b) => weights[a] > weights[b]);
+  for (const i of order) {
+    if (given >= rss) break;
+    const add = Math.min(rss - given, pieces[i].end - pieces[i].start - out[i]);
+    out[i] += add;
+    given += add;
+  }
+  if (given < rss) out[order[0]] += rss - given; // Rss rounding: keep the mapping's total exact
+  return out;
+}
+
+/** Pieces → grouped regions + explained ratio. */
+export function classify(inp: ClassifyInput): ClassifyResult {
+  const [perMapping] = classifyPieces(inp);
+  const withRss = inp.rss !== undefined;
+  const groups = new LuaTable<string, Region>();
+  const byClass: { [cls: string]: ClassTotals } = {};
+  for (const c of FIXED) byClass[c] = { bytes: 0, rss: 0 };
+  for (const c of NAMED) byClass[c] = { bytes: 0, rss: 0 };
+  for (let i = 0; i < perMapping.length; i++) {
+    const pieces = perMapping[i];
+    const m = inp.list[i];
+    const rss = withRss ? inp.rss!.get(m.start) ?? 0 : 0;
+    const shares = withRss ? splitRss(inp, pieces, rss) : undefined;
+    for (let j = 0; j < pieces.length; j++) {
+      const p = pieces[j];
+      const key = p.name !== undefined ? p.cls + "\0" + p.name : p.cls;
+      let g = groups.get(key);
+      if (g === undefined) {
+        g = { class: p.cls, name: p.name, bytes: 0, rss_bytes: withRss ? 0 : undefined, mappings: 0 };
+        groups.set(key, g);
+      }
+      const b = p.end - p.start;
+      const r = shares ? shares[j] : 0;
+      g.bytes += b;
+      g.mappings += 1;
+      if (withRss) g.rss_bytes! += r;
+      byClass[p.cls].bytes += b;
+      byClass[p.cls].rss += r;
+    }
+  }
+  const regions: Region[] = [];
+  for (const c of FIXED) {
+    const g = groups.get(c) ?? { class: c, bytes: 0, rss_bytes: withRss ? 0 : undefined, mappings: 0 };
+    regions.push(g);
+  }
+  for (const c of NAMED) {
+    const named: Region[] = [];
+    for (const [, g] of groups) if (g.class === c && g.name !== undefined) named.push(g);
+    table.sort(named, (a, b) => ((a.rss_bytes ?? 0) !== (b.rss_bytes ?? 0) ? (a.rss_bytes ?? 0) > (b.rss_bytes ?? 0) : a.bytes > b.bytes));
+    let rest: Region | undefined;
+    for (let i = 0; i < named.length; i++) {
+      if (i < inp.topN) {
+        regions.push(named[i]);
+      } else {
+        if (rest === undefined) rest = { class: c, name: "(others)", bytes: 0, rss_bytes: withRss ? 0 : undefined, mappings: 0 };
+        rest.bytes += named[i].bytes;
+        rest.mappings += named[i].mappings;
+        if (withRss) rest.rss_bytes! += named[i].rss_bytes ?? 0;
+      }
+    }
+    if (rest) regions.push(rest);
+  }
+  let known = 0;
+  for (const [c, t] of pairs(byClass)) if (c !== "other_anon") known += t.rss;
+  const explained = withRss && inp.rssTotal > 0 ? known / inp.rssTotal : 0;
+  return { regions, explained, byClass };
+}
+
+export type RawMapping = Omit<Mapping, "readable">;
+
+/**
+ * Mappings and their Rss from /proc/<pid>/smaps text. Only the header and Rss: lines are
+ * looked at; records are stepped through with plain finds (5x faster than a pattern scan).
+ * Returns undefined when the text does not have the expected shape (kernels without VmFlags:).
+ */
+export function parseSmaps(text: string): LuaMultiReturn<[RawMapping[], LuaTable<number, number>] | [undefined, undefined]> {
+  const list: RawMapping[] = [];
+  const rss = new LuaTable<number, number>();
+  const len = text.length;
+  let pos = 1;
+  while (pos <= len) {
+    const [s, e, perms, off, inode, path] = string.match(text, "^(%x+)%-(%x+) (%S+) (%x+) %S+ (%d+)[ \t]*([^\n]*)", pos);
+    if (s === undefined) return $multi(undefined, undefined);
+    const [r] = string.find(text, "\nRss:", pos, true);
+    if (r === undefined) return $multi(undefined, undefined);
+    const [kb] = string.match(text, "^%s*(%d+)", r + 5);
+    const [v] = string.find(text, "\nVmFlags:", r, true);
+    if (v === undefined || kb === undefined) return $multi(undefined, undefined);
+    const start = tonumber(s, 16)!;
+    list.push({ start, end: tonumber(e, 16)!, perms, offset: tonumber(off, 16)!, inode: tonumber(inode)!, path });
+    rss.set(start, tonumber(kb)! * 1024);
+    const [nl] = string.find(text, "\n", v + 1, true);
+    if (nl === undefined) break;
+    pos = nl + 1;
+  }
+  return $multi(list, rss);
+}
+
+// ---------------------------------------------------------------- live collection
+
+cdef(`int mincore(void *addr, size_t length, unsigned char *vec);`);
+const mincore = ffi.C.mincore;
+const VEC_PAGES = 16384;
+const vec = ffi.new("unsigned char[?]", VEC_PAGES);
+
+/** Resident bytes of [addr, addr+len) by mincore (no page is touched); undefined on error. */
+function residentBytes(this: void, addr: number, len: number): number | undefined {
+  if (addr % PAGE !== 0) return undefined;
+  let pages = 0;
+  let p = addr;
+  const end = addr + len;
+  while (p < end) {
+    const n = Math.min(VEC_PAGES, Math.ceil((end - p) / PAGE));
+    if (mincore(ffi.cast("void *", p), n * PAGE, vec) !== 0) return undefined;
+    for (let i = 0; i < n; i++) pages += vec[i] % 2;
+    p += n * PAGE;
+  }
+  return pages * PAGE;
+}
+
+const SMAPS_CHUNK = 16384;
+
+/** Read /proc/self/smaps in pieces (each read makes the kernel walk a few mappings), ticking between them. */
+function readSmaps(onTick: (this: void) => void): string | undefined {
+  const [f] = io.open("/proc/self/smaps", "r");
+  if (!f) return undefined;
+  const parts: string[] = [];
+  while (true) {
+    const s = f.read(SMAPS_CHUNK) as string | undefined;
+    if (s === undefined) break;
+    parts.push(s);
+    onTick();
+  }
+  f.close();
+  return table.concat(parts);
+}
+
+export interface RegionsInfo {
+  luajit_bytes: number;
+  luajit_rss_bytes?: number;
+  luajit_method: string;
+  luajit_error?: string;
+  smaps_ms: number;
+  classify_ms: number;
+}
+
+let lastInfo: RegionsInfo | undefined;
+
+/** Details of the last collection (LuaJIT locate method, timings), for the luajit layer and benchmarks. */
+export function lastRegionsInfo(): RegionsInfo | undefined {
+  return lastInfo;
+}
+
+export const REGIONS_TOP_N = 12;
+
+/** True when the LuaJIT GC is running (collectgarbage "isrunning", LuaJIT 2.1); assume yes otherwise. */
+function gcRunning(): boolean {
+  const [ok, v] = pcall(collectgarbage as (this: void, opt: string) => unknown, "isrunning");
+  return !ok || v !== false;
+}
+
+/**
+ * The LuaJIT GC frees big objects and empty segments with munmap, at any allocation of ours:
+ * memory that /proc/self/maps showed readable a moment ago may be gone. So the GC is stopped
+ * while headers are read (maps re-read after stopping it), and restarted around every yield.
+ */
+export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMultiReturn<[Region[], number]> {
+  const t0 = monoMs();
+  const gcWasRunning = gcRunning();
+  let yields = 0;
+  let tSmaps = 0;
+  const onTick = (): void => {
+    if (!gcWasRunning) {
+      if (tick(ctx)) yields++;
+      return;
+    }
+    collectgarbage("restart");
+    const yielded = tick(ctx);
+    collectgarbage("stop");
+    if (yielded) {
+      yields++;
+      refreshMaps(ctx); // the GC ran during the yield and the refresh: read again with it stopped
+    }
+  };
+  if (gcWasRunning) collectgarbage("stop");
+  const [ok, outOrErr] = pcall((): { res: ClassifyResult; lj: LjLocate } => {
+    const text = readSmaps(onTick);
+    tSmaps = monoMs() - t0;
+    let list: Mapping[] = ctx.maps.list;
+    let rssBy: LuaTable<number, number> | undefined;
+    let raw: RawMapping[] | undefined;
+    let r: LuaTable<number, number> | undefined;
+    if (text !== undefined) [raw, r] = parseSmaps(text);
+    if (raw !== undefined) {
+      if (yields === 0) {
+        // read with the GC stopped and nothing else run since: the freshest view there is
+        ctx.maps = Maps.fromList(raw);
+        ctx.mapsEpoch = ctx.budget.epoch;
+      }
+      list = yields === 0 ? ctx.maps.list : Maps.fromList(raw).list;
+      rssBy = r;
+    } else {
+      skip(ctx, text === undefined ? "smaps_unreadable" : "smaps_unparsable");
+      refreshMaps(ctx);
+      list = ctx.maps.list;
+    }
+    const mem: Mem = {
+      readable: (a, l) => ctx.maps.readable(a, l),
+      u64: rdU64,
+    };
+    const lj = locateLuajit(mem, ctx.maps.list);
+    const known: KnownRange[] = [];
+    for (const x of lj.ranges) known.push({ start: x.start, end: x.end, cls: "luajit" });
+    const res = classify({ list, rss: rssBy, mem, zones, known, resident: residentBytes, tick: onTick, topN: REGIONS_TOP_N, rssTotal: rss });
+    return { res, lj };
+  });
+  if (gcWasRunning) collectgarbage("restart");
+  if (!ok) error(outOrErr, 0);
+  const { res, lj } = outOrErr as { res: ClassifyResult; lj: LjLocate };
+  const ljt = res.byClass["luajit"];
+  lastInfo = {
+    luajit_bytes: ljt.bytes,
+    luajit_rss_bytes: ljt.rss,
+    luajit_method: lj.method,
+    luajit_error: lj.error,
+    smaps_ms: tSmaps,
+    classify_ms: monoMs() - t0 - tSmaps,
+  };
+  return $multi(res.regions, res.explained);
 }
