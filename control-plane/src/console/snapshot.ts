@@ -23,8 +23,8 @@ function get(host: string, port: number, path: string): Promise<{ status: number
   });
 }
 
-const LABEL = 24;
-const COL = 14;
+const LABEL = 20;
+const COL = 15;
 
 interface Row {
   label: string;
@@ -57,12 +57,16 @@ export function snapshotRows(ws: Obj[]): Row[] {
   row("  shared", (s) => b(s.system?.shmem_bytes));
   row("swap", (s) => b(s.system?.swap_bytes));
   row("VmData", (s) => b(s.system?.vm_data_bytes));
-  row("explained by regions", (s) => (num(s.system?.explained_ratio) === undefined ? "–" : `${Math.round(s.system.explained_ratio * 100)}%`));
+  row("explained", (s) => (num(s.system?.explained_ratio) === undefined ? "–" : `${Math.round(s.system.explained_ratio * 100)}%`));
   // regions by class (RSS when the agent reports it, else size)
+  const REGION_LABEL: Record<string, string> = {
+    glibc_heap: "glibc heap", luajit: "LuaJIT", shm_zone: "shm zones", stack: "stacks", code: "code", file: "files", other_anon: "other anon",
+  };
+  if (ws.some((s) => Array.isArray(s.system?.regions) && s.system.regions.length)) rows.push({ label: "regions (RSS)", cells: ws.map(() => "") });
   const classes = new Set<string>();
   for (const s of ws) for (const r of s.system?.regions ?? []) classes.add(r.class);
   for (const c of ["glibc_heap", "luajit", "shm_zone", "stack", "code", "file", "other_anon"].filter((x) => classes.has(x))) {
-    row(`  region ${c}`, (s) => {
+    row(`  ${REGION_LABEL[c] ?? c}`, (s) => {
       let t = 0;
       let any = false;
       for (const r of s.system?.regions ?? []) if (r.class === c) {
@@ -84,7 +88,7 @@ export function snapshotRows(ws: Obj[]): Row[] {
     row(`shm ${z}`, (s) => {
       const e = (s.shm ?? []).find((x: Obj) => x.name === z);
       if (!e) return "–";
-      return e.used_bytes === undefined ? b(e.size_bytes) : `${b(e.used_bytes)}/${b(e.size_bytes)}`;
+      return e.used_bytes === undefined ? b(e.size_bytes) : `${b(e.used_bytes)}/${b(e.size_bytes).replace(".0 ", " ")}`;
     });
   }
   row("pools", (s) => (s.pools?.available ? "" : `unavailable`));
@@ -102,7 +106,12 @@ export function snapshotRows(ws: Obj[]): Row[] {
     const by = u.reduce((a: number, g: Obj) => a + (g.block_bytes ?? 0) + (g.large_bytes ?? 0), 0);
     return `${n} · ${fmtBytes(by)}`;
   });
-  row("deep scan", (s) => (s.scan ? `${s.scan.state ?? "?"}${num(s.scan.ms_total) !== undefined ? ` ${s.scan.ms_total.toFixed(0)} ms` : ""}` : "–"));
+  row("deep scan", (s) => {
+    if (!s.scan) return "–";
+    const st = String(s.scan.state ?? "?");
+    if (st === "done" && num(s.scan.ms_total) !== undefined) return `${clock(s.scan.finished ?? s.time)} ${Math.round(s.scan.ms_total)}ms`;
+    return st;
+  });
   row("collect", (s) => (num(s.collect_ms) === undefined ? "–" : `${s.collect_ms.toFixed(2)} ms`));
   row("skipped", (s) => {
     const n = Object.values(s.skipped ?? {}).reduce((a: number, v) => a + (num(v) ?? 0), 0);
@@ -119,7 +128,7 @@ function table(ws: Obj[]): string {
     for (const r of snapshotRows(part)) lines.push(padRight(r.label, LABEL) + r.cells.map((c) => padLeft(c, COL)).join(""));
     if (i + 4 < ws.length) lines.push("");
   }
-  return lines.join("\n");
+  return lines.map((l) => l.replace(/\s+$/, "")).join("\n");
 }
 
 function details(s: Obj): string[] {
@@ -146,11 +155,11 @@ export function renderSnapshot(body: Obj): string {
   const ws: Obj[] = Array.isArray(body.workers) ? [...body.workers].sort((a, b) => a.pid - b.pid) : [];
   if (!ws.length) return "no worker has published a snapshot yet (the agent collects every few seconds; try --fresh)\n";
   const s0 = ws[0];
-  const head = `nginx ${s0.nginx_version} · ${s0.host} · instance ${s0.instance ?? "?"} · agent ${s0.agent_version} · ${ws.length} worker${ws.length === 1 ? "" : "s"}`;
+  const head = `nginx ${s0.nginx_version} · host ${s0.host} · agent ${s0.agent_version} · ${ws.length} worker${ws.length === 1 ? "" : "s"}`;
   const notes: string[] = [];
   const layoutErr = ws.find((s) => s.layout_error)?.layout_error;
   if (layoutErr) notes.push(`pools: ${layoutErr}`);
-  const out = [head, "", table(ws)];
+  const out = [head, `instance ${s0.instance ?? "?"}`, "", table(ws)];
   for (const s of ws) {
     const d = details(s);
     if (d.length) out.push("", ...d);
