@@ -61,7 +61,6 @@ let lastIdent: HelloAgent | undefined;
 let pendingReplyTo: string | undefined;
 let commandBusy = false;
 let deepHandler: DeepHandler | undefined = undefined;
-let lastLogged: string | undefined;
 
 /** For tests and /_memdiag: what the push is doing. */
 export const stats = {
@@ -111,13 +110,16 @@ function log(level: number, msg: string): void {
 }
 
 /**
- * Log a failure once per distinct message (a control plane away for hours logs
- * one line, not thousands); `detail` (e.g. the next delay) is not part of the key.
+ * Log a failure once per distinct message and kind (a control plane away for
+ * hours logs one line, not thousands; the queue filling up does not make the
+ * connection error count as new); `detail` (e.g. the next delay) is not part of
+ * the key. A successful connect forgets them all.
  */
-function logChange(level: number, msg: string, detail = ""): void {
+const lastLogged: { [kind: string]: string | undefined } = {};
+function logChange(kind: string, level: number, msg: string, detail = ""): void {
   stats.last_error = msg;
-  if (msg === lastLogged) return;
-  lastLogged = msg;
+  if (msg === lastLogged[kind]) return;
+  lastLogged[kind] = msg;
   log(level, msg + detail);
 }
 
@@ -158,7 +160,7 @@ function enqueue(seq: number, json: string, reply_to: string | undefined, trimme
   const had = q.droppedTotal;
   q.push(seq, json, reply_to, trimmed);
   if (q.droppedTotal > had) {
-    logChange(ngx.WARN, `control plane away: queue full (${q.maxCount} snapshots / ${q.maxBytes} bytes), dropping the oldest`, `; ${q.droppedTotal} dropped so far`);
+    logChange("queue", ngx.WARN, `control plane away: queue full (${q.maxCount} snapshots / ${q.maxBytes} bytes), dropping the oldest`, `; ${q.droppedTotal} dropped so far`);
   }
   wake();
 }
@@ -169,7 +171,7 @@ function trimAndEnqueue(this: void, premature: boolean, snap: { [k: string]: unk
   if (json === undefined) {
     queue!.droppedPending += 1;
     queue!.droppedTotal += 1;
-    logChange(ngx.ERR, `snapshot ${seq} does not fit max_frame_bytes ${frameLimit()} even after trimming ${names.join(", ")}; dropped`);
+    logChange("frame", ngx.ERR, `snapshot ${seq} does not fit max_frame_bytes ${frameLimit()} even after trimming ${names.join(", ")}; dropped`);
     return;
   }
   stats.trimmed++;
@@ -199,7 +201,7 @@ function listener(this: void, json: string, snap: { [k: string]: unknown }): voi
   } else {
     // a request collected it (?fresh=1): trim after the response, not during it
     const [ok, err] = ngx.timer.at(0, trimAndEnqueue, snap, reply_to);
-    if (!ok) logChange(ngx.ERR, `cannot schedule trimming: ${err}`);
+    if (!ok) logChange("timer", ngx.ERR, `cannot schedule trimming: ${err}`);
   }
   wake();
 }
@@ -419,7 +421,7 @@ function flush(c: Conn): void {
     if (!e) break;
     if (e.attempts >= MAX_ATTEMPTS) {
       q.discard(e.seq);
-      logChange(ngx.ERR, `snapshot ${e.seq} sent ${e.attempts} times without an ack; dropped`);
+      logChange("frame", ngx.ERR, `snapshot ${e.seq} sent ${e.attempts} times without an ack; dropped`);
       continue;
     }
     if (e.dropped === undefined) e.dropped = q.takeDropped();
@@ -427,7 +429,7 @@ function flush(c: Conn): void {
     if (frame.length > frameLimit()) {
       // the control plane lowered its limit after this one was queued
       q.discard(e.seq);
-      logChange(ngx.ERR, `snapshot ${e.seq} (${frame.length} bytes) is above the control plane's max frame ${frameLimit()}; dropped`);
+      logChange("frame", ngx.ERR, `snapshot ${e.seq} (${frame.length} bytes) is above the control plane's max frame ${frameLimit()}; dropped`);
       continue;
     }
     e.sent = true;
@@ -483,19 +485,19 @@ function loop(): void {
     const [c, err, code] = connect();
     if (!c) {
       const delay = backoff.next();
-      logChange(code === 4401 ? ngx.ERR : ngx.WARN, `${err}`, `; retrying with backoff (first retry in ${string.format("%.1f", delay)} s, then up to ${backoff.max} s apart)`);
+      logChange("conn", code === 4401 ? ngx.ERR : ngx.WARN, `${err}`, `; retrying with backoff (first retry in ${string.format("%.1f", delay)} s, then up to ${backoff.max} s apart)`);
       pause(delay);
       continue;
     }
     stats.connects++;
     backoff.reset();
-    if (lastLogged !== undefined) log(ngx.NOTICE, `connected to control plane at ${config.control_plane_url}`);
-    lastLogged = undefined;
+    if (lastLogged["conn"] !== undefined) log(ngx.NOTICE, `connected to control plane at ${config.control_plane_url}`);
+    for (const k of ["conn", "queue", "frame", "timer"]) lastLogged[k] = undefined;
     stats.last_error = "";
     session(c);
     if (exiting()) break;
     const delay = backoff.next();
-    logChange(c.closeCode === 4401 ? ngx.ERR : ngx.WARN, `${c.err ?? "connection closed"}`, `; reconnecting with backoff (first retry in ${string.format("%.1f", delay)} s)`);
+    logChange("conn", c.closeCode === 4401 ? ngx.ERR : ngx.WARN, `${c.err ?? "connection closed"}`, `; reconnecting with backoff (first retry in ${string.format("%.1f", delay)} s)`);
     pause(delay);
   }
 }
