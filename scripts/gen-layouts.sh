@@ -13,8 +13,10 @@
 #   CC                  C compiler (default: cc)
 #
 # The layout is keyed by nginx version and md5 of the configure arguments exactly as
-# ngx.config.nginx_configure() returns them in a worker (nginx's NGX_CONFIGURE macro: the
-# text after "configure arguments:" in `nginx -V`, leading space included).
+# ngx.config.nginx_configure() returns them in a worker. That is the NGX_CONFIGURE macro
+# compiled into lua-nginx-module (leading space included): for Debian's dynamically loaded
+# module it is the module's configure line, which differs from `nginx -V`. The script reads
+# it by loading the module into the binary with `nginx -t` (MEMDIAG_NGINX_MODULES: module dir).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +33,52 @@ VINFO="$("$NGINX" -V 2>&1)"
 VERSION="$(printf '%s\n' "$VINFO" | sed -n 's|^nginx version: [^/]*/\([0-9.]*\).*|\1|p' | head -n1)"
 [ -n "$VERSION" ] || { echo "gen-layouts: cannot read the version from '$NGINX -V'" >&2; exit 1; }
 # NGX_CONFIGURE verbatim (starts with a space); the binary prints it after "configure arguments:"
-CONFIGURE="$(printf '%s\n' "$VINFO" | sed -n 's/^configure arguments://p' | head -n1)"
+BINARY_CONFIGURE="$(printf '%s\n' "$VINFO" | sed -n 's/^configure arguments://p' | head -n1)"
+
+# The agent keys layouts by md5(ngx.config.nginx_configure()). That function returns the
+# NGX_CONFIGURE macro as compiled into lua-nginx-module, which for a dynamically loaded
+# module (Debian's libnginx-mod-http-lua) is the *module's* configure line, not the binary's.
+# So ask the real thing: load the module into this nginx in a private prefix (single process,
+# no server block) and print it from init_by_lua, which runs while the configuration loads
+# (before anything listens) and then ends the process. `nginx -t` skips init_by_lua.
+MODULES_DIR="${MEMDIAG_NGINX_MODULES:-$(printf '%s\n' "$BINARY_CONFIGURE" | sed -n 's/.*--modules-path=\([^ ]*\).*/\1/p')}"
+MODULES_DIR="${MODULES_DIR:-/usr/lib/nginx/modules}"
+runtime_configure() {
+  local rt out loads=""
+  rt="$(mktemp -d "${TMPDIR:-/tmp}/memdiag-rt.XXXXXX")"
+  mkdir -p "$rt/logs" "$rt/conf"
+  out="$rt/configure.txt"
+  if ! printf '%s' "$VINFO" | grep -q 'lua-nginx-module\|lua_module'; then
+    [ -f "$MODULES_DIR/ndk_http_module.so" ] && loads="load_module $MODULES_DIR/ndk_http_module.so;"
+    [ -f "$MODULES_DIR/ngx_http_lua_module.so" ] && loads="$loads load_module $MODULES_DIR/ngx_http_lua_module.so;"
+  fi
+  cat >"$rt/conf/nginx.conf" <<CONF
+$loads
+error_log $rt/logs/error.log;
+pid $rt/logs/nginx.pid;
+events { worker_connections 16; }
+http {
+  init_by_lua_block {
+    local f = assert(io.open("$out", "w"))
+    f:write(ngx.config.nginx_configure())
+    f:close()
+    os.exit(0)
+  }
+}
+CONF
+  if timeout 30 "$NGINX" -p "$rt" -c "$rt/conf/nginx.conf" -g 'daemon off; master_process off;' >"$rt/t.log" 2>&1 && [ -f "$out" ]; then
+    cat "$out"
+    rm -rf "$rt"
+    return 0
+  fi
+  cat "$rt/t.log" >&2
+  rm -rf "$rt"
+  return 1
+}
+if ! CONFIGURE="$(runtime_configure)"; then
+  echo "gen-layouts: could not load lua-nginx-module into $NGINX to read ngx.config.nginx_configure() (MEMDIAG_NGINX_MODULES=<dir with ngx_http_lua_module.so>)" >&2
+  exit 1
+fi
 HASH="$(printf '%s' "$CONFIGURE" | md5sum | cut -c1-12)"
 ID="$VERSION-$HASH"
 
@@ -39,7 +86,7 @@ ARGS=()
 if [ -n "${MEMDIAG_NGINX_SRC:-}" ]; then
   SRC="$MEMDIAG_NGINX_SRC"
   # the configure line is shell-quoted by nginx (--with-cc-opt='-g -O2 ...')
-  eval "set -- $CONFIGURE"
+  eval "set -- $BINARY_CONFIGURE"
   for a in "$@"; do
     case "$a" in
       --add-module=*|--add-dynamic-module=*|--with-*=dynamic) echo "gen-layouts: leaving out $a" >&2 ;;
@@ -94,7 +141,7 @@ CFLAGS="$(printf '%s\n' "$FLAGS" | sed -n 2p | sed -e 's/-Werror[^ ]*//g' -e 's/
 
 mkdir -p "$OUT_DIR"
 OUT="$OUT_DIR/$ID.json"
-MEMDIAG_ID="$ID" MEMDIAG_VERSION="$VERSION" MEMDIAG_HASH="$HASH" MEMDIAG_CONFIGURE="$CONFIGURE" \
+MEMDIAG_ID="$ID" MEMDIAG_VERSION="$VERSION" MEMDIAG_HASH="$HASH" MEMDIAG_CONFIGURE="$CONFIGURE" MEMDIAG_BINARY_CONFIGURE="$BINARY_CONFIGURE" \
 MEMDIAG_SOURCE="$SOURCE_DESC" MEMDIAG_CC="$("$CC" --version | head -n1)" \
 node -e '
   const fs = require("fs");
@@ -105,6 +152,7 @@ node -e '
     nginx_version: e.MEMDIAG_VERSION,
     configure_hash: e.MEMDIAG_HASH,
     configure: e.MEMDIAG_CONFIGURE,
+    binary_configure: e.MEMDIAG_BINARY_CONFIGURE,
     generated_by: "scripts/gen-layouts.sh (offsetof probe scripts/layout-probe.c)",
     source: e.MEMDIAG_SOURCE,
     compiler: e.MEMDIAG_CC,

@@ -32,7 +32,7 @@ export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
   const glibc = collectGlibc();
   const luajit = collectLuajit();
 
-  const [layout, layoutError] = currentLayout();
+  const [layout, layoutError] = currentLayout(ctx);
   const zones = collectShm(ctx, layout);
   if (ctx.mapsEpoch !== budget.epoch) refreshMaps(ctx);
   const pools = collectRooted(ctx, layout, layoutError);

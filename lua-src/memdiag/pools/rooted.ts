@@ -1,7 +1,406 @@
-import { Ctx } from "../context";
-import { Layout } from "../layout/select";
+/**
+ * The rooted pool walk: the pools nginx itself points at. The cycle pool
+ * (reported alone), every in-use connection's pool (cycle->connections[]), and
+ * every active request's pool (c->data carrying the "HTTP" signature; the main
+ * request's pool — subrequests share it). Aggregated by kind, plus a bounded
+ * top-N of the largest connection/request pools and connection counts by listener.
+ *
+ * Sliced: the slot loop calls tick(ctx); after a yield the address space is
+ * re-read and the cycle roots re-checked, and each slot is read afresh.
+ */
+import * as ffi from "ffi";
+import { Ctx, skip, tick } from "../context";
+import { Layout, off, sizeOf } from "../layout/types";
+import { config } from "../config";
+import { arr } from "../util/json";
+import { cdef } from "../util/cdef";
+import { symbolize } from "../util/symbols";
+import { hex, rdI32, rdNgxStr, rdPtr, rdU32, rdU64 } from "../safe/mem";
+import { looksLikePoolHead, newPoolStats, PoolOffsets, poolOffsets, PoolStats, walkPool } from "./walk";
+import { cycleAddr } from "../identity";
+import { monoMs } from "../util/clock";
+import { pagesize, rangeReadable } from "../layout/validate";
 
-export function collectRooted(_ctx: Ctx, layout: Layout | undefined, layoutError: string | undefined): { [k: string]: unknown } {
-  if (!layout) return { available: false, error: layoutError };
-  return { available: false, error: "rooted walk not implemented" };
+cdef(`extern uintptr_t ngx_current_msec;`);
+const C = ffi.C;
+
+/** slots between budget checks: a slot costs well under a microsecond */
+const TICK_EVERY = 64;
+const MAX_LISTENERS = 4096;
+
+interface Group {
+  kind: string;
+  pools: number;
+  blocks: number;
+  block_bytes: number;
+  used_bytes: number;
+  large_blocks: number;
+  large_bytes: number;
+  handlers: LuaTable<number, number>;
+}
+
+function newGroup(kind: string): Group {
+  return { kind, pools: 0, blocks: 0, block_bytes: 0, used_bytes: 0, large_blocks: 0, large_bytes: 0, handlers: new LuaTable() };
+}
+
+function addTo(g: Group, st: PoolStats): void {
+  g.pools++;
+  g.blocks += st.blocks;
+  g.block_bytes += st.block_bytes;
+  g.used_bytes += st.used_bytes;
+  g.large_blocks += st.large_blocks;
+  g.large_bytes += st.large_bytes;
+}
+
+function resetStats(st: PoolStats): void {
+  st.blocks = 0;
+  st.block_bytes = 0;
+  st.used_bytes = 0;
+  st.large_blocks = 0;
+  st.large_bytes = 0;
+  st.create_size = 0;
+}
+
+/** handler address → count, named and merged by name, most frequent first */
+function cleanupsOut(h: LuaTable<number, number>): { handler: string; count: number }[] {
+  const byName = new LuaTable<string, number>();
+  for (const [addr, n] of h) {
+    const name = symbolize(addr).name;
+    byName.set(name, (byName.get(name) ?? 0) + n);
+  }
+  const out: { handler: string; count: number }[] = [];
+  for (const [name, n] of byName) out.push({ handler: name, count: n });
+  table.sort(out, (a, b) => a.count > b.count || (a.count === b.count && a.handler < b.handler));
+  return arr(out);
+}
+
+function groupOut(g: Group): { [k: string]: unknown } {
+  return {
+    kind: g.kind,
+    pools: g.pools,
+    blocks: g.blocks,
+    block_bytes: g.block_bytes,
+    used_bytes: g.used_bytes,
+    large_blocks: g.large_blocks,
+    large_bytes: g.large_bytes,
+    cleanups: cleanupsOut(g.handlers),
+  };
+}
+
+interface TopEntry {
+  total: number;
+  kind: string;
+  address: string;
+  blocks: number;
+  block_bytes: number;
+  used_bytes: number;
+  large_blocks: number;
+  large_bytes: number;
+  fd?: number;
+  age_ms?: number;
+  listen?: string;
+  peer?: string;
+  uri?: string;
+}
+
+/** Offsets the slot loop needs, resolved once per collection. */
+interface RootOffsets {
+  cSize: number;
+  cData: number;
+  cFd: number;
+  cListening: number;
+  cPool: number;
+  cAddrText: number;
+  cStart: number;
+  rSize: number;
+  rConnection: number;
+  rPool: number;
+  rUri: number;
+  rMain: number;
+  rStartSec: number;
+  rStartMsec: number;
+  lsSize: number;
+  lsAddrText: number;
+  lsConnection: number;
+  signature: number;
+}
+
+function rootOffsets(L: Layout): RootOffsets {
+  return {
+    cSize: sizeOf(L, "ngx_connection_t"),
+    cData: off(L, "ngx_connection_t", "data"),
+    cFd: off(L, "ngx_connection_t", "fd"),
+    cListening: off(L, "ngx_connection_t", "listening"),
+    cPool: off(L, "ngx_connection_t", "pool"),
+    cAddrText: off(L, "ngx_connection_t", "addr_text"),
+    cStart: off(L, "ngx_connection_t", "start_time"),
+    rSize: sizeOf(L, "ngx_http_request_t"),
+    rConnection: off(L, "ngx_http_request_t", "connection"),
+    rPool: off(L, "ngx_http_request_t", "pool"),
+    rUri: off(L, "ngx_http_request_t", "uri"),
+    rMain: off(L, "ngx_http_request_t", "main"),
+    rStartSec: off(L, "ngx_http_request_t", "start_sec"),
+    rStartMsec: off(L, "ngx_http_request_t", "start_msec"),
+    lsSize: sizeOf(L, "ngx_listening_t"),
+    lsAddrText: off(L, "ngx_listening_t", "addr_text"),
+    lsConnection: off(L, "ngx_listening_t", "connection"),
+    signature: L.constants["NGX_HTTP_MODULE"],
+  };
+}
+
+/** Bounded top-N by total bytes (blocks + large); entries are built only when they make the list. */
+class Top {
+  readonly list: TopEntry[] = [];
+  private minTotal = 0;
+  private minIdx = -1;
+  constructor(private readonly n: number) {}
+
+  /** Would a pool of this many bytes make the list? */
+  wants(total: number): boolean {
+    return this.n > 0 && (this.list.length < this.n || total > this.minTotal);
+  }
+
+  add(e: TopEntry): void {
+    if (this.list.length < this.n) this.list.push(e);
+    else this.list[this.minIdx] = e;
+    this.minIdx = 0;
+    this.minTotal = this.list[0].total;
+    for (let i = 1; i < this.list.length; i++) {
+      if (this.list[i].total < this.minTotal) {
+        this.minTotal = this.list[i].total;
+        this.minIdx = i;
+      }
+    }
+    if (this.list.length < this.n) this.minTotal = 0;
+  }
+}
+
+function entry(kind: string, addr: number, st: PoolStats): TopEntry {
+  return {
+    total: st.block_bytes + st.large_bytes,
+    kind,
+    address: hex(addr),
+    blocks: st.blocks,
+    block_bytes: st.block_bytes,
+    used_bytes: st.used_bytes,
+    large_blocks: st.large_blocks,
+    large_bytes: st.large_bytes,
+  };
+}
+
+function detailOut(e: TopEntry): { [k: string]: unknown } {
+  return {
+    kind: e.kind,
+    address: e.address,
+    blocks: e.blocks,
+    block_bytes: e.block_bytes,
+    used_bytes: e.used_bytes,
+    large_blocks: e.large_blocks,
+    large_bytes: e.large_bytes,
+    fd: e.fd,
+    age_ms: e.age_ms,
+    listen: e.listen,
+    peer: e.peer,
+    uri: e.uri,
+  };
+}
+
+/** The main request behind c->data, or 0: signature, back-pointer to c, and r->main checked. */
+function requestOf(ctx: Ctx, R: RootOffsets, c: number, data: number): number {
+  if (data === 0 || data % 8 !== 0) return 0;
+  const maps = ctx.maps;
+  if (!maps.readable(data, R.rSize)) return 0;
+  if (rdU32(data) !== R.signature || rdPtr(data + R.rConnection) !== c) return 0;
+  const m = rdPtr(data + R.rMain);
+  if (m === data) return data;
+  // c->data is a subrequest: its pool is the main request's
+  if (m === 0 || m % 8 !== 0 || !maps.readable(m, R.rSize)) return 0;
+  if (rdU32(m) !== R.signature || rdPtr(m + R.rConnection) !== c || rdPtr(m + R.rMain) !== m) return 0;
+  return m;
+}
+
+export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError: string | undefined): { [k: string]: unknown } {
+  if (!layout) return { available: false, error: layoutError ?? "no struct layout" };
+  const t0 = monoMs();
+  const L = layout;
+  const P: PoolOffsets = poolOffsets(L);
+  const R = rootOffsets(L);
+  const ps = pagesize();
+  const cycle = cycleAddr();
+  if (!ctx.maps.readable(cycle, sizeOf(L, "ngx_cycle_t"))) return { available: false, error: "ngx_cycle is not readable" };
+
+  const st = newPoolStats();
+
+  // the cycle pool, alone
+  const cycleGroup = newGroup("cycle");
+  const cyclePool = rdPtr(cycle + off(L, "ngx_cycle_t", "pool"));
+  let cycleDetail: { [k: string]: unknown } | undefined;
+  if (looksLikePoolHead(ctx, P, cyclePool, ps) && walkPool(ctx, P, cyclePool, st, cycleGroup.handlers)) {
+    addTo(cycleGroup, st);
+    cycleDetail = detailOut(entry("cycle", cyclePool, st));
+  } else {
+    return { available: false, error: "the cycle pool failed validation during the walk" };
+  }
+
+  // listeners: address of each ngx_listening_t → its index, for by_listener counts
+  const lsOff = off(L, "ngx_cycle_t", "listening");
+  const lsElts = rdPtr(cycle + lsOff + off(L, "ngx_array_t", "elts"));
+  let lsN = rdU64(cycle + lsOff + off(L, "ngx_array_t", "nelts"));
+  if (lsN > MAX_LISTENERS || (lsN > 0 && !rangeReadable(ctx.maps, lsElts, lsN * R.lsSize))) {
+    skip(ctx, "listening_unreadable");
+    lsN = 0;
+  }
+  const lsEnd = lsElts + lsN * R.lsSize;
+  const lsCount: number[] = [];
+  const lsName: string[] = [];
+  for (let i = 0; i < lsN; i++) {
+    lsCount[i] = 0;
+    lsName[i] = rdNgxStr(ctx.maps, lsElts + i * R.lsSize + R.lsAddrText, 256) ?? "?";
+  }
+
+  // connection slots
+  const connections = rdPtr(cycle + off(L, "ngx_cycle_t", "connections"));
+  const connectionN = rdU64(cycle + off(L, "ngx_cycle_t", "connection_n"));
+  const freeN = rdU64(cycle + off(L, "ngx_cycle_t", "free_connection_n"));
+  const cSize = R.cSize;
+  const arrEnd = connections + connectionN * cSize;
+  if (!rangeReadable(ctx.maps, connections, connectionN * cSize)) {
+    return { available: false, error: "cycle->connections is not readable" };
+  }
+  const connGroup = newGroup("connection");
+  const reqGroup = newGroup("request");
+  const top = new Top(config.top_n);
+  const nowMsec = tonumber(C.ngx_current_msec)!;
+  ngx.update_time();
+  const nowWall = ngx.now() * 1000;
+
+  let active = 0;
+  let fake = 0;
+  let walked = 1;
+  const cFd = R.cFd;
+  const cData = R.cData;
+  const cPool = R.cPool;
+  const cListening = R.cListening;
+  let aborted: string | undefined;
+
+  // time spent walking, yields excluded (ns per pool in the benchmark)
+  let walkMs = 0;
+  let segStart = t0;
+  const tickTimed = (): boolean => {
+    const before = monoMs();
+    if (!tick(ctx)) return false;
+    walkMs += before - segStart;
+    segStart = monoMs();
+    return true;
+  };
+  for (let i = 0; i < connectionN; i++) {
+    if (i % TICK_EVERY === 0 && tickTimed()) {
+      // other code ran: the cycle and the array must be where they were; slots are re-read below
+      if (
+        cycleAddr() !== cycle ||
+        rdPtr(cycle + off(L, "ngx_cycle_t", "connections")) !== connections ||
+        !rangeReadable(ctx.maps, connections, connectionN * cSize)
+      ) {
+        aborted = "the connections array changed during the walk";
+        break;
+      }
+    }
+    const c = connections + i * cSize;
+    const fd = rdI32(c + cFd);
+    const data = rdPtr(c + cData);
+    let listen = -1;
+    if (fd < 0) {
+      // a free slot (fd -1) links to the next free slot (or NULL); anything else is a
+      // fake connection (Lua timers, ...) that owns a pool without a socket
+      if (fd === -1 && (data === 0 || (data >= connections && data < arrEnd))) continue;
+      fake++;
+    } else {
+      active++;
+      const l = rdPtr(c + cListening);
+      if (l !== 0 && l >= lsElts && l < lsEnd && (l - lsElts) % R.lsSize === 0) {
+        // the listening socket's own connection is not a client
+        if (rdPtr(l + R.lsConnection) !== c) {
+          listen = (l - lsElts) / R.lsSize;
+          lsCount[listen]++;
+        }
+      }
+    }
+    const pool = rdPtr(c + cPool);
+    // the channel connection to the master borrows the cycle pool: reported once, as the cycle's
+    if (pool === 0 || pool === cyclePool) continue;
+    if (!looksLikePoolHead(ctx, P, pool, ps)) {
+      // socket-less slots outside the free list whose pool is already gone (seen with Lua timers)
+      if (fd < 0) {
+        fake--;
+        skip(ctx, "fake_connection_stale_pool");
+      } else {
+        skip(ctx, "connection_pool_invalid");
+      }
+      continue;
+    }
+    resetStats(st);
+    walked++;
+    if (!walkPool(ctx, P, pool, st, connGroup.handlers)) continue;
+    addTo(connGroup, st);
+    const total = st.block_bytes + st.large_bytes;
+    if (top.wants(total)) {
+      const e = entry("connection", pool, st);
+      e.fd = fd;
+      const start = rdU64(c + R.cStart);
+      if (start > 0 && start <= nowMsec) e.age_ms = nowMsec - start;
+      if (listen >= 0) e.listen = lsName[listen];
+      const peer = rdNgxStr(ctx.maps, c + R.cAddrText, 128);
+      if (peer !== undefined && peer !== "") e.peer = peer;
+      top.add(e);
+    }
+
+    const r = requestOf(ctx, R, c, data);
+    if (r === 0) continue;
+    const rpool = rdPtr(r + R.rPool);
+    // fake requests (Lua timers) share the connection's pool: counted once, as the connection's
+    if (rpool === 0 || rpool === pool) continue;
+    if (!looksLikePoolHead(ctx, P, rpool, ps)) {
+      skip(ctx, "request_pool_invalid");
+      continue;
+    }
+    resetStats(st);
+    walked++;
+    if (!walkPool(ctx, P, rpool, st, reqGroup.handlers)) continue;
+    addTo(reqGroup, st);
+    const rtotal = st.block_bytes + st.large_bytes;
+    if (top.wants(rtotal)) {
+      const e = entry("request", rpool, st);
+      e.fd = fd;
+      const startMs = rdU64(r + R.rStartSec) * 1000 + rdU64(r + R.rStartMsec);
+      if (startMs > 0 && startMs <= nowWall + 1000) e.age_ms = Math.max(0, Math.floor(nowWall - startMs));
+      if (listen >= 0) e.listen = lsName[listen];
+      const peer = rdNgxStr(ctx.maps, c + R.cAddrText, 128);
+      if (peer !== undefined && peer !== "") e.peer = peer;
+      const uri = rdNgxStr(ctx.maps, r + R.rUri, 1024);
+      if (uri !== undefined) e.uri = uri;
+      top.add(e);
+    }
+  }
+  walkMs += monoMs() - segStart;
+  if (aborted) return { available: false, error: aborted };
+
+  const byListener: { listen: string; active: number }[] = [];
+  for (let i = 0; i < lsN; i++) byListener.push({ listen: lsName[i], active: lsCount[i] });
+  const topList = top.list;
+  table.sort(topList, (a, b) => a.total > b.total);
+  return {
+    available: true,
+    groups: arr([groupOut(cycleGroup), groupOut(connGroup), groupOut(reqGroup)]),
+    cycle: cycleDetail,
+    top: arr(topList.map((e) => detailOut(e))),
+    connections: {
+      active,
+      connection_n: connectionN,
+      free: freeN,
+      fake,
+      by_listener: arr(byListener),
+    },
+    pools_walked: walked,
+    walk_ms: walkMs,
+  };
 }
