@@ -2,6 +2,7 @@ import { applyConfig, config } from "./config";
 import { decode } from "./util/json";
 import { startLoop } from "./agent";
 import { startPush } from "./push/client";
+import "./sampler/http"; // registers /_memdiag?sampler=... (loads no native code until armed)
 
 /**
  * Entry point from init_worker_by_lua (see nginx-conf/memdiag.conf). Only

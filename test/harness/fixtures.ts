@@ -36,3 +36,30 @@ export const LEAKY_LOCATIONS = `
     location = /leaky/status { leaky_upstream_status; }
     location = /leaky/reset { leaky_upstream_reset; }
 `;
+
+export const SAMPLER_SO = path.join(ROOT, "build/native/libmemdiag_sampler.so");
+
+/** Builds build/native/libmemdiag_sampler.so if needed (scripts/build-native.sh; normally part of `npm run build`). */
+export function ensureSampler(): string {
+  try {
+    execFileSync("bash", [path.join(ROOT, "scripts/build-native.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 120000 });
+  } catch (e: any) {
+    throw new Error(`building the sampler failed:\n${e.stderr ?? e.message}`);
+  }
+  if (!fs.existsSync(SAMPLER_SO)) throw new Error(`sampler not found after build: ${SAMPLER_SO}`);
+  return SAMPLER_SO;
+}
+
+/** Reads `n` 8-byte words of another process's memory through /proc/<pid>/mem (the test's own view, not the agent's). */
+export function readWords(pid: number, addrs: number[]): number[] {
+  const fd = fs.openSync(`/proc/${pid}/mem`, "r");
+  try {
+    const buf = Buffer.alloc(8);
+    return addrs.map((a) => {
+      if (fs.readSync(fd, buf, 0, 8, a) !== 8) throw new Error(`short read at 0x${a.toString(16)}`);
+      return Number(buf.readBigUInt64LE(0));
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+}

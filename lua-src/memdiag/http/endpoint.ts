@@ -14,8 +14,19 @@ const PARAMS: { [k: string]: string } = {
   fresh: "1 = the answering worker collects now",
 };
 
-export function registerParam(name: string, help: string): void {
+/**
+ * An action parameter answers the request itself (status, JSON body) instead of the snapshot view.
+ * Returning status >= 400 with a string body sends {"error": body}.
+ */
+export type ParamAction = (this: void, args: Args) => LuaMultiReturn<[number, unknown]>;
+const PATTERNS: { [k: string]: string } = {};
+const ACTIONS: { [k: string]: ParamAction } = {};
+
+/** Add a query parameter. Values must be 0/1 unless `pattern` (a Lua pattern) is given; `action` makes it answer the request. */
+export function registerParam(name: string, help: string, pattern?: string, action?: ParamAction): void {
   PARAMS[name] = help;
+  if (pattern !== undefined) PATTERNS[name] = pattern;
+  if (action !== undefined) ACTIONS[name] = action;
 }
 
 const reserved = ngx as unknown as NgxReservedFields;
@@ -53,6 +64,10 @@ export function parseArgs(raw: { [k: string]: unknown }): LuaMultiReturn<[Args |
       const [digits] = string.match(s, "^%d+$");
       if (digits === undefined) return $multi(undefined, `pid must be a positive integer, got '${s}'`);
       out.pid = tonumber(s);
+    } else if (PATTERNS[key] !== undefined) {
+      const [m] = string.match(s, PATTERNS[key]);
+      if (m === undefined) return $multi(undefined, `bad value '${s}' for ${key} (${PARAMS[key]})`);
+      out[key] = s;
     } else {
       if (s !== "0" && s !== "1") return $multi(undefined, `${key} must be 0 or 1, got '${s}'`);
       out[key] = s === "1";
@@ -69,6 +84,18 @@ export function handle(this: void): void {
   const [raw] = ngx.req.get_uri_args(32);
   const [args, err] = parseArgs(raw);
   if (!args) return fail(400, err!);
+
+  for (const [name, action] of pairs(ACTIONS)) {
+    if (args[name] === undefined) continue;
+    const [status, body] = action(args);
+    if (status >= 400 && type(body) === "string") return fail(status, body as string);
+    ngx.status = status;
+    ngx.header["Content-Type"] = "application/json";
+    ngx.header["Cache-Control"] = "no-store";
+    const json = encode(body) ?? '{"error":"response could not be encoded"}';
+    ngx.say(args.pretty ? pretty(json) : json);
+    return;
+  }
 
   if (args.fresh) {
     const [, cerr] = collectAndPublish(true);

@@ -1,0 +1,323 @@
+import * as ffi from "ffi";
+import { FN_NAMES, MAX_DEPTH, MAX_SLOTS, MAX_STACKS, libraryPath, load, loaded, present, lastLoadError } from "./native";
+import { symbolize } from "../util/symbols";
+import { hex } from "../safe/mem";
+import { arr, NULL } from "../util/json";
+
+/**
+ * The allocation sampler seen from Lua: arm / disarm / clear, status, top call
+ * paths (live or leak window), GOT view. Everything here runs on the worker's
+ * Lua thread; the C side is thread safe against the worker's other threads.
+ */
+
+export interface ArmOptions {
+  /** mean sampling interval in bytes (default 512 KiB) */
+  rate?: number;
+  /** frames per call path, 1..32 (default 32) */
+  depth?: number;
+  /** record every posix_memalign/memalign/aligned_alloc (pool blocks) in full (default true) */
+  aligned?: boolean;
+}
+
+export interface TopOptions {
+  limit?: number;
+  /** only allocations made in the last N seconds (0 = all live) */
+  window_s?: number;
+  /** only allocations at least this old, in seconds */
+  min_age_s?: number;
+}
+
+type Obj = { [k: string]: unknown };
+
+const num = (v: unknown): number => tonumber(v) ?? 0;
+
+const ARM_ERRORS: { [k: number]: string } = {
+  [-1]: "already armed",
+  [-2]: "cannot resolve the allocation functions or this library's own text",
+  [-3]: "cannot map the sampler tables",
+  [-4]: "cannot read /proc/self/maps",
+  [-5]: "no GOT slot to rewrite",
+};
+
+function unavailable(err: string | undefined): Obj {
+  return { available: false, armed: false, lib: libraryPath(), error: err ?? "not loaded" };
+}
+
+/** Status without loading the library when it was never armed in this worker. */
+export function status(): Obj {
+  const lib = loaded();
+  if (lib === undefined) {
+    return { available: present(), armed: false, loaded: false, lib: libraryPath(), error: lastLoadError() ?? NULL };
+  }
+  const s = ffi.new("memdiag_sampler_stats_t");
+  lib.memdiag_sampler_stats(s);
+  const objects: Obj[] = [];
+  for (let i = 0; i < num(s.objects) && i < 256; i++) {
+    const base = ffi.new("uint64_t[1]");
+    const skipped = ffi.new("int[1]");
+    const patched = ffi.new("int[1]");
+    const name = lib.memdiag_sampler_object(0, i, base, skipped, patched);
+    if (name === null) break;
+    if (patched[0] > 0) objects.push({ name: ffi.string(name), base: hex(num(base[0])), slots: num(patched[0]) });
+  }
+  return {
+    available: true,
+    loaded: true,
+    lib: libraryPath(),
+    armed: s.armed !== 0,
+    mean_bytes: num(s.mean_bytes),
+    depth: num(s.depth),
+    record_aligned: s.record_aligned !== 0,
+    objects_seen: num(s.objects),
+    objects_patched: num(s.objects_patched),
+    slots_patched: num(s.slots_patched),
+    slots_foreign: num(s.slots_foreign),
+    slots_unwritable: num(s.slots_unwritable),
+    restore_mismatch: num(s.restore_mismatch),
+    arms: num(s.arms),
+    disarms: num(s.disarms),
+    armed_s: num(s.armed_ms) / 1000,
+    sampled: num(s.sampled),
+    recorded_aligned: num(s.recorded_aligned),
+    frees_matched: num(s.frees_matched),
+    live_records: num(s.live_entries),
+    paths: num(s.live_stacks),
+    drops: { table_full: num(s.drops_entries), paths_full: num(s.drops_stacks) },
+    reentrant: num(s.reentrant),
+    backtrace_ms: num(s.backtrace_ns) / 1e6,
+    self_bytes: num(s.self_bytes),
+    patched_objects: arr(objects),
+  };
+}
+
+export function arm(o: ArmOptions): LuaMultiReturn<[Obj | undefined, string | undefined]> {
+  const [lib, err] = load();
+  if (lib === undefined) return $multi(undefined, err);
+  const opts = ffi.new("memdiag_sampler_opts_t");
+  opts.mean_bytes = o.rate ?? 0;
+  opts.depth = o.depth ?? 0;
+  opts.record_aligned = o.aligned === false ? 0 : 1;
+  const rc = num(lib.memdiag_sampler_arm(opts));
+  if (rc < 0) return $multi(undefined, `arm failed: ${ARM_ERRORS[rc] ?? tostring(rc)}`);
+  return $multi(status(), undefined);
+}
+
+export function disarm(): LuaMultiReturn<[Obj | undefined, string | undefined]> {
+  const lib = loaded();
+  if (lib === undefined || lib.memdiag_sampler_armed() === 0) return $multi(undefined, "not armed");
+  const rc = num(lib.memdiag_sampler_disarm());
+  if (rc < 0) return $multi(undefined, "not armed");
+  const s = status();
+  s.restored = rc;
+  return $multi(s, undefined);
+}
+
+export function clear(): LuaMultiReturn<[Obj | undefined, string | undefined]> {
+  const lib = loaded();
+  if (lib === undefined) return $multi(status(), undefined);
+  if (num(lib.memdiag_sampler_clear()) < 0) return $multi(undefined, "disarm first");
+  return $multi(status(), undefined);
+}
+
+interface ObjectInfo {
+  name: string;
+  base: number;
+  build_id: string;
+}
+
+/** Objects by load base (path from dl_iterate_phdr; the executable's from /proc/self/exe). */
+const objectsByBase = new LuaTable<number, ObjectInfo>();
+let objectCount = 0;
+let pathChars: any = undefined;
+let baseOut: any = undefined;
+
+function objectAt(lib: any, pc: number): ObjectInfo | undefined {
+  if (pathChars === undefined) {
+    pathChars = ffi.new("char[512]");
+    baseOut = ffi.new("uint64_t[1]");
+  }
+  if (lib.memdiag_sampler_object_at(ffi.cast("const void *", pc), pathChars, 512, baseOut) === 0) return undefined;
+  const base = num(baseOut[0]);
+  let o = objectsByBase.get(base);
+  if (o === undefined) {
+    const path = ffi.string(pathChars);
+    const [b] = string.match(path, "([^/]+)$");
+    const idBuf = ffi.new("char[80]");
+    const id = lib.memdiag_sampler_build_id(ffi.cast("const void *", pc), idBuf, 80) !== 0 ? ffi.string(idBuf) : "";
+    o = { name: b ?? path, base, build_id: id };
+    if (objectCount < 1024) {
+      objectsByBase.set(base, o);
+      objectCount++;
+    }
+  }
+  return o;
+}
+
+/**
+ * One frame: module + offset + build-id; `name` only when dladdr's symbol really
+ * contains the address (static functions stay module + offset).
+ */
+function frame(lib: any, ret: number): Obj {
+  // return addresses point after the call: name the call instruction
+  const pc = ret - 1;
+  const o = objectAt(lib, pc);
+  const s = symbolize(pc);
+  const module = o !== undefined ? o.name : NULL;
+  const offset = o !== undefined ? hex(pc - o.base) : NULL;
+  const name = s.exact ? s.name : NULL;
+  return {
+    pc: hex(pc),
+    module,
+    offset,
+    build_id: o !== undefined && o.build_id !== "" ? o.build_id : NULL,
+    name,
+    label: s.exact ? s.name : o !== undefined ? `${o.name}+${hex(pc - o.base)}` : hex(pc),
+  };
+}
+
+let pathBuf: any = undefined;
+let frameBuf: any = undefined;
+
+/** Live sampled allocations grouped by call path, largest estimated bytes first. */
+export function top(o: TopOptions): LuaMultiReturn<[Obj | undefined, string | undefined]> {
+  const lib = loaded();
+  if (lib === undefined) return $multi(undefined, "sampler was never armed in this worker");
+  if (pathBuf === undefined) {
+    pathBuf = ffi.new("memdiag_sampler_path_t[?]", MAX_STACKS);
+    frameBuf = ffi.new("void *[?]", MAX_DEPTH);
+  }
+  const windowMs = Math.floor((o.window_s ?? 0) * 1000);
+  const minAgeMs = Math.floor((o.min_age_s ?? 0) * 1000);
+  const n = num(lib.memdiag_sampler_paths(pathBuf, MAX_STACKS, windowMs, minAgeMs));
+  const order: number[] = [];
+  let totalEst = 0;
+  let totalCount = 0;
+  for (let i = 0; i < n; i++) {
+    order.push(i);
+    totalEst += num(pathBuf[i].est_bytes);
+    totalCount += num(pathBuf[i].est_count_milli) / 1000;
+  }
+  table.sort(order, (a, b) => num(pathBuf[a].est_bytes) > num(pathBuf[b].est_bytes));
+  const limit = Math.min(o.limit ?? 20, order.length);
+  const paths: Obj[] = [];
+  for (let k = 0; k < limit; k++) {
+    const p = pathBuf[order[k]];
+    const id = num(p.id);
+    const depth = num(lib.memdiag_sampler_frames(id, frameBuf, MAX_DEPTH));
+    const frames: Obj[] = [];
+    const labels: string[] = [];
+    for (let f = 0; f < depth; f++) {
+      const fr = frame(lib, tonumber(ffi.cast("uintptr_t", frameBuf[f]))!);
+      frames.push(fr);
+      labels.push(fr.label as string);
+    }
+    const fn = FN_NAMES[num(p.fn)] ?? "?";
+    // folded stack (FlameGraph): outermost first, the allocation function last
+    const folded: string[] = [];
+    for (let f = labels.length - 1; f >= 0; f--) folded.push(string.gsub(labels[f], "[; ]", "_")[0]);
+    folded.push(fn);
+    paths.push({
+      id,
+      fn,
+      est_bytes: num(p.est_bytes),
+      est_count: Math.floor(num(p.est_count_milli) / 1000 + 0.5),
+      records: num(p.live_count),
+      record_bytes: num(p.live_bytes),
+      total_records: num(p.total_count),
+      total_record_bytes: num(p.total_bytes),
+      frames: arr(frames),
+      folded: table.concat(folded, ";"),
+    });
+  }
+  return $multi(
+    {
+      window_s: o.window_s ?? 0,
+      min_age_s: o.min_age_s ?? 0,
+      paths_total: n,
+      est_bytes_total: totalEst,
+      est_count_total: Math.floor(totalCount + 0.5),
+      paths: arr(paths),
+    },
+    undefined,
+  );
+}
+
+/**
+ * The live records at exactly these addresses (e.g. pools' first blocks): path
+ * id, allocation function, size, age and frames, so a pool is joined to its
+ * creation site. Addresses with no record map to NULL.
+ */
+export function lookup(addrs: number[]): LuaMultiReturn<[Obj | undefined, string | undefined]> {
+  const lib = loaded();
+  if (lib === undefined) return $multi(undefined, "sampler was never armed in this worker");
+  if (pathBuf === undefined) {
+    pathBuf = ffi.new("memdiag_sampler_path_t[?]", MAX_STACKS);
+    frameBuf = ffi.new("void *[?]", MAX_DEPTH);
+  }
+  const size = ffi.new("uint64_t[1]");
+  const age = ffi.new("uint32_t[1]");
+  const out: Obj[] = [];
+  for (const a of addrs) {
+    const id = num(lib.memdiag_sampler_lookup(ffi.cast("const void *", a), size, age));
+    if (id === 0) {
+      out.push({ addr: hex(a), record: NULL });
+      continue;
+    }
+    const depth = num(lib.memdiag_sampler_frames(id, frameBuf, MAX_DEPTH));
+    const frames: Obj[] = [];
+    for (let f = 0; f < depth; f++) frames.push(frame(lib, tonumber(ffi.cast("uintptr_t", frameBuf[f]))!));
+    out.push({ addr: hex(a), record: { path: id, fn: FN_NAMES[num(lib.memdiag_sampler_path_fn(id))] ?? "?", size: num(size[0]), age_s: num(age[0]) / 1000, frames: arr(frames) } });
+  }
+  return $multi({ records: arr(out) }, undefined);
+}
+
+/**
+ * GOT view: `scan` = a fresh walk of every loaded object's JUMP_SLOT/GLOB_DAT
+ * slots of the hooked functions (current value, global definition, hook);
+ * `patched` = the slots the last arm rewrote with their saved originals.
+ * Loads the library (no arming).
+ */
+export function got(): LuaMultiReturn<[Obj | undefined, string | undefined]> {
+  const [lib, err] = load();
+  if (lib === undefined) return $multi(undefined, err);
+  const buf = ffi.new("memdiag_sampler_slot_t[?]", MAX_SLOTS);
+  const hooks: number[] = [];
+  const reals: number[] = [];
+  for (let f = 0; f < FN_NAMES.length; f++) {
+    hooks.push(num(lib.memdiag_sampler_hook(f)));
+    reals.push(num(lib.memdiag_sampler_real(f)));
+  }
+  const n = num(lib.memdiag_sampler_scan(buf, MAX_SLOTS));
+  const scan: Obj[] = [];
+  let hooked = 0;
+  for (let i = 0; i < n; i++) {
+    const e = buf[i];
+    const fn = num(e.fn);
+    const value = num(e.value);
+    const name = lib.memdiag_sampler_object(1, e.obj, undefined, undefined, undefined);
+    if (value === hooks[fn]) hooked++;
+    scan.push({
+      object: name !== null ? ffi.string(name) : NULL,
+      fn: FN_NAMES[fn],
+      slot: hex(num(e.slot)),
+      value: hex(value),
+      real: hex(reals[fn]),
+      hooked: value === hooks[fn],
+    });
+  }
+  const m = num(lib.memdiag_sampler_slots(buf, MAX_SLOTS));
+  const patched: Obj[] = [];
+  for (let i = 0; i < m; i++) {
+    const e = buf[i];
+    patched.push({ fn: FN_NAMES[num(e.fn)], slot: hex(num(e.slot)), value: hex(num(e.value)), orig: hex(num(e.orig)) });
+  }
+  const hookMap: Obj = {};
+  const realMap: Obj = {};
+  for (let f = 0; f < FN_NAMES.length; f++) {
+    hookMap[FN_NAMES[f]] = hex(hooks[f]);
+    realMap[FN_NAMES[f]] = hex(reals[f]);
+  }
+  return $multi({ armed: lib.memdiag_sampler_armed() !== 0, hooked, hooks: hookMap, real: realMap, scan: arr(scan), patched: arr(patched) }, undefined);
+}
+
+export { unavailable };
