@@ -34,3 +34,11 @@ io.write(J(__v == nil and NULL or __v) or "null")
   if (r.status !== 0) throw new Error(`luajit exited ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
 }
+
+/** A Lua string literal for any text (long brackets with a level the text does not contain). */
+export function luaStr(s: string): string {
+  let eq = "";
+  while ((s + "]").includes(`]${eq}]`)) eq += "=";
+  // a newline right after the opening bracket is dropped by Lua: add one so the text stays exact
+  return `[${eq}[\n${s}]${eq}]`;
+}

@@ -77,9 +77,14 @@ function threadAddr(): number | undefined {
   return hex !== undefined ? tonumber(hex, 16) : undefined;
 }
 
+function hasX(perms: string): boolean {
+  const [i] = string.find(perms, "x", 1, true);
+  return i !== undefined;
+}
+
 function inExecFile(maps: LjMapping[], addr: number): boolean {
   for (const m of maps) {
-    if (addr >= m.start && addr < m.end) return m.inode !== 0 && string.find(m.perms, "x", 1, true) !== undefined;
+    if (addr >= m.start && addr < m.end) return m.inode !== 0 && hasX(m.perms);
   }
   return false;
 }
@@ -129,7 +134,7 @@ function segmentsOf(mem: LjMem, ms: number): LuaMultiReturn<[LjRange[] | undefin
 function mcodeAreas(mem: LjMem, maps: LjMapping[], vmCode: number): LjRange[] {
   const anonExec: LjMapping[] = [];
   for (const m of maps) {
-    if (m.inode === 0 && m.path === "" && string.find(m.perms, "x", 1, true) !== undefined) anonExec.push(m);
+    if (m.inode === 0 && m.path === "" && hasX(m.perms)) anonExec.push(m);
   }
   const isArea = (a: number): boolean => {
     for (const m of anonExec) if (a >= m.start && a < m.end) return true;

@@ -118,7 +118,10 @@ function basename(p: string): string {
   return out;
 }
 
-const has = (perms: string, c: string): boolean => string.find(perms, c, 1, true) !== undefined;
+function has(perms: string, c: string): boolean {
+  const [i] = string.find(perms, c, 1, true);
+  return i !== undefined;
+}
 
 /** glibc mmapped chunk at pos: its length (whole pages), or 0. */
 export function glibcMmappedAt(mem: Mem, pos: number, end: number): number {
