@@ -18,7 +18,7 @@ import { symbolize } from "../util/symbols";
 import { hex, rdI32, rdNgxStr, rdPtr, rdU32, rdU64 } from "../safe/mem";
 import { looksLikePoolHead, newPoolStats, PoolOffsets, poolOffsets, PoolStats, walkPool } from "./walk";
 import { cycleAddr } from "../identity";
-import { monoMs } from "../util/clock";
+import { cpuMs } from "../util/clock";
 import { pagesize, rangeReadable } from "../layout/validate";
 
 cdef(`extern uintptr_t ngx_current_msec;`);
@@ -221,7 +221,7 @@ function requestOf(ctx: Ctx, R: RootOffsets, c: number, data: number): number {
 
 export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError: string | undefined): { [k: string]: unknown } {
   if (!layout) return { available: false, error: layoutError ?? "no struct layout" };
-  const t0 = monoMs();
+  const t0 = cpuMs();
   const L = layout;
   const P: PoolOffsets = poolOffsets(L);
   const R = rootOffsets(L);
@@ -283,14 +283,14 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
   const cListening = R.cListening;
   let aborted: string | undefined;
 
-  // time spent walking, yields excluded (ns per pool in the benchmark)
+  // CPU time of this walk, yields and preemption excluded (ns per pool in the benchmark)
   let walkMs = 0;
   let segStart = t0;
   const tickTimed = (): boolean => {
-    const before = monoMs();
+    const before = cpuMs();
     if (!tick(ctx)) return false;
     walkMs += before - segStart;
-    segStart = monoMs();
+    segStart = cpuMs();
     return true;
   };
   for (let i = 0; i < connectionN; i++) {
@@ -381,7 +381,7 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
       top.add(e);
     }
   }
-  walkMs += monoMs() - segStart;
+  walkMs += cpuMs() - segStart;
   if (aborted) return { available: false, error: aborted };
 
   const byListener: { listen: string; active: number }[] = [];

@@ -86,11 +86,21 @@ export class Maps {
     return -1;
   }
 
+  /** last readable mapping a check succeeded in: walks hit the same heap mapping again and again */
+  private hitStart = 0;
+  private hitEnd = 0;
+
   /** True when [addr, addr+len) lies inside one readable mapping. */
   readable(addr: number, len: number): boolean {
+    if (addr >= this.hitStart && addr + len <= this.hitEnd) return true;
     if (addr < 4096 || addr !== addr) return false;
     const i = this.find(addr);
-    return i >= 0 && this.ok[i] && addr + len <= this.ends[i];
+    if (i >= 0 && this.ok[i] && addr + len <= this.ends[i]) {
+      this.hitStart = this.starts[i];
+      this.hitEnd = this.ends[i];
+      return true;
+    }
+    return false;
   }
 
   /** End of the readable mapping containing addr, or 0: lets a walker check a whole range once. */

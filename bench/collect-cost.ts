@@ -1,0 +1,98 @@
+/**
+ * Per-collection cost in an nginx worker versus the number of active keepalive
+ * connections (10, 1,000, 10,000), measured by the agent itself:
+ *   collect_ms    worker time of one whole collection (sum of slices, yields excluded)
+ *   max_slice_ms  longest time the collection held the event loop
+ *   walk_ms       time of the rooted pool walk alone; ns/pool = walk_ms / pools_walked
+ * One nginx worker, connections opened from this process and held open.
+ * Usage: npm run bench   (or: bash bench/run.sh collect-cost)
+ * Targets (issue 2): ≤ 0.5 µs per pool walked, ≤ 5 ms per collection at 10,000 connections.
+ */
+import * as net from "net";
+import { Nginx, httpGet } from "../test/harness/nginx";
+
+const LEVELS = (process.env.MEMDIAG_BENCH_LEVELS ?? "10,1000,10000").split(",").map(Number);
+const SAMPLES = Number(process.env.MEMDIAG_BENCH_SAMPLES ?? 15);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function openKeepalive(port: number, n: number, into: net.Socket[]): Promise<void> {
+  const BATCH = 250; // stay under the listen backlog
+  for (let done = 0; done < n; done += BATCH) {
+    const k = Math.min(BATCH, n - done);
+    await Promise.all(
+      Array.from({ length: k }, () =>
+        new Promise<void>((resolve, reject) => {
+          const s = net.connect(port, "127.0.0.1", () => s.write("GET /ok HTTP/1.1\r\nHost: b\r\n\r\n"));
+          let got = "";
+          s.on("data", (d) => {
+            got += d.toString();
+            if (got.includes("ok\n")) resolve();
+          });
+          s.on("error", reject);
+          into.push(s);
+        }),
+      ),
+    );
+  }
+}
+
+async function sample(ngx: Nginx): Promise<any> {
+  const r = await httpGet(ngx.memdiagPort, "/_memdiag?fresh=1");
+  if (r.status !== 200) throw new Error(`/_memdiag: ${r.status} ${r.body.slice(0, 200)}`);
+  return JSON.parse(r.body).workers[0];
+}
+
+async function main(): Promise<void> {
+  const maxN = Math.max(...LEVELS);
+  const ngx = new Nginx({
+    workers: 1,
+    workerConnections: maxN + 1024,
+    main: `worker_rlimit_nofile ${2 * maxN + 4096};`,
+    // collections only on demand (?fresh=1) besides a slow timer
+    agent: { interval_s: 3600 },
+  });
+  await ngx.start();
+  const socks: net.Socket[] = [];
+  const rows: string[] = [];
+  try {
+    // let the first timer collection (layout validation) happen
+    await ngx.snapshots();
+    for (const n of LEVELS) {
+      await openKeepalive(ngx.appPort, n - socks.length, socks);
+      for (let i = 0; i < 3; i++) await sample(ngx); // warm up (JIT)
+      const c: number[] = [], slice: number[] = [], walk: number[] = [], ns: number[] = [], slices: number[] = [];
+      let active = 0, walked = 0;
+      for (let i = 0; i < SAMPLES; i++) {
+        const s = await sample(ngx);
+        if (!s.pools.available) throw new Error(`pools unavailable: ${s.pools.error}`);
+        c.push(s.collect_ms);
+        slice.push(s.max_slice_ms);
+        slices.push(s.slices);
+        walk.push(s.pools.walk_ms);
+        walked = s.pools.pools_walked;
+        ns.push((s.pools.walk_ms * 1e6) / s.pools.pools_walked);
+        active = s.pools.connections.by_listener.find((b: any) => b.listen === `127.0.0.1:${ngx.appPort}`)?.active ?? 0;
+      }
+      const row =
+        `${String(n).padStart(6)} conns | active ${String(active).padStart(6)} | pools walked ${String(walked).padStart(6)} | ` +
+        `collect ${median(c).toFixed(3)} ms | rooted walk ${median(walk).toFixed(3)} ms | ${median(ns).toFixed(0)} ns/pool | ` +
+        `slices ${median(slices)} | max slice ${median(slice).toFixed(3)} ms`;
+      rows.push(row);
+      console.log(row);
+    }
+  } finally {
+    for (const s of socks) s.destroy();
+    await ngx.stop();
+  }
+  console.log("\ncollect-cost (median of", SAMPLES, "collections per level; targets: ≤ 500 ns/pool, ≤ 5 ms/collection at 10,000)");
+  for (const r of rows) console.log(r);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
