@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# npm run demo — the README's first command. On a fresh machine: installs what is
+# missing, builds, then starts
+#   - a real nginx (2 workers, private prefix in .tmp/demo) with the memdiag include line
+#     and the leak fixture (test/fixtures/leaky_upstream) in leaky mode,
+#   - the control plane (memdiag serve, loopback, a throw-away SQLite file),
+#   - a traffic generator (normal requests + an "upstream update" every second),
+# prints the web console URL and attaches the terminal console. Within about a
+# minute the leaking pool group is the top suspect. Ctrl-C (or q) stops everything
+# this script started.
+#
+# Non-interactive (tests, CI): MEMDIAG_DEMO_SECONDS=90 npm run demo
+#   runs that long, prints one console frame, exits 0 when the top suspect is the leak, 1 otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DEMO_DIR="$ROOT/.tmp/demo"
+SECS="${MEMDIAG_DEMO_SECONDS:-}"
+WINDOW=60
+
+say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
+
+if [[ -n "$SECS" && ! "$SECS" =~ ^[0-9]+$ ]]; then
+  echo "MEMDIAG_DEMO_SECONDS must be a number of seconds, got '$SECS'" >&2
+  exit 2
+fi
+
+say "checking packages (Debian: nginx, lua module, build tools; npm) and building…"
+bash scripts/install-deps.sh test
+bash scripts/ensure-npm.sh >/dev/null
+bash scripts/build-fixture.sh
+
+NGINX_PID=""
+CP_PID=""
+TRAFFIC_PID=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -n "$TRAFFIC_PID" ]] && kill -TERM "$TRAFFIC_PID" 2>/dev/null && wait "$TRAFFIC_PID" 2>/dev/null || true
+  if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
+    kill -QUIT "$NGINX_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$NGINX_PID" 2>/dev/null || true
+  fi
+  [[ -n "$CP_PID" ]] && kill -TERM "$CP_PID" 2>/dev/null && wait "$CP_PID" 2>/dev/null || true
+  rm -f "$DEMO_DIR"/memdiag.db "$DEMO_DIR"/memdiag.db-wal "$DEMO_DIR"/memdiag.db-shm
+  [[ -n "$NGINX_PID$CP_PID$TRAFFIC_PID" ]] && say "stopped nginx, the control plane and the traffic generator (logs in .tmp/demo/logs)"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# private nginx prefix, ports, token
+eval "$(node dist/scripts/demo/helpers.js setup --dir "$DEMO_DIR" --cp-port "${MEMDIAG_DEMO_CP_PORT:-9146}")"
+URL="http://127.0.0.1:$CP_PORT"
+
+say "starting the control plane on $URL"
+node bin/memdiag serve --host 127.0.0.1 --port "$CP_PORT" --db "$DEMO_DIR/memdiag.db" --token "$TOKEN" \
+  >"$DEMO_DIR/logs/control-plane.log" 2>&1 &
+CP_PID=$!
+for _ in $(seq 1 100); do
+  curl -fsS "$URL/api/health" >/dev/null 2>&1 && break
+  kill -0 "$CP_PID" 2>/dev/null || { cat "$DEMO_DIR/logs/control-plane.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+say "starting nginx (2 workers, leak fixture in leaky mode) in .tmp/demo"
+/usr/sbin/nginx -p "$DEMO_DIR" -c "$DEMO_DIR/conf/nginx.conf" -g "daemon off;" 2>>"$DEMO_DIR/logs/error.log" &
+NGINX_PID=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$APP_PORT/" >/dev/null 2>&1 && break
+  kill -0 "$NGINX_PID" 2>/dev/null || { tail -20 "$DEMO_DIR/logs/error.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+say "starting traffic: normal requests, and an upstream update every second"
+node dist/scripts/demo/helpers.js traffic --app-port "$APP_PORT" 2>>"$DEMO_DIR/logs/traffic.log" &
+TRAFFIC_PID=$!
+
+cat >&2 <<EOF
+
+  web console:   $URL/?window=1m
+  terminal:      node bin/memdiag console --url $URL --window 1m
+  one snapshot:  node bin/memdiag snapshot --port $MEMDIAG_PORT
+  the gateway:   http://127.0.0.1:$APP_PORT/   (upstream updates: /upstream/update, leaked so far: /upstream/status)
+
+  Within about a minute the leaking pool group (held by ngx_http_leaky_upstream_module) is the top suspect.
+EOF
+
+if [[ -n "$SECS" ]]; then
+  say "running for $SECS s…"
+  end=$((SECONDS + SECS))
+  while ((SECONDS < end)); do
+    sleep 5
+    kill -0 "$NGINX_PID" 2>/dev/null || { say "nginx exited"; tail -20 "$DEMO_DIR/logs/error.log" >&2; exit 1; }
+    kill -0 "$CP_PID" 2>/dev/null || { say "the control plane exited"; tail -20 "$DEMO_DIR/logs/control-plane.log" >&2; exit 1; }
+  done
+  node bin/memdiag console --url "$URL" --token "$TOKEN" --window "${WINDOW}s" --once || true
+  node dist/scripts/demo/helpers.js check --url "$URL" --window "$WINDOW"
+  exit $?
+fi
+
+if [[ -t 0 && -t 1 ]]; then
+  say "attaching the terminal console (q or Ctrl-C to stop the demo)"
+  sleep 1
+  node bin/memdiag console --url "$URL" --token "$TOKEN" --window "${WINDOW}s" || true
+else
+  # no terminal: print a frame every 15 s until stopped
+  while kill -0 "$NGINX_PID" 2>/dev/null; do
+    sleep 15
+    node bin/memdiag console --url "$URL" --token "$TOKEN" --window "${WINDOW}s" --once || true
+  done
+fi
