@@ -4,7 +4,7 @@ import { Budget } from "./util/budget";
 import { monoMs } from "./util/clock";
 import { arr, NULL } from "./util/json";
 import { readStatus } from "./system/status";
-import { collectRegions } from "./system/regions";
+import { addLuajitRegions, collectRegions } from "./system/regions";
 import { collectGlibc } from "./glibc/mallinfo";
 import { collectLuajit } from "./luajit/gc";
 import { collectShm } from "./shm/zones";
@@ -39,6 +39,7 @@ export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
   if (ctx.mapsEpoch !== budget.epoch) refreshMaps(ctx);
   const rss = status?.rss_bytes ?? 0;
   const [regions, explained] = collectRegions(ctx, zones, rss);
+  addLuajitRegions(luajit);
 
   const shm = arr(
     zones.map((z) => ({ name: z.name, size_bytes: z.size_bytes, used_bytes: z.used_bytes, free_bytes: z.free_bytes, owner: z.owner, error: z.error })),

@@ -481,6 +481,19 @@ export function lastRegionsInfo(): RegionsInfo | undefined {
 
 export const REGIONS_TOP_N = 12;
 
+/**
+ * Adds what the classification found about the LuaJIT allocator to the luajit layer (schema:
+ * luajit.regions_bytes, regions_rss_bytes, regions_method, regions_error; all optional).
+ */
+export function addLuajitRegions(luajit: { [k: string]: unknown }): void {
+  const i = lastInfo;
+  if (i === undefined) return;
+  luajit.regions_bytes = i.luajit_bytes;
+  luajit.regions_rss_bytes = i.luajit_rss_bytes;
+  luajit.regions_method = i.luajit_method;
+  luajit.regions_error = i.luajit_error;
+}
+
 /** True when the LuaJIT GC is running (collectgarbage "isrunning", LuaJIT 2.1); assume yes otherwise. */
 function gcRunning(): boolean {
   const [ok, v] = pcall(collectgarbage as (this: void, opt: string) => unknown, "isrunning");
@@ -488,50 +501,37 @@ function gcRunning(): boolean {
 }
 
 /**
- * The LuaJIT GC frees big objects and empty segments with munmap, at any allocation of ours:
- * memory that /proc/self/maps showed readable a moment ago may be gone. So the GC is stopped
- * while headers are read (maps re-read after stopping it), and restarted around every yield.
+ * smaps is read and parsed with the GC running (its garbage is collected as usual). Then the
+ * LuaJIT GC is stopped while chunk headers and allocator state are read: it frees big objects and
+ * empty segments with munmap at any allocation of ours, so memory that /proc/self/maps showed
+ * readable a moment ago could be gone. Maps are re-read after stopping it, and again after every
+ * yield (the GC runs during yields). Garbage made while it is stopped: ~60 KB (one maps read + pieces).
  */
 export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMultiReturn<[Region[], number]> {
   const t0 = monoMs();
+  const text = readSmaps(() => {
+    tick(ctx);
+  });
+  let list: RawMapping[] | undefined;
+  let rssBy: LuaTable<number, number> | undefined;
+  if (text !== undefined) [list, rssBy] = parseSmaps(text);
+  if (list === undefined) skip(ctx, text === undefined ? "smaps_unreadable" : "smaps_unparsable");
+  const tSmaps = monoMs() - t0;
+
   const gcWasRunning = gcRunning();
-  let yields = 0;
-  let tSmaps = 0;
   const onTick = (): void => {
     if (!gcWasRunning) {
-      if (tick(ctx)) yields++;
+      tick(ctx);
       return;
     }
     collectgarbage("restart");
     const yielded = tick(ctx);
     collectgarbage("stop");
-    if (yielded) {
-      yields++;
-      refreshMaps(ctx); // the GC ran during the yield and the refresh: read again with it stopped
-    }
+    if (yielded) refreshMaps(ctx); // the GC ran during the yield and during tick's own refresh
   };
   if (gcWasRunning) collectgarbage("stop");
   const [ok, outOrErr] = pcall((): { res: ClassifyResult; lj: LjLocate } => {
-    const text = readSmaps(onTick);
-    tSmaps = monoMs() - t0;
-    let list: Mapping[] = ctx.maps.list;
-    let rssBy: LuaTable<number, number> | undefined;
-    let raw: RawMapping[] | undefined;
-    let r: LuaTable<number, number> | undefined;
-    if (text !== undefined) [raw, r] = parseSmaps(text);
-    if (raw !== undefined) {
-      if (yields === 0) {
-        // read with the GC stopped and nothing else run since: the freshest view there is
-        ctx.maps = Maps.fromList(raw);
-        ctx.mapsEpoch = ctx.budget.epoch;
-      }
-      list = yields === 0 ? ctx.maps.list : Maps.fromList(raw).list;
-      rssBy = r;
-    } else {
-      skip(ctx, text === undefined ? "smaps_unreadable" : "smaps_unparsable");
-      refreshMaps(ctx);
-      list = ctx.maps.list;
-    }
+    refreshMaps(ctx);
     const mem: Mem = {
       readable: (a, l) => ctx.maps.readable(a, l),
       u64: rdU64,
@@ -539,7 +539,17 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
     const lj = locateLuajit(mem, ctx.maps.list);
     const known: KnownRange[] = [];
     for (const x of lj.ranges) known.push({ start: x.start, end: x.end, cls: "luajit" });
-    const res = classify({ list, rss: rssBy, mem, zones, known, resident: residentBytes, tick: onTick, topN: REGIONS_TOP_N, rssTotal: rss });
+    const res = classify({
+      list: (list ?? ctx.maps.list) as Mapping[],
+      rss: rssBy,
+      mem,
+      zones,
+      known,
+      resident: residentBytes,
+      tick: onTick,
+      topN: REGIONS_TOP_N,
+      rssTotal: rss,
+    });
     return { res, lj };
   });
   if (gcWasRunning) collectgarbage("restart");
