@@ -3,6 +3,7 @@ import { collectSnapshot } from "./collect";
 import { encode } from "./util/json";
 import { publishSnapshot, generationFor } from "./publish";
 import { identity } from "./identity";
+import { scheduleDeepScans } from "./scan/deep";
 
 /**
  * The per-worker loop: collect on an interval from a timer, publish to the
@@ -72,6 +73,7 @@ function firstTimer(this: void, premature: boolean): void {
   if (premature) return;
   const id = identity();
   id.generation = generationFor(id.cycle);
+  scheduleDeepScans();
   tickTimer(false);
 }
 

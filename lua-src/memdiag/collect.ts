@@ -13,6 +13,7 @@ import { currentLayout } from "./layout/select";
 import { config } from "./config";
 import { identity } from "./identity";
 import { AGENT_VERSION, SCHEMA_VERSION } from "./version";
+import { mergeDeepScan } from "./scan/deep";
 
 let seq = 0;
 
@@ -83,5 +84,6 @@ export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
     pools,
     skipped: ctx.skipped,
   };
+  mergeDeepScan(snap);
   return snap;
 }

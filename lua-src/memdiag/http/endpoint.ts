@@ -3,6 +3,7 @@ import { allowed } from "./access";
 import { collectAndPublish } from "../agent";
 import { publishedPids, snapshotOf } from "../publish";
 import { encode, pretty } from "../util/json";
+import { deepScanStatus, runDeepScan, waitDeepScan } from "../scan/deep";
 
 /**
  * content_by_lua handler of /_memdiag: every worker's latest snapshot.
@@ -12,7 +13,11 @@ const PARAMS: { [k: string]: string } = {
   pretty: "1 = indented JSON",
   pid: "N = only the worker with this pid",
   fresh: "1 = the answering worker collects now",
+  deep: "1 = the answering worker runs a deep scan (heap walk, pool discovery, owners) and answers when done",
 };
+
+/** longest a ?deep=1 request waits for its scan */
+const DEEP_WAIT_S = 600;
 
 /**
  * An action parameter answers the request itself (status, JSON body) instead of the snapshot view.
@@ -97,6 +102,19 @@ export function handle(this: void): void {
     return;
   }
 
+  if (args.deep) {
+    const [started, why] = runDeepScan();
+    if (!started) {
+      // one scan at a time per worker: report the running job, the client retries later
+      ngx.status = 202;
+      ngx.header["Content-Type"] = "application/json";
+      ngx.header["Retry-After"] = "1";
+      ngx.say(encode({ pid: ngx.worker.pid(), message: `${why}; wait for it to finish and ask again`, scan: deepScanStatus() }) ?? "{}");
+      return ngx.exit(202);
+    }
+    if (!waitDeepScan(DEEP_WAIT_S)) return fail(503, "deep scan did not finish in time");
+    args.fresh = true;
+  }
   if (args.fresh) {
     const [, cerr] = collectAndPublish(true);
     if (cerr) return fail(503, cerr);

@@ -67,6 +67,18 @@ export interface PoolStats {
   create_size: number;
 }
 
+/**
+ * Where a pool's memory lies, filled by walkPool when asked (heap-wide discovery
+ * indexes these ranges): block start addresses (first = the pool itself) with
+ * their d.last, and large allocations with their usable sizes.
+ */
+export interface PoolMemory {
+  blocks: number[];
+  blockLast: number[];
+  larges: number[];
+  largeSizes: number[];
+}
+
 export function newPoolStats(): PoolStats {
   return { blocks: 0, block_bytes: 0, used_bytes: 0, large_blocks: 0, large_bytes: 0, create_size: 0 };
 }
@@ -121,6 +133,7 @@ export function walkPool(
   addr: number,
   st: PoolStats,
   handlers: LuaTable<number, number> | undefined,
+  mem?: PoolMemory,
 ): boolean {
   const maps = ctx.maps;
   if (!maps.readable(addr, P.headerSize)) {
@@ -154,6 +167,10 @@ export function walkPool(
       return false;
     }
     st.blocks++;
+    if (mem) {
+      mem.blocks.push(b);
+      mem.blockLast.push(last);
+    }
     st.block_bytes += size;
     st.used_bytes += last - b;
     n++;
@@ -183,6 +200,10 @@ export function walkPool(
       if (u > 0) {
         st.large_blocks++;
         st.large_bytes += u;
+        if (mem) {
+          mem.larges.push(a);
+          mem.largeSizes.push(u);
+        }
       } else {
         skip(ctx, "pool_large_not_a_chunk");
       }

@@ -1,0 +1,525 @@
+import * as ffi from "ffi";
+import { Ctx, skip, tick } from "../context";
+import { hex } from "../safe/mem";
+import { symbolize } from "../util/symbols";
+import { arr } from "../util/json";
+import { HeapRegion, forEachInUseChunk, log2floor, progress } from "../heap/walk";
+import { COPY_BYTES, copyIn, copyUnavailable, copyWindow } from "../heap/copy";
+import { FoundPool } from "./discover";
+import { ConfStart, confAt, nameInSegment, SegmentRoot } from "./roots";
+
+/**
+ * Owner attribution by conservative reachability, like the mark phase of a
+ * conservative GC. Nodes are the unrooted pools and the plain heap chunks that
+ * hold a pointer into one; any 8-aligned word pointing into a node's memory
+ * (interior pointers included) is a reference. Named roots (data segments,
+ * module confs inside the cycle pool, connection/request pools, LuaJIT memory)
+ * are scanned last; a multi-source BFS from the roots gives every pool its
+ * owner (the root at the head of its chain) and the shortest retainer path.
+ *
+ * Scan order, each range read once:
+ *  1. every in-use heap chunk that is not pool memory → chunk→pool edges
+ *  2. the unrooted pools' memory → pool→pool and pool→chunk edges
+ *  3. the roots → root→pool and root→chunk edges
+ * so chains root → pool* → chunk → pool are found; chunk → chunk chains are not.
+ */
+
+const u32 = ffi.cast("const uint32_t *", 0);
+const TWO32 = 4294967296;
+const PAGE = 65536;
+/** words between two budget checks (64 KB) */
+const WORDS_PER_TICK = 8192;
+
+/** Sorted, disjoint [start, end) ranges → node, with a 64 KB page map in front of a binary search. */
+export class RangeIndex {
+  starts: number[] = [];
+  ends: number[] = [];
+  nodes: number[] = [];
+  n = 0;
+  lo = 0;
+  hi = 0;
+  pageLo = new LuaTable<number, number>();
+  pageHi = new LuaTable<number, number>();
+  private pending: [number, number, number][] = [];
+
+  add(start: number, end: number, node: number): void {
+    if (end > start) this.pending.push([start, end, node]);
+  }
+
+  build(): void {
+    const p = this.pending;
+    table.sort(p, (a, b) => a[0] < b[0]);
+    this.starts = [];
+    this.ends = [];
+    this.nodes = [];
+    this.pageLo = new LuaTable();
+    this.pageHi = new LuaTable();
+    let n = 0;
+    let lastEnd = 0;
+    for (const [s, e, node] of p) {
+      // overlapping ranges cannot both be real: keep the first
+      if (s < lastEnd) continue;
+      this.starts[n] = s;
+      this.ends[n] = e;
+      this.nodes[n] = node;
+      for (let pg = Math.floor(s / PAGE); pg <= Math.floor((e - 1) / PAGE); pg++) {
+        if (this.pageLo.get(pg) === undefined) this.pageLo.set(pg, n);
+        this.pageHi.set(pg, n);
+      }
+      lastEnd = e;
+      n++;
+    }
+    this.n = n;
+    this.lo = n > 0 ? this.starts[0] : 0;
+    this.hi = n > 0 ? this.ends[n - 1] : 0;
+  }
+
+  /** node whose range contains w, or 0 */
+  lookup(w: number): number {
+    if (w < this.lo || w >= this.hi) return 0;
+    const pg = Math.floor(w / PAGE);
+    let l = this.pageLo.get(pg);
+    if (l === undefined) return 0;
+    let h = this.pageHi.get(pg)!;
+    const starts = this.starts;
+    while (l <= h) {
+      const mid = Math.floor((l + h) / 2);
+      if (starts[mid] <= w) {
+        if (w < this.ends[mid]) return this.nodes[mid];
+        l = mid + 1;
+      } else h = mid - 1;
+    }
+    return 0;
+  }
+}
+
+type HitFn = (this: void, at: number, node: number) => void;
+
+/**
+ * The hot loop: 8-aligned words of [from, to) that point into the index; hit()
+ * gets the word's address + delta (the original address when scanning a copy).
+ */
+function scanWords(ix: RangeIndex, from: number, to: number, delta: number, hit: HitFn): void {
+  const lo = ix.lo;
+  const hi = ix.hi;
+  // high 32-bit halves of the indexed range: most words are rejected on one load
+  const loH = Math.floor(lo / TWO32);
+  const hiH = Math.floor((hi - 1) / TWO32);
+  const pageLo = ix.pageLo;
+  const pageHi = ix.pageHi;
+  const starts = ix.starts;
+  const ends = ix.ends;
+  const nodes = ix.nodes;
+  let i = from / 4;
+  const iEnd = to / 4;
+  while (i < iEnd) {
+    const h32 = u32[i + 1];
+    if (h32 >= loH && h32 <= hiH) {
+      const w = u32[i] + h32 * TWO32;
+      if (w >= lo && w < hi) {
+        const pg = Math.floor(w / PAGE);
+        let l = pageLo.get(pg);
+        if (l !== undefined) {
+          let h = pageHi.get(pg)!;
+          while (l <= h) {
+            const mid = Math.floor((l + h) / 2);
+            if (starts[mid] <= w) {
+              if (w < ends[mid]) {
+                hit(i * 4 + delta, nodes[mid]);
+                break;
+              }
+              l = mid + 1;
+            } else h = mid - 1;
+          }
+        }
+      }
+    }
+    i += 2;
+  }
+}
+
+/**
+ * Scan [start, end) in place for pointers into the index; calls hit(address of the
+ * word, node) for each. Returns the bytes scanned. For memory only other code can
+ * unmap (glibc's, data segments): after a yield the rest must still be mapped.
+ */
+export function scanRange(ctx: Ctx, ix: RangeIndex, start: number, end: number, hit: HitFn): number {
+  if (ix.n === 0) return 0;
+  let a = start + ((8 - (start % 8)) % 8);
+  let scanned = 0;
+  while (a < end) {
+    const stop = Math.min(end, a + WORDS_PER_TICK * 8);
+    scanWords(ix, a, stop - ((stop - a) % 8), 0, hit);
+    scanned += stop - a;
+    progress.bytes += stop - a;
+    a = stop;
+    if (a < end && tick(ctx) && !ctx.maps.readable(a, end - a)) {
+      skip(ctx, "scan_range_unmapped");
+      break;
+    }
+  }
+  return scanned;
+}
+
+/**
+ * Scan [start, end) through a copy (heap/copy.ts): for memory that may be unmapped
+ * while we run (LuaJIT's). Stops at the first part that cannot be copied.
+ */
+export function scanRangeCopied(ctx: Ctx, ix: RangeIndex, start: number, end: number, hit: HitFn): number {
+  if (ix.n === 0) return 0;
+  let a = start + ((8 - (start % 8)) % 8);
+  let scanned = 0;
+  while (a < end) {
+    const len = Math.min(end - a, COPY_BYTES);
+    const [copy, got] = copyIn(a, len);
+    const words = got - (got % 8);
+    if (words > 0) scanWords(ix, copy, copy + words, a - copy, hit);
+    scanned += words;
+    progress.bytes += words;
+    if (got < len) {
+      skip(ctx, "scan_copy_short");
+      break;
+    }
+    a += len;
+    if (a < end) tick(ctx);
+  }
+  return scanned;
+}
+
+export interface OwnerInputs {
+  pools: FoundPool[];
+  regions: HeapRegion[];
+  segments: SegmentRoot[];
+  lua: SegmentRoot[];
+  confs: ConfStart[];
+  cycleLog: number;
+}
+
+export interface OwnerResult {
+  /** per pool index (unrooted pools only, in `pools` order): owner name, retainer path */
+  owner: LuaTable<number, string>;
+  retainer: LuaTable<number, string>;
+  /** address of the root word that starts the retainer path */
+  rootRef: LuaTable<number, number>;
+  heapBytes: number;
+  refBytes: number;
+}
+
+/**
+ * Memory ranges of a pool: the used part of each block (nothing lives in the tail
+ * past d.last yet; a pointer there is a stale one from the memory's previous life)
+ * and the large allocations.
+ */
+function poolRanges(p: FoundPool, fn: (this: void, s: number, e: number, used: number) => void): void {
+  const m = p.mem;
+  for (let j = 0; j < m.blocks.length; j++) fn(m.blocks[j], m.blockLast[j], m.blockLast[j]);
+  // a large allocation's last usable word is the next chunk's prev_size: glibc's, not ours
+  for (let j = 0; j < m.larges.length; j++) fn(m.larges[j], m.larges[j] + m.largeSizes[j] - 8, m.larges[j] + m.largeSizes[j] - 8);
+}
+
+export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void, what: string) => void): OwnerResult {
+  const pools = inp.pools;
+  // node ids: unrooted pool k (0-based in `pools`) → k + 1; heap chunks after
+  const nPools = pools.length;
+  const ix = new RangeIndex();
+  /** user pointers of every pool's chunks (rooted too): skipped by the plain-chunk pass */
+  const poolChunk = new LuaTable<number, boolean>();
+  for (let k = 0; k < nPools; k++) {
+    const p = pools[k];
+    for (const b of p.mem.blocks) poolChunk.set(b, true);
+    for (const l of p.mem.larges) poolChunk.set(l, true);
+    if (p.rooted === undefined) poolRanges(p, (s, e) => ix.add(s, e, k + 1));
+  }
+  ix.build();
+
+  const edges = new LuaTable<number, number[]>();
+  const seen = new LuaTable<number, LuaTable<number, boolean>>();
+  const addEdge = (src: number, dst: number): void => {
+    if (src === dst) return;
+    let s = seen.get(src);
+    if (s === undefined) {
+      s = new LuaTable();
+      seen.set(src, s);
+      edges.set(src, []);
+    }
+    if (s.get(dst)) return;
+    s.set(dst, true);
+    edges.get(src)!.push(dst);
+  };
+
+  // 1. plain in-use heap chunks
+  let nextNode = nPools + 1;
+  const chunkNode = new LuaTable<number, number>();
+  const chunkStart: number[] = [];
+  const chunkEnd: number[] = [];
+  let curChunk = 0;
+  let curEnd = 0;
+  let refBytes = 0;
+  const chunkHit: HitFn = (_at, node) => {
+    let src = chunkNode.get(curChunk);
+    if (src === undefined) {
+      src = nextNode++;
+      chunkNode.set(curChunk, src);
+      chunkStart.push(curChunk);
+      chunkEnd.push(curEnd);
+    }
+    addEdge(src, node);
+  };
+  const heapBytes = forEachInUseChunk(ctx, inp.regions, (user, usable, mmapped) => {
+    if (poolChunk.get(user)) return;
+    curChunk = user;
+    curEnd = user + usable;
+    if (mmapped) refBytes += scanRangeCopied(ctx, ix, user, user + usable, chunkHit);
+    else refBytes += scanRange(ctx, ix, user, user + usable, chunkHit);
+  });
+
+  if (trace) trace(`owners: plain chunks (${heapBytes} bytes)`);
+  // chunks holding pool pointers become nodes too
+  for (let j = 0; j < chunkStart.length; j++) ix.add(chunkStart[j], chunkEnd[j], chunkNode.get(chunkStart[j])!);
+  ix.build();
+
+  // 2. unrooted pools' memory
+  let curPool = 0;
+  const poolHit: HitFn = (_at, node) => addEdge(curPool, node);
+  for (let k = 0; k < nPools; k++) {
+    const p = pools[k];
+    if (p.rooted !== undefined) continue;
+    curPool = k + 1;
+    poolRanges(p, (s, _e, used) => {
+      if (ctx.maps.readable(s, used - s)) refBytes += scanRange(ctx, ix, s, used, poolHit);
+      else skip(ctx, "scan_pool_unreadable");
+    });
+  }
+
+  if (trace) trace("owners: pools");
+  // 3. roots, in priority order: data segments, cycle pool (module confs), connection/request pools, LuaJIT
+  const rootName: string[] = [];
+  const rootNode: number[] = [];
+  const rootAt: number[] = [];
+  const rootSeen = new LuaTable<number, boolean>();
+  let segPath = "";
+  let rangeFloor = 0;
+  let rootKind = "";
+  const rootHit: HitFn = (at, node) => {
+    if (rootSeen.get(node)) return;
+    rootSeen.set(node, true);
+    let name: string;
+    if (rootKind === "segment") name = nameInSegment(at, segPath);
+    else if (rootKind === "cycle") name = confAt(inp.confs, at, rangeFloor) ?? "cycle pool";
+    else name = rootKind;
+    rootName.push(name);
+    rootNode.push(node);
+    rootAt.push(at);
+  };
+  const scanRoot = (s: number, e: number): void => {
+    if (e <= s) return;
+    if (ctx.maps.readable(s, e - s)) refBytes += scanRange(ctx, ix, s, e, rootHit);
+    else skip(ctx, "scan_root_unreadable");
+  };
+  const [winStart, winEnd] = copyWindow();
+  rootKind = "segment";
+  for (const seg of inp.segments) {
+    segPath = seg.path;
+    scanRoot(seg.start, seg.end);
+  }
+  for (const kind of ["cycle", "connection", "request"]) {
+    rootKind = kind === "cycle" ? "cycle" : `${kind} pool`;
+    for (const p of pools) {
+      if (p.rooted !== kind) continue;
+      poolRanges(p, (s, _e, used) => {
+        rangeFloor = s;
+        scanRoot(s, used);
+      });
+    }
+  }
+  if (trace) trace("owners: segments + rooted pools");
+  rootKind = "lua";
+  if (copyUnavailable() !== undefined && inp.lua.length > 0) skip(ctx, "scan_lua_no_safe_copy");
+  else for (const r of inp.lua) {
+    // LuaJIT memory can be unmapped by our own allocations at any time: scan a copy,
+    // and not the copy window itself
+    if (r.start < winEnd && winStart < r.end) {
+      refBytes += scanRangeCopied(ctx, ix, r.start, winStart, rootHit);
+      refBytes += scanRangeCopied(ctx, ix, winEnd, r.end, rootHit);
+    } else refBytes += scanRangeCopied(ctx, ix, r.start, r.end, rootHit);
+  }
+  if (trace) trace("owners: lua");
+
+  // BFS from the roots
+  const owner = new LuaTable<number, string>();
+  const ownerAt = new LuaTable<number, number>();
+  const parent = new LuaTable<number, number>();
+  const queue: number[] = [];
+  for (let j = 0; j < rootNode.length; j++) {
+    const node = rootNode[j];
+    if (owner.get(node) !== undefined) continue;
+    owner.set(node, rootName[j]);
+    ownerAt.set(node, rootAt[j]);
+    parent.set(node, 0);
+    queue.push(node);
+  }
+  let qi = 0;
+  while (qi < queue.length) {
+    const n = queue[qi++];
+    const out = edges.get(n);
+    if (out === undefined) continue;
+    const o = owner.get(n)!;
+    for (const m of out) {
+      if (owner.get(m) === undefined) {
+        owner.set(m, o);
+        ownerAt.set(m, ownerAt.get(n)!);
+        parent.set(m, n);
+        queue.push(m);
+      }
+    }
+  }
+
+  const res: OwnerResult = { owner: new LuaTable(), retainer: new LuaTable(), rootRef: new LuaTable(), heapBytes, refBytes };
+  for (let k = 0; k < nPools; k++) {
+    if (pools[k].rooted !== undefined) continue;
+    const node = k + 1;
+    const o = owner.get(node);
+    if (o === undefined) {
+      res.owner.set(k, "unreferenced");
+      res.retainer.set(k, "unreferenced");
+      continue;
+    }
+    const hops: string[] = [];
+    let n = node;
+    for (let guard = 0; n !== 0 && guard < 64; guard++) {
+      hops.push(n <= nPools ? "pool" : "heap chunk");
+      n = parent.get(n) ?? 0;
+    }
+    if (n !== 0) hops.push("…");
+    hops.push(o);
+    const path: string[] = [];
+    for (let j = hops.length - 1; j >= 0; j--) path.push(hops[j]);
+    res.owner.set(k, o);
+    res.retainer.set(k, path.join(" → "));
+    res.rootRef.set(k, ownerAt.get(node)!);
+  }
+  return res;
+}
+
+// ---- grouping ----
+
+interface Group {
+  signature: string;
+  create_size: number;
+  pools: number;
+  blocks: number;
+  block_bytes: number;
+  used_bytes: number;
+  large_blocks: number;
+  large_bytes: number;
+  hist: LuaTable<number, [number, number]>;
+  cleanups: LuaTable<string, number>;
+  log: string;
+  owner: string;
+  retainer: string;
+  rootRef: number;
+  examples: string[];
+}
+
+function logName(log: number, cycleLog: number): string {
+  if (log === cycleLog) return "cycle->log";
+  const s = symbolize(log);
+  if (s.module !== "") return s.name;
+  return "heap";
+}
+
+/**
+ * Group unrooted pools by a stable signature: creation size, cleanup handler
+ * names, log pointer name and owner. Largest groups first.
+ */
+export function groupUnrooted(pools: FoundPool[], own: OwnerResult, cycleLog: number): object[] {
+  const groups = new LuaTable<string, Group>();
+  const order: Group[] = [];
+  for (let k = 0; k < pools.length; k++) {
+    const p = pools[k];
+    if (p.rooted !== undefined) continue;
+    const names: string[] = [];
+    const counts = new LuaTable<string, number>();
+    for (const [h, c] of p.handlers) {
+      const nm = symbolize(h).name;
+      if (counts.get(nm) === undefined) names.push(nm);
+      counts.set(nm, (counts.get(nm) ?? 0) + c);
+    }
+    table.sort(names);
+    const log = logName(p.log, cycleLog);
+    const owner = own.owner.get(k) ?? "unreferenced";
+    const key = `${p.st.create_size}|${names.join(",")}|${log}|${owner}`;
+    let g = groups.get(key);
+    if (g === undefined) {
+      g = {
+        signature: string.sub(ngx.md5(key), 1, 16),
+        create_size: p.st.create_size,
+        pools: 0,
+        blocks: 0,
+        block_bytes: 0,
+        used_bytes: 0,
+        large_blocks: 0,
+        large_bytes: 0,
+        hist: new LuaTable(),
+        cleanups: new LuaTable(),
+        log,
+        owner,
+        retainer: own.retainer.get(k) ?? owner,
+        rootRef: own.rootRef.get(k) ?? 0,
+        examples: [],
+      };
+      groups.set(key, g);
+      order.push(g);
+    }
+    g.pools++;
+    g.blocks += p.st.blocks;
+    g.block_bytes += p.st.block_bytes;
+    g.used_bytes += p.st.used_bytes;
+    g.large_blocks += p.st.large_blocks;
+    g.large_bytes += p.st.large_bytes;
+    for (const sz of p.mem.largeSizes) {
+      const c = log2floor(sz);
+      const e = g.hist.get(c) ?? [0, 0];
+      e[0]++;
+      e[1] += sz;
+      g.hist.set(c, e);
+    }
+    for (const nm of names) g.cleanups.set(nm, (g.cleanups.get(nm) ?? 0) + counts.get(nm)!);
+    const r = own.retainer.get(k);
+    if (r !== undefined && r.length < g.retainer.length) {
+      g.retainer = r;
+      g.rootRef = own.rootRef.get(k) ?? 0;
+    }
+    if (g.examples.length < 8) g.examples.push(hex(p.addr));
+  }
+  table.sort(order, (a, b) => a.block_bytes + a.large_bytes > b.block_bytes + b.large_bytes);
+  const out: object[] = [];
+  for (const g of order) {
+    const hist: object[] = [];
+    for (let c = 0; c < 64; c++) {
+      const e = g.hist.get(c);
+      if (e !== undefined) hist.push({ min_bytes: 2 ** c, max_bytes: 2 ** (c + 1) - 1, count: e[0], bytes: e[1] });
+    }
+    const cleanups: object[] = [];
+    for (const [h, c] of g.cleanups) cleanups.push({ handler: h, count: c });
+    table.sort(cleanups as { handler: string }[], (a, b) => a.handler < b.handler);
+    out.push({
+      signature: g.signature,
+      create_size: g.create_size,
+      pools: g.pools,
+      blocks: g.blocks,
+      block_bytes: g.block_bytes,
+      used_bytes: g.used_bytes,
+      large_blocks: g.large_blocks,
+      large_bytes: g.large_bytes,
+      large_histogram: arr(hist),
+      cleanups: arr(cleanups),
+      log: g.log,
+      owner: g.owner,
+      retainer: g.retainer,
+      root_ref: g.rootRef !== 0 ? hex(g.rootRef) : undefined,
+      examples: arr(g.examples),
+    });
+  }
+  return out;
+}

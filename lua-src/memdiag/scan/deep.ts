@@ -1,0 +1,231 @@
+import * as ffi from "ffi";
+import { config } from "../config";
+import { Ctx, refreshMaps } from "../context";
+import { Maps } from "../safe/maps";
+import { rdPtr } from "../safe/mem";
+import { Budget } from "../util/budget";
+import { monoMs } from "../util/clock";
+import { arr } from "../util/json";
+import { cdef } from "../util/cdef";
+import { currentLayout } from "../layout/select";
+import { off, sizeOf } from "../layout/types";
+import { cycleAddr } from "../identity";
+import { heapRegions, progress, sizeClassesJson, walkHeap } from "../heap/walk";
+import { poolOffsets } from "../pools/walk";
+import { discoverPools } from "../pools/discover";
+import { dataSegments, luaRegions, moduleConfs, rootedPoolSet } from "../pools/roots";
+import { attributeOwners, groupUnrooted } from "../pools/owners";
+
+/**
+ * The deep scan: glibc heap walk (size classes) → pool discovery → owner
+ * attribution, as one job per worker on a timer, in slices of config.slice_ms
+ * (Budget yields with ngx.sleep(0) between them). Its status is merged into every
+ * snapshot this worker publishes while it runs, its result into every snapshot after.
+ */
+
+cdef(`extern uintptr_t ngx_pagesize;`);
+
+export interface ScanStatus {
+  state: string;
+  phase?: string;
+  started?: number;
+  finished?: number;
+  bytes_scanned: number;
+  heap_bytes: number;
+  ref_bytes: number;
+  ms_total: number;
+  wall_ms: number;
+  max_slice_ms: number;
+  slices: number;
+  pools_found?: number;
+  unrooted_pools?: number;
+  error?: string;
+}
+
+const MAX_CANDIDATES = 2000000;
+const MAX_GROUPS = 64;
+
+let status: ScanStatus = { state: "idle", bytes_scanned: 0, heap_bytes: 0, ref_bytes: 0, ms_total: 0, wall_ms: 0, max_slice_ms: 0, slices: 0 };
+let budget: Budget | undefined;
+let t0 = 0;
+let result: { size_classes: object[]; unrooted?: object[]; unrooted_error?: string; skipped: { [k: string]: number } } | undefined;
+let running = false;
+
+function pagesize(): number {
+  const [ok, v] = pcall(() => tonumber(ffi.C.ngx_pagesize));
+  return ok && v !== undefined && v > 0 ? (v as number) : 4096;
+}
+
+/** Status of the current or last deep scan, with live progress while running. */
+export function deepScanStatus(): ScanStatus {
+  const s: ScanStatus = { ...status };
+  if (running && budget) {
+    s.bytes_scanned = progress.bytes;
+    s.ms_total = budget.totalMs;
+    s.max_slice_ms = budget.maxSliceMs;
+    s.slices = budget.slices;
+    s.wall_ms = monoMs() - t0;
+  }
+  return s;
+}
+
+export function deepScanRunning(): boolean {
+  return running;
+}
+
+let phaseT = 0;
+let tracing = false;
+/** Log each phase's duration at NOTICE (benchmarks and debugging). */
+export function setTrace(on: boolean): void {
+  tracing = on;
+}
+function trace(what: string): void {
+  if (!tracing) return;
+  const now = monoMs();
+  ngx.log(ngx.NOTICE, `memdiag deep: ${what} +${string.format("%.3f", now - phaseT)} ms, max slice ${string.format("%.3f", budget?.maxSliceMs ?? 0)}`);
+  phaseT = now;
+}
+
+function scanOnce(): void {
+  t0 = monoMs();
+  progress.bytes = 0;
+  ngx.update_time();
+  status = { state: "running", phase: "heap", started: ngx.now(), bytes_scanned: 0, heap_bytes: 0, ref_bytes: 0, ms_total: 0, wall_ms: 0, max_slice_ms: 0, slices: 1 };
+  const b = new Budget(config.slice_ms, true);
+  budget = b;
+  const [maps, merr] = Maps.self();
+  if (!maps) error(merr ?? "cannot read /proc/self/maps");
+  const ctx: Ctx = { maps, budget: b, skipped: {}, mapsEpoch: 0 };
+  const ps = pagesize();
+
+  phaseT = monoMs();
+  const [regions] = heapRegions(ctx.maps);
+  trace("regions");
+  const walk = walkHeap(ctx, regions, ps, MAX_CANDIDATES);
+  status.heap_bytes = walk.bytes;
+  trace("heap walk");
+  const out: NonNullable<typeof result> = { size_classes: sizeClassesJson(walk.classes), skipped: ctx.skipped };
+
+  if (ctx.mapsEpoch !== b.epoch) refreshMaps(ctx);
+  const [L, lerr] = currentLayout(ctx);
+  if (L === undefined) {
+    out.unrooted_error = lerr ?? "no struct layout";
+  } else {
+    status.phase = "pools";
+    const rooted = rootedPoolSet(ctx, L);
+    trace("rooted set");
+    const pools = discoverPools(ctx, poolOffsets(L), walk.candidates, ps, rooted);
+    trace("discover");
+    status.pools_found = pools.length;
+    let unrooted = 0;
+    for (const p of pools) if (p.rooted === undefined) unrooted++;
+    status.unrooted_pools = unrooted;
+
+    status.phase = "owners";
+    if (ctx.mapsEpoch !== b.epoch) refreshMaps(ctx);
+    const confs = moduleConfs(ctx, L);
+    trace("confs");
+    const [segments, bss] = dataSegments(ctx.maps);
+    const [regions2, other] = heapRegions(ctx.maps);
+    const lua = luaRegions(other, bss);
+    trace("roots");
+    const cycle = cycleAddr();
+    const cycleLog = ctx.maps.readable(cycle, sizeOf(L, "ngx_cycle_t")) ? rdPtr(cycle + off(L, "ngx_cycle_t", "log")) : 0;
+    const own = attributeOwners(ctx, { pools, regions: regions2, segments, lua, confs, cycleLog }, tracing ? trace : undefined);
+    status.ref_bytes = own.refBytes;
+    trace("owners");
+    const groups = groupUnrooted(pools, own, cycleLog);
+    trace("groups");
+    while (groups.length > MAX_GROUPS) groups.pop();
+    out.unrooted = groups;
+  }
+  b.finish();
+  ngx.update_time();
+  status = {
+    state: "done",
+    started: status.started,
+    finished: ngx.now(),
+    bytes_scanned: progress.bytes,
+    heap_bytes: status.heap_bytes,
+    ref_bytes: status.ref_bytes,
+    ms_total: b.totalMs,
+    wall_ms: monoMs() - t0,
+    max_slice_ms: b.maxSliceMs,
+    slices: b.slices,
+    pools_found: status.pools_found,
+    unrooted_pools: status.unrooted_pools,
+  };
+  result = out;
+}
+
+function runNow(): void {
+  running = true;
+  const [ok, err] = xpcall(scanOnce, debug.traceback);
+  running = false;
+  budget = undefined;
+  if (!ok) {
+    ngx.update_time();
+    status = { ...status, state: "failed", finished: ngx.now(), error: tostring(err) };
+    ngx.log(ngx.ERR, "memdiag: deep scan failed: ", err);
+  }
+}
+
+function job(this: void, premature: boolean): void {
+  if (premature || ngx.worker.exiting()) {
+    running = false;
+    return;
+  }
+  runNow();
+}
+
+/**
+ * Start a deep scan in this worker on a timer (returns at once). The websocket
+ * push's "deep" command calls this. false + reason when one is already running.
+ */
+export function runDeepScan(): LuaMultiReturn<[boolean, string | undefined]> {
+  if (running) return $multi(false, "a deep scan is already running in this worker");
+  running = true;
+  status = { ...status, state: "running", phase: "queued" };
+  const [ok, err] = ngx.timer.at(0, job);
+  if (!ok) {
+    running = false;
+    return $multi(false, `cannot start deep scan: ${err}`);
+  }
+  return $multi(true, undefined);
+}
+
+/** Wait (yielding) until no deep scan runs in this worker, at most timeoutS seconds. */
+export function waitDeepScan(timeoutS: number): boolean {
+  const deadline = monoMs() + timeoutS * 1000;
+  while (running && monoMs() < deadline) ngx.sleep(0.01);
+  return !running;
+}
+
+/** Merge the deep scan's status and last result into a snapshot under construction. */
+export function mergeDeepScan(snap: { [k: string]: unknown }): void {
+  snap.scan = deepScanStatus();
+  if (result === undefined) return;
+  const glibc = snap.glibc as { [k: string]: unknown } | undefined;
+  if (glibc !== undefined) glibc.size_classes = arr(result.size_classes);
+  const pools = snap.pools as { [k: string]: unknown } | undefined;
+  if (pools !== undefined && result.unrooted !== undefined) pools.unrooted = arr(result.unrooted);
+  const skipped = snap.skipped as { [k: string]: number } | undefined;
+  if (skipped !== undefined) {
+    for (const [k, v] of pairs(result.skipped)) skipped[`deep_${k}`] = v;
+  }
+}
+
+function periodic(this: void, premature: boolean): void {
+  if (premature || ngx.worker.exiting()) return;
+  if (!running) runNow();
+  if (ngx.worker.exiting()) return;
+  const [ok, err] = ngx.timer.at(config.deep_interval_s, periodic);
+  if (!ok) ngx.log(ngx.ERR, "memdiag: cannot schedule the next deep scan: ", err);
+}
+
+/** Periodic deep scans when config.deep_interval_s > 0 (off by default). */
+export function scheduleDeepScans(): void {
+  if (config.deep_interval_s <= 0) return;
+  const [ok, err] = ngx.timer.at(config.deep_interval_s, periodic);
+  if (!ok) ngx.log(ngx.ERR, "memdiag: cannot schedule deep scans: ", err);
+}
