@@ -45,7 +45,8 @@ interface Conn {
   closeCode?: number;
 }
 
-type DeepHandler = (this: void) => LuaMultiReturn<[boolean, string | undefined]>;
+/** Runs a deep scan to completion (may yield); returns an error, or undefined when done. */
+type DeepHandler = (this: void) => string | undefined;
 
 let started = false;
 let queue: Ring | undefined;
@@ -87,17 +88,17 @@ interface DeepScanModule {
  * works without it) and wait for it; the snapshot collected after it carries
  * its results. Without the module: ok:false "deep scan not available".
  */
-function defaultDeep(this: void): LuaMultiReturn<[boolean, string | undefined]> {
+function defaultDeep(this: void): string | undefined {
   const [ok, mod] = pcall(require, "memdiag.scan.deep");
   const m = mod as DeepScanModule;
   if (!ok || type(mod) !== "table" || type(m.runDeepScan) !== "function" || type(m.waitDeepScan) !== "function") {
-    return $multi(false, "deep scan not available");
+    return "deep scan not available";
   }
   const [started, err] = m.runDeepScan!();
   // one already running is as good: wait for it
-  if (!started && !(m.deepScanRunning && m.deepScanRunning())) return $multi(false, err ?? "deep scan did not start");
-  if (!m.waitDeepScan!(DEEP_TIMEOUT_S)) return $multi(false, `deep scan did not finish within ${DEEP_TIMEOUT_S} s`);
-  return $multi(true, undefined);
+  if (!started && !(m.deepScanRunning && m.deepScanRunning())) return err ?? "deep scan did not start";
+  if (!m.waitDeepScan!(DEEP_TIMEOUT_S)) return `deep scan did not finish within ${DEEP_TIMEOUT_S} s`;
+  return undefined;
 }
 
 /** Replace how "deep" commands run a deep scan (tests, other scan engines). */
@@ -222,11 +223,9 @@ function runCommand(this: void, premature: boolean, id: string, command: string)
   }
   let err: string | undefined;
   if (command === "deep") {
-    {
-      const [pok, ok, derr] = pcall(deepHandler ?? defaultDeep) as unknown as LuaMultiReturn<[boolean, boolean | string, string | undefined]>;
-      if (!pok) err = `deep scan failed: ${ok}`;
-      else if (!ok) err = derr ?? "deep scan failed";
-    }
+    const [pok, derr] = pcall(deepHandler ?? defaultDeep);
+    if (!pok) err = `deep scan failed: ${derr}`;
+    else if (derr !== undefined) err = derr;
   }
   if (err === undefined) {
     pendingReplyTo = id;

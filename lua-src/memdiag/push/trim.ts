@@ -4,8 +4,8 @@ import { arr, encode } from "../util/json";
  * Shortens a snapshot's long lists until its JSON fits `limit` bytes, and says
  * which ones in `snapshot.trimmed`. Lists go in order of least value to a
  * diagnosis: example addresses of unrooted groups, their large-block
- * histograms, the largest-pools list, then the smallest regions, then the
- * smallest unrooted groups. Within a list the smallest entries go first, so
+ * histograms, the largest-pools list, then the smallest regions, the smallest
+ * shm zones, then the smallest unrooted groups. Within a list the smallest entries go first, so
  * the biggest consumers (what a leak hunt needs) stay. Pure Lua (no ngx).
  *
  * The input is not modified (other listeners may hold it): the containers on
@@ -73,6 +73,7 @@ function dropSmallest(items: Obj[], weight: (this: void, o: Obj) => number, min:
 
 const poolWeight = (o: Obj): number => num(o["block_bytes"]) + num(o["large_bytes"]);
 const regionWeight = (o: Obj): number => num(o["bytes"]);
+const shmWeight = (o: Obj): number => num(o["size_bytes"]);
 
 /** indexes of `gs`, smallest group first (their details go first) */
 function smallestFirst(gs: Obj[]): number[] {
@@ -148,6 +149,17 @@ const stages: { name: string; run: Stage }[] = [
       if (!regions) return 0;
       const [out, removed] = dropSmallest(regions, regionWeight, 1, need);
       w.system!["regions"] = out;
+      return removed;
+    },
+  },
+  {
+    // gateways with many lua_shared_dicts (Kong has ~20): the smallest zones go first
+    name: "shm",
+    run: (w, need) => {
+      const zones = list(w.s["shm"]);
+      if (!zones) return 0;
+      const [out, removed] = dropSmallest(zones, shmWeight, 1, need);
+      w.s["shm"] = out;
       return removed;
     },
   },

@@ -1,0 +1,96 @@
+import { Nginx } from "../harness/nginx";
+import { WsPeer } from "../harness/ws-peer";
+import { freePort } from "../harness/ports";
+
+/**
+ * Frames above the limit are trimmed (shortest lists first) and say so in
+ * snapshot.trimmed. The limit is the smaller of the agent's max_frame_bytes and
+ * the control plane's welcome.max_frame_bytes.
+ */
+// many shared dicts make a long shm list (what a Kong-like gateway has), whatever the other collectors report
+const DICTS = Array.from({ length: 30 }, (_, i) => `lua_shared_dict push_trim_${i} ${100 + i * 8}k;`).join("\n");
+const TRIMMABLE = ["system.regions", "shm", "pools.top", "pools.unrooted", "pools.unrooted.examples", "pools.unrooted.large_histogram"];
+
+function listLen(s: any, name: string): number {
+  if (name === "system.regions") return s.system.regions.length;
+  if (name === "shm") return s.shm.length;
+  if (name === "pools.top") return s.pools.top?.length ?? 0;
+  if (name === "pools.unrooted") return s.pools.unrooted?.length ?? 0;
+  return 0;
+}
+
+describe("push: frames above max_frame_bytes are trimmed and say so", () => {
+  let fullBytes = 0;
+  let full: any;
+
+  test("measure an untrimmed frame", async () => {
+    const peer = new WsPeer({ token: "t" });
+    await peer.start(await freePort());
+    const ngx = new Nginx({ workers: 1, http: DICTS, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
+    await ngx.start();
+    try {
+      const r = await peer.waitFor("2 snapshots", () => peer.unique().length >= 2 && peer.unique()[1]);
+      fullBytes = r.bytes;
+      full = r.msg.snapshot;
+      expect(full.trimmed).toBeUndefined();
+      expect(full.shm.length).toBeGreaterThanOrEqual(30);
+    } finally {
+      await ngx.stop();
+      await peer.stop();
+    }
+  });
+
+  test("agent max_frame_bytes below the snapshot: regions shortened, trimmed says so, frame fits and validates", async () => {
+    const peer = new WsPeer({ token: "t" });
+    await peer.start(await freePort());
+    // room for the snapshot minus a few regions (the limit includes a 512-byte envelope reserve)
+    const limit = fullBytes + 512 - 300;
+    const ngx = new Nginx({ workers: 2, http: DICTS, agent: { control_plane_url: peer.url, token: "t", interval_s: 1, max_frame_bytes: limit } });
+    await ngx.start();
+    try {
+      const pids = ngx.workerPids();
+      await peer.waitFor("2 snapshots per worker", () => pids.every((p) => peer.unique(p).length >= 2));
+      for (const r of peer.received) {
+        expect(r.bytes).toBeLessThanOrEqual(limit);
+        expect(r.error).toBeUndefined();
+        const s = r.msg.snapshot as any;
+        expect(s.trimmed.length).toBeGreaterThanOrEqual(1);
+        for (const name of s.trimmed) {
+          expect(TRIMMABLE).toContain(name);
+          if (listLen(full, name) > 0) expect(listLen(s, name)).toBeLessThan(listLen(full, name));
+        }
+        // the biggest zone is kept
+        const biggest = [...full.shm].sort((a: any, b: any) => b.size_bytes - a.size_bytes)[0].name;
+        expect(s.shm.map((z: any) => z.name)).toContain(biggest);
+      }
+      // the worker's own /_memdiag still has the whole snapshot
+      const local = JSON.parse((await ngx.memdiag(`?pid=${pids[0]}`)).body).workers[0];
+      expect(local.trimmed).toBeUndefined();
+      expect(local.shm.length).toBe(full.shm.length);
+      expect(peer.tooLarge).toBe(0);
+    } finally {
+      await ngx.stop();
+      await peer.stop();
+    }
+  });
+
+  test("the control plane's smaller max_frame_bytes (welcome) wins over the agent's", async () => {
+    const limit = fullBytes + 512 - 300;
+    const peer = new WsPeer({ token: "t", maxFrameBytes: limit });
+    await peer.start(await freePort());
+    const ngx = new Nginx({ workers: 1, http: DICTS, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
+    await ngx.start();
+    try {
+      await peer.waitFor("3 snapshots", () => peer.unique().length >= 3);
+      // the first snapshot may have been queued before the welcome (then it is dropped, not sent oversized)
+      for (const r of peer.received) expect(r.bytes).toBeLessThanOrEqual(limit);
+      const trimmed = peer.received.filter((r) => (r.msg.snapshot as any).trimmed);
+      expect(trimmed.length).toBeGreaterThanOrEqual(2);
+      for (const r of trimmed) expect(r.valid).toBe(true);
+      expect(peer.tooLarge).toBe(0);
+    } finally {
+      await ngx.stop();
+      await peer.stop();
+    }
+  });
+});
