@@ -1,0 +1,411 @@
+/**
+ * Overhead of memdiag on request handling (issue 6), all measured in one run on one machine:
+ *
+ *   none     nginx without the include line (same modules loaded)
+ *   agent    the include line, agent collecting every second
+ *   deep     the include line, agent collecting every second, and a deep scan running back to back
+ *            for the whole measurement (the bench loops ?deep=1 on the measured worker)
+ *   sampler  the include line, agent collecting every second, allocation sampler armed (default rate)
+ *
+ * Rounds alternate (config order rotated every round), each a short wrk run on loopback with
+ * keepalive against a small static file and against a proxied response (proxy_pass, keepalive
+ * upstream, to a second server block of the same nginx). Medians over rounds; ratios against
+ * `none`; per-collection worker time (collect_ms, from the snapshots) and deep-scan slices beside.
+ *
+ * Then the cost curves:
+ *   connections  bench/collect-cost.ts reused (10 → 10,000 held keepalive connections)
+ *   heap         collection time and deep-scan time vs glibc heap size (10 MB → 1 GB, inflated
+ *                through a test-only location with malloc'ed, touched 64 KB chunks)
+ *
+ *   npm run bench:overhead            (= bash bench/run.sh overhead)
+ *   options: --rounds 3 --seconds 5 --conns 32 --workers 1 --skip-scaling --heap-mb 10,100,1000
+ *            --conn-levels 10,1000,10000
+ * Writes bench/results/overhead-<time>.json (gitignored).
+ */
+import { execFile, spawn } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { Nginx, NginxOptions, httpGet, sleep } from "../test/harness/nginx";
+import { freePort } from "../test/harness/ports";
+import { ensureSampler } from "../test/harness/fixtures";
+import { ROOT } from "../scripts/config";
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : def;
+}
+const flag = (name: string) => process.argv.includes(`--${name}`);
+const ROUNDS = Number(arg("rounds", "3"));
+const SECONDS = Number(arg("seconds", "5"));
+const CONNS = Number(arg("conns", "32"));
+const WORKERS = Number(arg("workers", "1"));
+const HEAP_MB = arg("heap-mb", "10,100,1000").split(",").map(Number);
+const CONN_LEVELS = arg("conn-levels", "10,1000,10000");
+const SKIP_SCALING = flag("skip-scaling");
+
+const CONFIGS = ["none", "agent", "deep", "sampler"] as const;
+type Config = (typeof CONFIGS)[number];
+const PATHS = { static: "/static/small.html", proxy: "/proxy" } as const;
+type PathName = keyof typeof PATHS;
+
+/** The harness's nginx minus the include line. */
+class BareNginx extends Nginx {
+  writeConf(): void {
+    super.writeConf();
+    const conf = fs.readFileSync(this.confFile, "utf8").replace(/^\s*include memdiag\.conf;\s*$/m, "");
+    if (conf.includes("memdiag.conf")) throw new Error("could not remove the include line");
+    fs.writeFileSync(this.confFile, conf);
+  }
+}
+
+interface Run { rps: number; p50ms: number; p99ms: number; errors: number; requests: number }
+
+function latency(v: string, unit: string): number {
+  const x = Number(v);
+  return unit === "us" ? x / 1000 : unit === "s" ? x * 1000 : x;
+}
+
+function wrk(port: number, p: string, seconds = SECONDS): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    execFile("wrk", ["-t1", `-c${CONNS}`, `-d${seconds}s`, "--latency", `http://127.0.0.1:${port}${p}`], { encoding: "utf8" }, (err, out) => {
+      if (err) return reject(err);
+      const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
+      const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(out);
+      const p50 = /\s50%\s+([\d.]+)(us|ms|s)/.exec(out);
+      const reqs = /(\d+) requests in/.exec(out);
+      const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+      if (!rps || !p99 || !p50 || !reqs) return reject(new Error(`cannot parse wrk output:\n${out}`));
+      const errors = (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0);
+      resolve({ rps: Number(rps[1]), p50ms: latency(p50[1], p50[2]), p99ms: latency(p99[1], p99[2]), errors, requests: Number(reqs[1]) });
+    });
+  });
+}
+
+const median = (xs: number[]) => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const pct = (xs: number[], q: number) => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+};
+
+async function json(port: number, q: string): Promise<any> {
+  const r = await httpGet(port, `/_memdiag${q}`, 600000);
+  if (r.status !== 200) throw new Error(`/_memdiag${q}: ${r.status} ${r.body.slice(0, 300)}`);
+  return JSON.parse(r.body);
+}
+
+function nginxOptions(dir: string, backendPort: number, agent: boolean): NginxOptions {
+  return {
+    workers: WORKERS,
+    workerConnections: 4096,
+    agent: agent ? { interval_s: 1 } : undefined,
+    http: `
+  upstream md_bench_backend { server 127.0.0.1:${backendPort}; keepalive 32; }
+  server {
+    listen 127.0.0.1:${backendPort};
+    keepalive_requests 100000;
+    location / { default_type text/plain; return 200 "backend response: a small proxied body\\n"; }
+  }`,
+    appLocations: `
+    location /static/ { root ${dir}; }
+    location = /proxy {
+      proxy_pass http://md_bench_backend/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }`,
+    memdiagLocations: HEAP_LUA,
+  };
+}
+
+/** Test-only location (heap scaling): malloc and touch N MB in 64 KB chunks (below the mmap threshold: brk heap). */
+const HEAP_LUA = `
+    location = /t/inflate {
+        content_by_lua_block {
+            local ffi = require "ffi"
+            pcall(ffi.cdef, "void *malloc(size_t); void free(void *);")
+            _G.__md_bench_keep = _G.__md_bench_keep or {}
+            local keep = _G.__md_bench_keep
+            local mb = tonumber(ngx.var.arg_mb) or 0
+            local n = math.floor(mb * 16)
+            for i = 1, n do
+                local p = ffi.C.malloc(65536 - 64)
+                if p == nil then ngx.status = 500 ngx.say("malloc failed") return end
+                ffi.fill(p, 65536 - 64, i % 251)
+                keep[#keep + 1] = p
+            end
+            ngx.say(#keep)
+        }
+    }`;
+
+interface Sample { collect_ms: number[]; max_slice_ms: number[]; scans: { ms_total: number; wall_ms: number; max_slice_ms: number; slices: number; heap_bytes: number }[] }
+const emptySample = (): Sample => ({ collect_ms: [], max_slice_ms: [], scans: [] });
+
+/** Poll the worker's snapshots once a second during a run: collect_ms of every distinct seq. */
+async function pollSnapshots(ngx: Nginx, until: () => boolean, into: Sample): Promise<void> {
+  const seen = new Set<string>();
+  while (!until()) {
+    const r = await json(ngx.memdiagPort, "").catch(() => undefined);
+    for (const w of r?.workers ?? []) {
+      const k = `${w.pid}/${w.seq}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      into.collect_ms.push(w.collect_ms);
+      into.max_slice_ms.push(w.max_slice_ms);
+    }
+    await sleep(1000);
+  }
+}
+
+/** Deep scans back to back until told to stop; every finished scan's status recorded. */
+async function loopDeep(ngx: Nginx, until: () => boolean, into: Sample): Promise<void> {
+  while (!until()) {
+    const r = await httpGet(ngx.memdiagPort, "/_memdiag?deep=1", 600000);
+    if (r.status === 202) {
+      await sleep(20);
+      continue;
+    }
+    if (r.status !== 200) throw new Error(`?deep=1: ${r.status} ${r.body.slice(0, 300)}`);
+    const ws = JSON.parse(r.body).workers.filter((w: any) => w.scan?.state === "done");
+    ws.sort((a: any, b: any) => (b.scan.finished ?? 0) - (a.scan.finished ?? 0));
+    const w = ws[0];
+    if (w) into.scans.push({ ms_total: w.scan.ms_total, wall_ms: w.scan.wall_ms, max_slice_ms: w.scan.max_slice_ms, slices: w.scan.slices, heap_bytes: w.scan.heap_bytes });
+  }
+}
+
+async function measure(cfg: Config, ngx: Nginx, p: PathName, sample: Sample): Promise<Run> {
+  let done = false;
+  const bg: Promise<void>[] = [];
+  if (cfg !== "none") bg.push(pollSnapshots(ngx, () => done, sample));
+  if (cfg === "deep") for (let i = 0; i < WORKERS; i++) bg.push(loopDeep(ngx, () => done, sample));
+  if (cfg === "deep") await sleep(100); // the scan is running before wrk starts
+  try {
+    return await wrk(ngx.appPort, PATHS[p]);
+  } finally {
+    done = true;
+    await Promise.all(bg);
+  }
+}
+
+async function sampler(ngx: Nginx, q: string): Promise<any> {
+  return json(ngx.memdiagPort, `?sampler=${q}`);
+}
+
+/** Collection and deep-scan time vs heap size, one worker, collections on demand. */
+async function heapScaling(): Promise<any[]> {
+  const ngx = new Nginx({ workers: 1, agent: { interval_s: 3600 }, memdiagLocations: HEAP_LUA });
+  await ngx.start();
+  const rows: any[] = [];
+  try {
+    await ngx.snapshots();
+    let inflated = 0;
+    for (const mb of HEAP_MB) {
+      const r = await httpGet(ngx.memdiagPort, `/t/inflate?mb=${mb - inflated}`, 600000);
+      if (r.status !== 200) throw new Error(`inflate: ${r.status} ${r.body}`);
+      inflated = mb;
+      const c: number[] = [], s: number[] = [];
+      for (let i = 0; i < 3; i++) await json(ngx.memdiagPort, "?fresh=1");
+      let snap: any;
+      for (let i = 0; i < 9; i++) {
+        snap = (await json(ngx.memdiagPort, "?fresh=1")).workers[0];
+        c.push(snap.collect_ms);
+        s.push(snap.max_slice_ms);
+      }
+      const t0 = Date.now();
+      const d = (await json(ngx.memdiagPort, "?deep=1")).workers[0];
+      const wall = Date.now() - t0;
+      const heap = snap.glibc.arena_bytes + snap.glibc.mmap_bytes;
+      const row = {
+        heap_mb: mb, glibc_heap_bytes: heap, rss_bytes: snap.system.rss_bytes,
+        collect_ms: median(c), collect_max_slice_ms: median(s),
+        deep_ms_total: d.scan.ms_total, deep_wall_ms: d.scan.wall_ms, deep_request_ms: wall, deep_max_slice_ms: d.scan.max_slice_ms,
+        deep_slices: d.scan.slices, deep_heap_bytes: d.scan.heap_bytes,
+        deep_ns_per_byte: (d.scan.ms_total * 1e6) / Math.max(1, d.scan.heap_bytes),
+      };
+      rows.push(row);
+      console.log(
+        `heap ${String(mb).padStart(5)} MB | glibc ${(heap / 1048576).toFixed(0).padStart(5)} MB | collect ${row.collect_ms.toFixed(3)} ms (max slice ${row.collect_max_slice_ms.toFixed(3)}) | ` +
+          `deep: worker ${row.deep_ms_total.toFixed(1)} ms, wall ${row.deep_wall_ms.toFixed(0)} ms, ${row.deep_slices} slices, max slice ${row.deep_max_slice_ms.toFixed(3)} ms, ${row.deep_ns_per_byte.toFixed(2)} ns/heap byte`,
+      );
+    }
+    if (ngx.errors().some((l) => /exited on signal/.test(l))) throw new Error("a worker crashed during the heap scaling run");
+  } finally {
+    await ngx.stop();
+  }
+  return rows;
+}
+
+/** bench/collect-cost.ts, run as is (it owns the connection-count curve). */
+function connectionScaling(): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [path.join(ROOT, "dist/bench/collect-cost.js")], {
+      env: { ...process.env, MEMDIAG_BENCH_LEVELS: CONN_LEVELS },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.on("exit", (code) => {
+      if (code !== 0) return reject(new Error(`collect-cost exited ${code}:\n${out}`));
+      const i = out.indexOf("\ncollect-cost");
+      resolve(out.slice(i + 1).trim().split("\n"));
+    });
+  });
+}
+
+function fmt(x: number, d = 2): string {
+  return Number.isFinite(x) ? x.toFixed(d) : "-";
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-bench-"));
+  fs.mkdirSync(path.join(dir, "static"));
+  fs.writeFileSync(path.join(dir, "static", "small.html"), "<!doctype html><title>memdiag bench</title>" + "x".repeat(450) + "\n");
+  fs.chmodSync(dir, 0o755);
+  const haveSampler = fs.existsSync(path.join(ROOT, "lua-src/memdiag/sampler"));
+  if (haveSampler) ensureSampler();
+  const configs: Config[] = CONFIGS.filter((c) => c !== "sampler" || haveSampler);
+
+  const inst: Partial<Record<Config, Nginx>> = {};
+  const samples: Record<string, Sample> = {};
+  const runs: Record<string, Run[]> = {};
+  const crashes: string[] = [];
+  try {
+    for (const c of configs) {
+      const o = nginxOptions(dir, await freePort(), c !== "none");
+      inst[c] = c === "none" ? new BareNginx(o) : new Nginx(o);
+      await inst[c]!.start();
+      if (c !== "none") await inst[c]!.snapshots();
+    }
+    if (inst.sampler) {
+      // the sampler acts on the answering worker: arm until every worker answered armed
+      const armed = new Set<number>();
+      for (let i = 0; i < 100 && armed.size < WORKERS; i++) {
+        const st = await sampler(inst.sampler, "status");
+        if (!st.armed) await sampler(inst.sampler, "arm");
+        else armed.add(st.pid);
+      }
+      if (armed.size < WORKERS) throw new Error(`sampler armed in ${armed.size} of ${WORKERS} workers`);
+    }
+    // warm-up (JIT, connection pools), not recorded
+    for (const c of configs) for (const p of Object.keys(PATHS) as PathName[]) await wrk(inst[c]!.appPort, PATHS[p], 1);
+
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const p of Object.keys(PATHS) as PathName[]) {
+        for (let k = 0; k < configs.length; k++) {
+          const c = configs[(k + r) % configs.length];
+          const key = `${c}/${p}`;
+          samples[c] ??= emptySample();
+          const res = await measure(c, inst[c]!, p, samples[c]);
+          (runs[key] ??= []).push(res);
+          process.stderr.write(`round ${r + 1} ${p.padEnd(6)} ${c.padEnd(7)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}\n`);
+        }
+      }
+    }
+    const sstatus = inst.sampler ? await sampler(inst.sampler, "status") : undefined;
+    for (const c of configs) {
+      for (const l of inst[c]!.errors()) if (/exited on signal/.test(l)) crashes.push(`${c}: ${l}`);
+    }
+
+    // ---- table
+    const table: any[] = [];
+    for (const p of Object.keys(PATHS) as PathName[]) {
+      const base = runs[`none/${p}`];
+      const bRps = median(base.map((x) => x.rps)), bP50 = median(base.map((x) => x.p50ms)), bP99 = median(base.map((x) => x.p99ms));
+      const bP99Spread = Math.max(...base.map((x) => x.p99ms)) - Math.min(...base.map((x) => x.p99ms));
+      for (const c of configs) {
+        const rs = runs[`${c}/${p}`];
+        const s = samples[c] ?? emptySample();
+        const rps = median(rs.map((x) => x.rps)), p50 = median(rs.map((x) => x.p50ms)), p99 = median(rs.map((x) => x.p99ms));
+        table.push({
+          path: p, config: c, rounds: rs.length,
+          rps, p50_ms: p50, p99_ms: p99, errors: rs.reduce((a, b) => a + b.errors, 0),
+          rps_ratio: rps / bRps, throughput_loss_pct: (1 - rps / bRps) * 100,
+          p50_delta_ms: p50 - bP50, p99_delta_ms: p99 - bP99, p99_ratio: p99 / bP99, baseline_p99_spread_ms: bP99Spread,
+          rps_rounds: rs.map((x) => Math.round(x.rps)), p99_rounds: rs.map((x) => x.p99ms),
+          collect_ms_p50: median(s.collect_ms), collect_ms_p99: pct(s.collect_ms, 0.99), collect_max_slice_ms: s.max_slice_ms.length ? Math.max(...s.max_slice_ms) : NaN,
+          collections: s.collect_ms.length,
+          deep_scans: s.scans.length, deep_ms_total_p50: median(s.scans.map((x) => x.ms_total)), deep_wall_ms_p50: median(s.scans.map((x) => x.wall_ms)),
+          deep_max_slice_ms: s.scans.length ? Math.max(...s.scans.map((x) => x.max_slice_ms)) : NaN,
+        });
+      }
+    }
+
+    // ---- targets (issue 6)
+    const verdicts: string[] = [];
+    for (const row of table) {
+      if (row.config === "agent") {
+        const ok = row.throughput_loss_pct <= 1 && row.p99_delta_ms <= Math.max(row.baseline_p99_spread_ms, 0.05);
+        verdicts.push(`${ok ? "PASS" : "MISS"} agent/${row.path}: ${fmt(row.throughput_loss_pct)} % loss (≤ 1 %), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (baseline spread ${fmt(row.baseline_p99_spread_ms, 3)} ms)`);
+      }
+      if (row.config === "deep") {
+        const ok = row.throughput_loss_pct <= 3 && row.p99_delta_ms <= 1.5;
+        verdicts.push(`${ok ? "PASS" : "MISS"} deep/${row.path}: ${fmt(row.throughput_loss_pct)} % loss (≤ 3 %), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (≤ +1.5 ms)`);
+      }
+    }
+
+    let connRows: string[] = [];
+    let heapRows: any[] = [];
+    for (const c of configs) await inst[c]!.stop();
+    if (!SKIP_SCALING) {
+      console.error("\n== scaling: connections (bench/collect-cost.ts)");
+      connRows = await connectionScaling();
+      console.error("\n== scaling: heap size");
+      heapRows = await heapScaling();
+    }
+
+    const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, mem_gb: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version };
+    const out = {
+      bench: "overhead", started: started.toISOString(), finished: new Date().toISOString(), machine,
+      settings: { rounds: ROUNDS, seconds: SECONDS, conns: CONNS, wrk_threads: 1, nginx_workers: WORKERS, interval_s: 1, paths: PATHS },
+      overhead: table, verdicts, sampler: sstatus && { armed: sstatus.armed, sampled: sstatus.sampled, rate: sstatus.rate },
+      scaling: { connections: connRows, heap: heapRows }, worker_crashes: crashes,
+    };
+    fs.mkdirSync(path.join(ROOT, "bench/results"), { recursive: true });
+    const file = path.join(ROOT, "bench/results", `overhead-${started.toISOString().replace(/[:.]/g, "-")}.json`);
+    fs.writeFileSync(file, JSON.stringify(out, null, 2));
+
+    // ---- print
+    console.log(`\noverhead: ${ROUNDS} rounds × ${SECONDS} s per config and path, alternating; wrk -t1 -c${CONNS} keepalive on loopback; ${WORKERS} nginx worker(s)`);
+    console.log(`machine: ${machine.cpus} × ${machine.cpu}, ${machine.mem_gb} GB, Linux ${machine.kernel}`);
+    const H = ["path", "config", "req/s", "ratio", "loss %", "p50 ms", "p99 ms", "Δp99 ms", "errors", "collect ms p50/p99", "max slice ms", "deep scans (worker ms p50)"];
+    const lines = table.map((r) => [
+      r.path, r.config, r.rps.toFixed(0), r.rps_ratio.toFixed(4), fmt(r.throughput_loss_pct), fmt(r.p50_ms, 3), fmt(r.p99_ms, 3),
+      (r.p99_delta_ms >= 0 ? "+" : "") + fmt(r.p99_delta_ms, 3), String(r.errors),
+      r.collections ? `${fmt(r.collect_ms_p50, 3)}/${fmt(r.collect_ms_p99, 3)} (n=${r.collections})` : "-",
+      r.collections ? fmt(Math.max(r.collect_max_slice_ms, r.deep_max_slice_ms || 0), 3) : "-",
+      r.deep_scans ? `${r.deep_scans} (${fmt(r.deep_ms_total_p50, 1)})` : "-",
+    ]);
+    const w = H.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+    console.log(H.map((h, i) => h.padEnd(w[i])).join(" | "));
+    console.log(w.map((n) => "-".repeat(n)).join("-|-"));
+    for (const l of lines) console.log(l.map((x, i) => (i < 2 ? x.padEnd(w[i]) : x.padStart(w[i]))).join(" | "));
+    console.log("");
+    for (const v of verdicts) console.log(v);
+    if (connRows.length) {
+      console.log("\ncollection time vs active connections:");
+      for (const l of connRows) console.log("  " + l);
+    }
+    if (heapRows.length) {
+      console.log("\ncollection and deep-scan time vs glibc heap size:");
+      for (const r of heapRows) {
+        console.log(`  heap ${String(r.heap_mb).padStart(5)} MB (glibc ${(r.glibc_heap_bytes / 1048576).toFixed(0)} MB): collect ${fmt(r.collect_ms, 3)} ms | deep scan ${fmt(r.deep_ms_total, 1)} ms worker, ${fmt(r.deep_wall_ms, 0)} ms wall, ${r.deep_slices} slices, max slice ${fmt(r.deep_max_slice_ms, 3)} ms, ${fmt(r.deep_ns_per_byte, 2)} ns/byte`);
+      }
+    }
+    console.log(crashes.length ? `\nWORKER CRASHES:\n${crashes.join("\n")}` : "\nno worker crashed");
+    console.log(`results: ${path.relative(ROOT, file)}`);
+  } finally {
+    for (const c of configs) await inst[c]?.stop().catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,301 @@
+/**
+ * Shared pieces of the failure drills (issue 6): case tally, a real control-plane
+ * process (bin/memdiag serve, so that SIGKILL is real), an ack-sniffing TCP proxy
+ * between agents and control plane, a bounded load generator, /proc readers.
+ */
+import { ChildProcess, execFileSync, spawn } from "child_process";
+import * as fs from "fs";
+import * as http from "http";
+import * as net from "net";
+import * as os from "os";
+import * as path from "path";
+import { ROOT } from "../../scripts/config";
+import { sleep } from "../harness/nginx";
+
+/** MEMDIAG_DRILL_FULL=1: the full counts of the issue (50 reloads, 1,000 corruptions, ...) */
+export const FULL = process.env.MEMDIAG_DRILL_FULL === "1";
+export const pick = (ci: number, full: number): number => (FULL ? full : ci);
+export const envNum = (name: string, def: number): number => (process.env[name] !== undefined ? Number(process.env[name]) : def);
+
+/** set by scripts/drill.sh; unset (npm test): the counts are only printed */
+export const TALLY = process.env.MEMDIAG_DRILL_TALLY;
+
+/** One line per drill: how many cases were tried and how many the system survived (scripts/drill.sh sums them). */
+export function tally(drill: string, tried: number, survived: number, note = ""): void {
+  if (TALLY) {
+    fs.mkdirSync(path.dirname(TALLY), { recursive: true });
+    fs.appendFileSync(TALLY, JSON.stringify({ drill, tried, survived, note, at: new Date().toISOString() }) + "\n");
+  }
+  console.log(`drill ${drill}: ${survived}/${tried} survived${note ? ` (${note})` : ""}`);
+}
+
+/** dist/ is what bin/memdiag runs: rebuild it when the control-plane sources are newer. */
+export function ensureDist(): void {
+  const js = path.join(ROOT, "dist/control-plane/src/cli.js");
+  const newest = (dir: string): number =>
+    Math.max(...fs.readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(path.join(dir, e.name)) : fs.statSync(path.join(dir, e.name)).mtimeMs)));
+  const src = Math.max(newest(path.join(ROOT, "control-plane/src")), newest(path.join(ROOT, "schema")));
+  if (!fs.existsSync(js) || fs.statSync(js).mtimeMs < src) {
+    execFileSync(process.execPath, [path.join(ROOT, "node_modules/typescript/bin/tsc"), "-p", path.join(ROOT, "tsconfig.json")], { stdio: "inherit" });
+  }
+}
+
+export function tempDir(prefix = "memdiag-drill-"): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** `memdiag serve` as its own process. */
+export class CPProcess {
+  proc?: ChildProcess;
+  log = "";
+  constructor(public readonly port: number, public readonly db: string, public readonly token = "", public readonly extra: string[] = []) {}
+
+  get pid(): number {
+    return this.proc?.pid ?? 0;
+  }
+  get base(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const args = [path.join(ROOT, "bin/memdiag"), "serve", "--host", "127.0.0.1", "--port", String(this.port), "--db", this.db, ...this.extra];
+    const env = { ...process.env, MEMDIAG_CONFIG: "/nonexistent/memdiag.config.json" } as NodeJS.ProcessEnv;
+    // the token goes by environment, never on a command line (ps) or in a URL
+    if (this.token) env.MEMDIAG_TOKEN = this.token;
+    const p = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    this.proc = p;
+    p.stdout!.on("data", (d) => (this.log += d));
+    p.stderr!.on("data", (d) => (this.log += d));
+    const deadline = Date.now() + 20000;
+    while (Date.now() < deadline) {
+      if (p.exitCode !== null) throw new Error(`memdiag serve exited ${p.exitCode}:\n${this.log}`);
+      const ok = await fetch(`${this.base}/api/health`).then((r) => r.status < 500, () => false);
+      if (ok) return;
+      await sleep(50);
+    }
+    throw new Error(`memdiag serve did not come up:\n${this.log}`);
+  }
+
+  get running(): boolean {
+    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const p = this.proc;
+    if (!p || !this.running) return;
+    const exited = new Promise<void>((r) => p.once("exit", () => r()));
+    p.kill(signal);
+    const t = setTimeout(() => p.kill("SIGKILL"), 10000);
+    await exited;
+    clearTimeout(t);
+  }
+
+  stop(): Promise<void> {
+    return this.kill("SIGTERM");
+  }
+}
+
+/** RSS of a process from /proc (bytes). */
+export function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * TCP proxy agent → control plane that reads the server's websocket frames (unmasked)
+ * and records every ack per worker key (from the welcome on the same connection): the
+ * test's own record of what the control plane acknowledged.
+ */
+export class AckProxy {
+  private server?: net.Server;
+  private sockets = new Set<net.Socket>();
+  /** worker key → acked seqs */
+  readonly acked = new Map<string, Set<number>>();
+  /** worker key → number of welcomes (connections) */
+  readonly welcomes = new Map<string, number>();
+  port = 0;
+  constructor(private readonly target: () => number) {}
+
+  async start(port = 0): Promise<number> {
+    this.server = net.createServer((client) => this.onClient(client));
+    await new Promise<void>((r) => this.server!.listen(port, "127.0.0.1", () => r()));
+    this.port = (this.server.address() as net.AddressInfo).port;
+    return this.port;
+  }
+
+  private onClient(client: net.Socket): void {
+    const up = net.connect(this.target(), "127.0.0.1");
+    this.sockets.add(client);
+    this.sockets.add(up);
+    let key: string | undefined;
+    let buf = Buffer.alloc(0);
+    let headersDone = false;
+    const onFrame = (text: string) => {
+      let m: any;
+      try {
+        m = JSON.parse(text);
+      } catch {
+        return;
+      }
+      if (m.type === "welcome") {
+        key = m.worker_key;
+        this.welcomes.set(key!, (this.welcomes.get(key!) ?? 0) + 1);
+      } else if (m.type === "ack" && key) {
+        if (!this.acked.has(key)) this.acked.set(key, new Set());
+        this.acked.get(key)!.add(m.seq);
+      }
+    };
+    up.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (!headersDone) {
+        const i = buf.indexOf("\r\n\r\n");
+        if (i < 0) return;
+        headersDone = true;
+        buf = buf.subarray(i + 4);
+      }
+      for (;;) {
+        if (buf.length < 2) break;
+        const op = buf[0] & 0x0f;
+        let len = buf[1] & 0x7f;
+        let off = 2;
+        if (len === 126) {
+          if (buf.length < 4) break;
+          len = buf.readUInt16BE(2);
+          off = 4;
+        } else if (len === 127) {
+          if (buf.length < 10) break;
+          len = Number(buf.readBigUInt64BE(2));
+          off = 10;
+        }
+        if (buf.length < off + len) break;
+        if (op === 1) onFrame(buf.subarray(off, off + len).toString("utf8"));
+        buf = buf.subarray(off + len);
+      }
+    });
+    // acks are recorded before the agent gets them: write after parsing
+    up.on("data", (d) => client.write(d));
+    client.on("data", (d) => up.write(d));
+    const end = () => {
+      client.destroy();
+      up.destroy();
+      this.sockets.delete(client);
+      this.sockets.delete(up);
+    };
+    up.on("error", end);
+    client.on("error", end);
+    up.on("close", end);
+    client.on("close", end);
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+}
+
+export interface LoadResult {
+  requests: number;
+  ok: number;
+  errors: number;
+  statuses: Record<string, number>;
+  errorSamples: string[];
+}
+
+/**
+ * Steady keepalive traffic from this process: `conns` loops issuing GET `paths` in turn,
+ * until stop(); every non-2xx and every socket error counted.
+ */
+export class Load {
+  private stopped = false;
+  private loops: Promise<void>[] = [];
+  private agent: http.Agent;
+  readonly result: LoadResult = { requests: 0, ok: 0, errors: 0, statuses: {}, errorSamples: [] };
+  constructor(private readonly port: number, private readonly paths: string[] = ["/ok"], private readonly conns = 4, private readonly pauseMs = 0) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: conns });
+  }
+
+  start(): this {
+    for (let i = 0; i < this.conns; i++) this.loops.push(this.loop(i));
+    return this;
+  }
+
+  private one(p: string): Promise<void> {
+    return new Promise((resolve) => {
+      const req = http.get({ host: "127.0.0.1", port: this.port, path: p, agent: this.agent, timeout: 10000 }, (res) => {
+        res.resume();
+        res.on("end", () => {
+          this.result.requests++;
+          const s = String(res.statusCode);
+          this.result.statuses[s] = (this.result.statuses[s] ?? 0) + 1;
+          if (res.statusCode! >= 200 && res.statusCode! < 300) this.result.ok++;
+          else this.fail(`${p}: HTTP ${s}`);
+          resolve();
+        });
+        res.on("error", (e) => {
+          this.result.requests++;
+          this.fail(`${p}: ${e.message}`);
+          resolve();
+        });
+      });
+      req.on("timeout", () => req.destroy(new Error("timeout")));
+      req.on("error", (e) => {
+        this.result.requests++;
+        this.fail(`${p}: ${e.message}`);
+        resolve();
+      });
+    });
+  }
+
+  private fail(s: string): void {
+    this.result.errors++;
+    if (this.result.errorSamples.length < 10) this.result.errorSamples.push(s);
+  }
+
+  private async loop(i: number): Promise<void> {
+    let k = i;
+    while (!this.stopped) {
+      await this.one(this.paths[k++ % this.paths.length]);
+      if (this.pauseMs) await sleep(this.pauseMs);
+    }
+  }
+
+  async stop(): Promise<LoadResult> {
+    this.stopped = true;
+    await Promise.all(this.loops);
+    this.agent.destroy();
+    return this.result;
+  }
+}
+
+/** Poll until cond() or throw with `what` after timeoutMs. */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 30000, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await cond()) return;
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+}
+
+/** Seeded PRNG (mulberry32): the drills print their seed so a failure can be replayed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export const SEED = envNum("MEMDIAG_DRILL_SEED", Date.now() % 1000000);
