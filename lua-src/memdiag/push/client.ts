@@ -41,6 +41,7 @@ type WsModule = WebSocketClientModule;
 interface Conn {
   ws: WebSocketClient;
   dead: boolean;
+  readerDone?: boolean;
   err?: string;
   closeCode?: number;
 }
@@ -327,6 +328,7 @@ function reader(this: void, c: Conn): void {
       wake();
     }
   }
+  c.readerDone = true;
   wake();
 }
 
@@ -344,7 +346,8 @@ function sendFrame(ws: WebSocketClient, frame: string): LuaMultiReturn<[boolean,
     const last = i + FRAGMENT > n;
     const [ok, err] = ws.send_frame(last, i === 1 ? 0x1 : 0x0, string.sub(frame, i, i + FRAGMENT - 1));
     if (ok === undefined) return $multi(false, err);
-    if (!last) ngx.sleep(0);
+    // (ngx.sleep(0) warns on builds without the delayed-events patch, Debian's included)
+    if (!last) ngx.sleep(0.001);
   }
   return $multi(true, undefined);
 }
@@ -462,11 +465,19 @@ function session(c: Conn): void {
   }
   conn = undefined;
   stats.connected = false;
-  c.dead = true;
-  ngx.thread.kill(rd);
-  if (exiting()) {
+  if (!c.dead) {
+    // leaving on our own (worker exit): close handshake while the reader still owns the read side
+    // (killing a thread blocked in a cosocket read closes the socket under us)
     c.ws.send_close(1001, "worker exiting");
+    ngx.update_time();
+    const until = ngx.now() + 1;
+    while (!c.readerDone && ngx.now() < until) {
+      sema!.wait(0.1);
+      ngx.update_time();
+    }
   }
+  c.dead = true;
+  if (!c.readerDone) ngx.thread.kill(rd);
   c.ws.close();
   control.length = 0;
   queue!.resetSent();

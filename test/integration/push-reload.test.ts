@@ -1,0 +1,48 @@
+import { Nginx } from "../harness/nginx";
+import { WsPeer } from "../harness/ws-peer";
+import { freePort } from "../harness/ports";
+
+describe("push: nginx -s reload", () => {
+  const peer = new WsPeer({ token: "t" });
+  let ngx: Nginx;
+
+  beforeAll(async () => {
+    await peer.start(await freePort());
+    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    await peer.stop();
+  });
+
+  test("old workers' clients close, new workers connect with a higher generation", async () => {
+    const oldPids = ngx.workerPids();
+    await peer.waitFor("snapshots from the first workers", () => oldPids.every((p) => peer.unique(p).length >= 1));
+    const oldGen = peer.hellos.find((h) => h.agent.pid === oldPids[0])!.agent.generation;
+    expect(peer.hellos.filter((h) => oldPids.includes(h.agent.pid)).every((h) => h.agent.generation === oldGen)).toBe(true);
+
+    await ngx.reload();
+    const newPids = ngx.workerPids();
+    expect(newPids.some((p) => oldPids.includes(p))).toBe(false);
+
+    await peer.waitFor("new workers' snapshots", () => newPids.every((p) => peer.unique(p).length >= 2));
+    for (const p of newPids) {
+      const h = peer.hellos.find((x) => x.agent.pid === p)!;
+      expect(h.agent.generation).toBeGreaterThan(oldGen);
+      for (const r of peer.unique(p)) expect((r.msg.snapshot as any).generation).toBe(h.agent.generation);
+    }
+    // the old workers' connections were closed by the agents (not cut by the peer), promptly
+    const oldConns = peer.conns.filter((c) => c.hello && oldPids.includes(c.hello.agent.pid));
+    await peer.waitFor("old connections closed", () => oldConns.every((c) => c.closed));
+    for (const c of oldConns) {
+      expect(c.closedBy).toBe("agent");
+      expect(c.closeCode).toBe(1001);
+    }
+    // and the old workers are gone (the push did not hold them open)
+    expect(peer.live().map((c) => c.hello!.agent.pid).sort()).toEqual(newPids);
+    expect(ngx.errorLog()).not.toMatch(/exited on signal/);
+    // a clean close: no writes on a socket torn down under the client
+    expect(ngx.errors().filter((l) => /memdiag push|closed socket/.test(l))).toEqual([]);
+  });
+});
