@@ -47,11 +47,12 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <unwind.h>
 
 #define MS_API  __attribute__((visibility("default")))
 #define MS_TLS  __thread __attribute__((tls_model("initial-exec")))
 
-#define MS_VERSION          1
+#define MS_VERSION          2
 #define MS_MAX_DEPTH        32
 #define MS_DEFAULT_MEAN     (512 * 1024)
 #define MS_NFUNCS           7
@@ -65,6 +66,10 @@
 #define MS_STACK_HASH       (MS_MAX_STACKS * 2)
 #define MS_MAPS_BUF         (512 * 1024)
 #define MS_MAX_REGIONS      4096
+#define MS_CACHE_SET_BITS   10                      /* 1024 sets */
+#define MS_CACHE_WAYS       4
+#define MS_CACHE_ENTRIES    ((1u << MS_CACHE_SET_BITS) * MS_CACHE_WAYS)
+#define MS_STACK_SPAN       (64ull * 1024 * 1024)   /* max distance hook frame .. outermost frame */
 
 enum { F_MALLOC, F_CALLOC, F_REALLOC, F_FREE, F_POSIX_MEMALIGN, F_MEMALIGN, F_ALIGNED_ALLOC };
 
@@ -113,6 +118,8 @@ typedef struct {
     uint64_t armed_ms;              /* milliseconds since arm (or armed duration when disarmed) */
     uint64_t backtrace_ns;          /* total time spent in backtrace() this session */
     uint64_t restore_mismatch;      /* disarm: slots changed by someone else, left alone */
+    uint64_t unwinds;               /* full unwinds (stack cache misses) */
+    uint64_t cache_hits;            /* call paths taken from the validated stack cache */
 } memdiag_sampler_stats_t;
 
 typedef struct {
@@ -173,6 +180,16 @@ typedef struct {
 
 typedef struct { uintptr_t start, end; int prot; } ms_region_t;
 
+typedef struct {
+    uint32_t  seq;                  /* seqlock: odd while being written */
+    uint32_t  stack;                /* stack index + 1, 0 = empty */
+    uint32_t  fn;
+    uint32_t  n;
+    uintptr_t ret0;
+    uint32_t  off[MS_MAX_DEPTH];    /* return address k at anchor + off[k] */
+    void     *ip[MS_MAX_DEPTH];
+} ms_cache_t;
+
 static void *real_fn[MS_NFUNCS];
 static int   resolved;
 
@@ -202,6 +219,9 @@ static uint32_t      *buckets;       /* MS_NBUCKETS: entry index + 1 */
 static ms_entry_t    *entries;       /* MS_MAX_ENTRIES */
 static uint32_t      *stack_index;   /* MS_STACK_HASH: stack index + 1 */
 static ms_stack_t    *stacks;        /* MS_MAX_STACKS */
+static ms_cache_t    *bt_cache;      /* MS_CACHE_ENTRIES */
+static uint32_t       cache_clock;
+static uint64_t       st_unwinds, st_cache_hits;
 static uint32_t       entries_used, free_list, nstacks;
 static uint64_t       live_entries;
 static uint64_t       st_sampled, st_aligned, st_frees, st_drop_entries, st_drop_stacks, st_reentrant, st_bt_ns;
@@ -218,6 +238,7 @@ static MS_TLS int      tls_guard;
 static MS_TLS int      tls_init;
 static MS_TLS int64_t  tls_countdown;
 static MS_TLS uint64_t tls_rng;
+static MS_TLS uintptr_t tls_stack_hi;  /* highest frame address seen by a full unwind of this thread */
 
 /* ---- small helpers ---- */
 
@@ -276,7 +297,8 @@ static int tables_map(void)
     size_t sz = (size_t) MS_NBUCKETS * sizeof(uint32_t)
               + (size_t) MS_MAX_ENTRIES * sizeof(ms_entry_t)
               + (size_t) MS_STACK_HASH * sizeof(uint32_t)
-              + (size_t) MS_MAX_STACKS * sizeof(ms_stack_t);
+              + (size_t) MS_MAX_STACKS * sizeof(ms_stack_t)
+              + (size_t) MS_CACHE_ENTRIES * sizeof(ms_cache_t);
     long pg = sysconf(_SC_PAGESIZE);
     sz = (sz + (size_t) pg - 1) & ~((size_t) pg - 1);
     void *m = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -287,7 +309,8 @@ static int tables_map(void)
     buckets = (uint32_t *) p;            p += (size_t) MS_NBUCKETS * sizeof(uint32_t);
     entries = (ms_entry_t *) p;          p += (size_t) MS_MAX_ENTRIES * sizeof(ms_entry_t);
     stack_index = (uint32_t *) p;        p += (size_t) MS_STACK_HASH * sizeof(uint32_t);
-    stacks = (ms_stack_t *) p;
+    stacks = (ms_stack_t *) p;           p += (size_t) MS_MAX_STACKS * sizeof(ms_stack_t);
+    bt_cache = (ms_cache_t *) p;
     return 0;
 }
 
@@ -302,6 +325,7 @@ static void tables_reset(void)
     nstacks = 0;
     live_entries = 0;
     st_sampled = st_aligned = st_frees = st_drop_entries = st_drop_stacks = st_reentrant = st_bt_ns = 0;
+    st_unwinds = st_cache_hits = 0;
 }
 
 static uint64_t frames_hash(void **f, int n, uint32_t fn)
@@ -379,21 +403,122 @@ static void forget(void *ptr)
     pthread_mutex_unlock(&table_lock);
 }
 
-static void record(void *ptr, size_t size, uint32_t fn, int sampled)
+/* ---- stack capture: full unwind plus a validated cache ----
+ *
+ * A full unwind (_Unwind_Backtrace) costs microseconds; pool blocks are
+ * recorded on every request. The cache remembers, per call path, each return
+ * address and where it sits on the stack relative to the hook's frame
+ * (`anchor`). A later allocation reuses the path only if every one of those
+ * stack words still holds the same return address, i.e. the same chain of
+ * calls at the same frame sizes; anything else falls back to a full unwind.
+ * Readers are lock-free (seqlock per entry); writers hold table_lock.
+ */
+
+typedef struct {
+    void     **ips;
+    uintptr_t *locs;
+    int        n, max, ok;
+    uintptr_t  last_cfa, anchor;
+} uw_t;
+
+static _Unwind_Reason_Code uw_cb(struct _Unwind_Context *ctx, void *arg)
 {
-    void *raw[MS_MAX_DEPTH + 4];
-    int n, skip = 0;
-    uint64_t t0, w_bytes;
-    uint32_t w_count_milli;
+    uw_t *u = arg;
+    uintptr_t ip = (uintptr_t) _Unwind_GetIP(ctx);
+    uintptr_t cfa = (uintptr_t) _Unwind_GetCFA(ctx);
+    /* libgcc: the context's CFA is the one of the frame being returned from (the callee),
+     * so the return address `ip` was pushed just below it */
+    uintptr_t loc = cfa ? cfa - sizeof(void *) : 0;
+    if (ip == 0) return _URC_END_OF_STACK;
+    if (u->n == 0 && ip >= self_text_lo && ip < self_text_hi) return _URC_NO_REASON;   /* our own frames */
+    u->ips[u->n] = (void *) ip;
+    if (loc > u->anchor && loc - u->anchor < MS_STACK_SPAN && *(const uintptr_t *) loc == ip) u->locs[u->n] = loc;
+    else u->ok = 0;
+    u->last_cfa = cfa;
+    if (++u->n >= u->max) return _URC_END_OF_STACK;
+    return _URC_NO_REASON;
+}
+
+static __attribute__((noinline)) int unwind_full(void **ips, uintptr_t *locs, int max, uintptr_t anchor, int *cacheable)
+{
+    uw_t u = { ips, locs, 0, max, 1, 0, anchor };
+    _Unwind_Backtrace(uw_cb, &u);
+    *cacheable = u.ok && u.n > 0;
+    if (u.last_cfa > tls_stack_hi && (tls_stack_hi == 0 || u.last_cfa - tls_stack_hi < MS_STACK_SPAN)) {
+        tls_stack_hi = u.last_cfa;
+    }
+    return u.n;
+}
+
+static inline uint32_t cache_set(uintptr_t ret0, uint32_t fn)
+{
+    return (uint32_t) ((((uint64_t) ret0 ^ fn) * 0x9E3779B97F4A7C15ull) >> (64 - MS_CACHE_SET_BITS));
+}
+
+/* returns stack index + 1 of a validated cached path, or 0 */
+static uint32_t cache_lookup(uintptr_t anchor, uintptr_t ret0, uint32_t fn)
+{
+    uintptr_t hi = tls_stack_hi;
+    if (!bt_cache || hi == 0 || anchor >= hi || hi - anchor > MS_STACK_SPAN) return 0;
+    ms_cache_t *set = &bt_cache[(size_t) cache_set(ret0, fn) * MS_CACHE_WAYS];
+    for (int w = 0; w < MS_CACHE_WAYS; w++) {
+        ms_cache_t *e = &set[w];
+        uint32_t s1 = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
+        if ((s1 & 1) || e->stack == 0 || e->ret0 != ret0 || e->fn != fn) continue;
+        uint32_t n = e->n;
+        if (n == 0 || n > MS_MAX_DEPTH) continue;
+        uint32_t k;
+        for (k = 0; k < n; k++) {
+            uint32_t off = e->off[k];
+            if (off >= hi - anchor - sizeof(uintptr_t) + 1) break;      /* outside the live stack */
+            if (*(const uintptr_t *) (anchor + off) != (uintptr_t) e->ip[k]) break;
+        }
+        if (k != n) continue;
+        uint32_t id = e->stack;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != s1) continue;
+        return id;
+    }
+    return 0;
+}
+
+/* caller holds table_lock */
+static void cache_store(uintptr_t anchor, void **ips, uintptr_t *locs, int n, uint32_t fn, uint32_t stack)
+{
+    if (!bt_cache || n <= 0) return;
+    ms_cache_t *set = &bt_cache[(size_t) cache_set((uintptr_t) ips[0], fn) * MS_CACHE_WAYS];
+    ms_cache_t *e = &set[cache_clock++ % MS_CACHE_WAYS];
+    for (int w = 0; w < MS_CACHE_WAYS; w++) {
+        if (set[w].stack == 0) { e = &set[w]; break; }
+    }
+    __atomic_store_n(&e->seq, e->seq + 1, __ATOMIC_RELAXED);      /* odd: being written */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    e->ret0 = (uintptr_t) ips[0];
+    e->fn = fn;
+    e->n = (uint32_t) n;
+    for (int k = 0; k < n; k++) {
+        e->ip[k] = ips[k];
+        e->off[k] = (uint32_t) (locs[k] - anchor);
+    }
+    e->stack = stack;
+    __atomic_store_n(&e->seq, e->seq + 1, __ATOMIC_RELEASE);      /* even: stable */
+}
+
+static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t anchor, uintptr_t ret0)
+{
+    void *ips[MS_MAX_DEPTH];
+    uintptr_t locs[MS_MAX_DEPTH];
+    int n = 0, cacheable = 0;
+    uint64_t w_bytes, bt = 0;
+    uint32_t w_count_milli, s;
 
     tls_guard = 1;
-    t0 = now_ns();
-    n = backtrace(raw, depth_max + 4);
-    uint64_t bt = now_ns() - t0;
-    while (skip < n && (uintptr_t) raw[skip] >= self_text_lo && (uintptr_t) raw[skip] < self_text_hi) skip++;
-    n -= skip;
-    if (n > depth_max) n = depth_max;
-    if (n < 0) n = 0;
+    s = cache_lookup(anchor, ret0, fn);
+    if (s == 0) {
+        uint64_t t0 = now_ns();
+        n = unwind_full(ips, locs, depth_max, anchor, &cacheable);
+        bt = now_ns() - t0;
+    }
 
     if (sampled) {
         double pr = 1.0 - exp(-(double) size / (double) mean_bytes);
@@ -407,16 +532,21 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled)
         w_count_milli = 1000;
     }
 
-    uint64_t h = frames_hash(raw + skip, n, fn);
     uint64_t nowc = coarse_ms();
     uint32_t t_ms = (uint32_t) (nowc > arm_ms ? nowc - arm_ms : 0);
 
     pthread_mutex_lock(&table_lock);
-    st_bt_ns += bt;
+    if (s == 0) {
+        st_bt_ns += bt;
+        st_unwinds++;
+        s = stack_intern(ips, n, fn, frames_hash(ips, n, fn));
+        if (s != 0 && cacheable) cache_store(anchor, ips, locs, n, fn, s);
+    } else {
+        st_cache_hits++;
+    }
     if (sampled) st_sampled++; else st_aligned++;
     /* the address may still carry a stale record (freed by code we do not hook) */
     entry_remove_locked((uint64_t) (uintptr_t) ptr);
-    uint32_t s = stack_intern(raw + skip, n, fn, h);
     if (s == 0) {
         st_drop_stacks++;
         goto done;
@@ -454,13 +584,16 @@ done:
     tls_guard = 0;
 }
 
-static inline void maybe_sample(void *p, size_t size, uint32_t fn)
+#define ANCHOR  ((uintptr_t) __builtin_frame_address(0))
+#define RET0    ((uintptr_t) __builtin_return_address(0))
+
+static inline __attribute__((always_inline)) int sample_now(size_t size)
 {
     if (!tls_init) thread_init();
     tls_countdown -= (int64_t) size;
-    if (tls_countdown > 0) return;
+    if (tls_countdown > 0) return 0;
     tls_countdown = next_interval();
-    record(p, size, fn, 1);
+    return 1;
 }
 
 /* ---- hooks ---- */
@@ -470,7 +603,7 @@ static void *hook_malloc(size_t n)
     void *p = ((malloc_t) real_fn[F_MALLOC])(n);
     if (p && armed) {
         if (tls_guard) __atomic_fetch_add(&st_reentrant, 1, __ATOMIC_RELAXED);
-        else maybe_sample(p, n, F_MALLOC);
+        else if (sample_now(n)) record(p, n, F_MALLOC, 1, ANCHOR, RET0);
     }
     return p;
 }
@@ -479,8 +612,9 @@ static void *hook_calloc(size_t n, size_t m)
 {
     void *p = ((calloc_t) real_fn[F_CALLOC])(n, m);
     if (p && armed) {
+        /* no overflow: calloc succeeded */
         if (tls_guard) __atomic_fetch_add(&st_reentrant, 1, __ATOMIC_RELAXED);
-        else maybe_sample(p, n * m, F_CALLOC);   /* no overflow: calloc succeeded */
+        else if (sample_now(n * m)) record(p, n * m, F_CALLOC, 1, ANCHOR, RET0);
     }
     return p;
 }
@@ -491,7 +625,7 @@ static void *hook_realloc(void *old, size_t n)
     /* forget first: once realloc returns, the old address may belong to another thread */
     if (old) forget(old);
     void *p = ((realloc_t) real_fn[F_REALLOC])(old, n);
-    if (p && n) maybe_sample(p, n, F_REALLOC);
+    if (p && n && sample_now(n)) record(p, n, F_REALLOC, 1, ANCHOR, RET0);
     return p;
 }
 
@@ -502,35 +636,33 @@ static void hook_free(void *p)
     ((free_t) real_fn[F_FREE])(p);
 }
 
-static void aligned_done(void *p, size_t size, uint32_t fn)
-{
-    if (!p || !armed) return;
-    if (tls_guard) {
-        __atomic_fetch_add(&st_reentrant, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    if (record_aligned) record(p, size, fn, 0);
-    else maybe_sample(p, size, fn);
-}
+#define ALIGNED_DONE(p, size, fn)                                                   \
+    do {                                                                            \
+        if ((p) && armed) {                                                         \
+            if (tls_guard) __atomic_fetch_add(&st_reentrant, 1, __ATOMIC_RELAXED); \
+            else if (record_aligned) record((p), (size), (fn), 0, ANCHOR, RET0);    \
+            else if (sample_now(size)) record((p), (size), (fn), 1, ANCHOR, RET0);  \
+        }                                                                           \
+    } while (0)
 
 static int hook_posix_memalign(void **out, size_t align, size_t size)
 {
     int rc = ((posix_memalign_t) real_fn[F_POSIX_MEMALIGN])(out, align, size);
-    if (rc == 0) aligned_done(*out, size, F_POSIX_MEMALIGN);
+    if (rc == 0) ALIGNED_DONE(*out, size, F_POSIX_MEMALIGN);
     return rc;
 }
 
 static void *hook_memalign(size_t align, size_t size)
 {
     void *p = ((memalign_t) real_fn[F_MEMALIGN])(align, size);
-    aligned_done(p, size, F_MEMALIGN);
+    ALIGNED_DONE(p, size, F_MEMALIGN);
     return p;
 }
 
 static void *hook_aligned_alloc(size_t align, size_t size)
 {
     void *p = ((memalign_t) real_fn[F_ALIGNED_ALLOC])(align, size);
-    aligned_done(p, size, F_ALIGNED_ALLOC);
+    ALIGNED_DONE(p, size, F_ALIGNED_ALLOC);
     return p;
 }
 
@@ -569,7 +701,10 @@ static int resolve(void)
     if (!real_fn[F_MALLOC] || !real_fn[F_FREE] || !real_fn[F_CALLOC] || !real_fn[F_REALLOC]) return -1;
     /* load libgcc_s (backtrace's unwinder) now, outside any hook */
     void *tmp[4];
+    uintptr_t locs[4];
+    int c;
     backtrace(tmp, 4);
+    unwind_full(tmp, locs, 4, 0, &c);
     resolved = 1;
     return 0;
 }
@@ -917,6 +1052,8 @@ MS_API void memdiag_sampler_stats(memdiag_sampler_stats_t *s)
     s->drops_stacks = st_drop_stacks;
     s->reentrant = st_reentrant;
     s->backtrace_ns = st_bt_ns;
+    s->unwinds = st_unwinds;
+    s->cache_hits = st_cache_hits;
     pthread_mutex_unlock(&table_lock);
 }
 

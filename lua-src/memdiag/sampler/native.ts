@@ -12,7 +12,7 @@ cdef(`
   typedef struct {
     int32_t version, armed, objects, objects_patched, slots_patched, slots_foreign, slots_unwritable, depth, record_aligned, pad;
     uint64_t mean_bytes, arms, disarms, sampled, recorded_aligned, frees_matched, live_entries, live_stacks,
-             drops_entries, drops_stacks, reentrant, self_bytes, armed_ms, backtrace_ns, restore_mismatch;
+             drops_entries, drops_stacks, reentrant, self_bytes, armed_ms, backtrace_ns, restore_mismatch, unwinds, cache_hits;
   } memdiag_sampler_stats_t;
   typedef struct {
     uint32_t id, depth, fn, pad;
@@ -38,7 +38,7 @@ cdef(`
   int memdiag_sampler_object_at(const void *addr, char *out, int len, uint64_t *base);
 `);
 
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 export const MAX_DEPTH = 32;
 export const MAX_STACKS = 8192;
 export const MAX_SLOTS = 2048;

@@ -85,6 +85,8 @@ export function status(): Obj {
     drops: { table_full: num(s.drops_entries), paths_full: num(s.drops_stacks) },
     reentrant: num(s.reentrant),
     backtrace_ms: num(s.backtrace_ns) / 1e6,
+    unwinds: num(s.unwinds),
+    stack_cache_hits: num(s.cache_hits),
     self_bytes: num(s.self_bytes),
     patched_objects: arr(objects),
   };

@@ -1,0 +1,138 @@
+/**
+ * Sampler overhead: wrk throughput and p99 latency against the same nginx
+ * build in three states, measured in the same run, interleaved in rounds:
+ *   absent    nginx without the memdiag include (same modules loaded)
+ *   disarmed  memdiag agent, sampler loaded, armed once and disarmed
+ *   armed     same instance, sampler armed at the default rate (512 KiB, pool blocks in full)
+ * One worker per nginx, wrk with one thread: the machine has 2 cores.
+ *
+ *   npx tsc -p tsconfig.json && node dist/bench/sampler.js [--rounds 5] [--seconds 5] [--path /ok] [--conns 32]
+ * Prints the medians and the ratios; targets: armed ≤ 3 % throughput loss, ≤ 5 % p99 increase.
+ */
+import { execFile } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { Nginx, httpGet } from "../test/harness/nginx";
+import { ensureSampler, LEAKY_LOCATIONS, leakyLoadModule } from "../test/harness/fixtures";
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
+}
+const ROUNDS = Number(arg("rounds", "5"));
+const SECONDS = Number(arg("seconds", "5"));
+const PATH = arg("path", "/ok");
+const CONNS = Number(arg("conns", "32"));
+const RATE = arg("rate", "");
+
+/** An nginx without the memdiag include: the harness's config minus that line. */
+class BareNginx extends Nginx {
+  writeConf(): void {
+    super.writeConf();
+    const conf = fs.readFileSync(this.confFile, "utf8").replace(/^\s*include memdiag\.conf;\s*$/m, "");
+    fs.writeFileSync(this.confFile, conf);
+  }
+}
+
+interface Run { rps: number; p99ms: number; p50ms: number; errors: number }
+
+function parseLatency(v: string, unit: string): number {
+  const x = Number(v);
+  return unit === "us" ? x / 1000 : unit === "s" ? x * 1000 : x;
+}
+
+function wrk(port: number): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    execFile("wrk", ["-t1", `-c${CONNS}`, `-d${SECONDS}s`, "--latency", `http://127.0.0.1:${port}${PATH}`], { encoding: "utf8" }, (err, out) => {
+      if (err) return reject(err);
+      const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
+      const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(out);
+      const p50 = /\s50%\s+([\d.]+)(us|ms|s)/.exec(out);
+      const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+      if (!rps || !p99 || !p50) return reject(new Error(`cannot parse wrk output:\n${out}`));
+      const errors = (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0);
+      resolve({ rps: Number(rps[1]), p99ms: parseLatency(p99[1], p99[2]), p50ms: parseLatency(p50[1], p50[2]), errors });
+    });
+  });
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+async function sampler(ngx: Nginx, q: string): Promise<any> {
+  const r = await ngx.memdiag(`?sampler=${q}`);
+  if (r.status !== 200) throw new Error(`sampler=${q}: ${r.status} ${r.body}`);
+  return JSON.parse(r.body);
+}
+
+async function main(): Promise<void> {
+  ensureSampler();
+  const main = leakyLoadModule();
+  const opts = { workers: 1, workerConnections: 4096, main, appLocations: LEAKY_LOCATIONS, agent: { interval_s: 5 } };
+  const agent = new Nginx(opts);
+  const bare = new BareNginx(opts);
+  await agent.start();
+  await bare.start();
+  const results: Record<string, Run[]> = { absent: [], disarmed: [], armed: [] };
+  let stats: any;
+  try {
+    // load the sampler once, so "disarmed" means loaded and disarmed
+    await sampler(agent, "arm");
+    await sampler(agent, "disarm");
+    await sampler(agent, "clear");
+    // warm both
+    await wrk(agent.appPort);
+    await wrk(bare.appPort);
+    const order = ["absent", "disarmed", "armed"];
+    for (let r = 0; r < ROUNDS; r++) {
+      for (let k = 0; k < order.length; k++) {
+        const v = order[(k + r) % order.length];
+        if (v === "armed") await sampler(agent, RATE ? `arm&sampler_rate=${RATE}` : "arm");
+        const res = await wrk(v === "absent" ? bare.appPort : agent.appPort);
+        if (v === "armed") {
+          stats = await sampler(agent, "status");
+          await sampler(agent, "disarm");
+          await sampler(agent, "clear");
+        }
+        results[v].push(res);
+        process.stderr.write(`round ${r + 1} ${v.padEnd(8)} ${res.rps.toFixed(0)} req/s  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}\n`);
+      }
+    }
+    const crashed = [agent, bare].some((n) => n.errors().some((l) => /exited on signal/.test(l)));
+    const m = (v: string, f: keyof Run) => median(results[v].map((x) => x[f]));
+    const summary = {
+      path: PATH, rounds: ROUNDS, seconds: SECONDS, conns: CONNS, mean_bytes: stats?.mean_bytes,
+      rps: { absent: m("absent", "rps"), disarmed: m("disarmed", "rps"), armed: m("armed", "rps") },
+      p99_ms: { absent: m("absent", "p99ms"), disarmed: m("disarmed", "p99ms"), armed: m("armed", "p99ms") },
+      ratios: {
+        armed_vs_absent_throughput: m("armed", "rps") / m("absent", "rps"),
+        disarmed_vs_absent_throughput: m("disarmed", "rps") / m("absent", "rps"),
+        armed_vs_disarmed_throughput: m("armed", "rps") / m("disarmed", "rps"),
+        armed_vs_absent_p99: m("armed", "p99ms") / m("absent", "p99ms"),
+        disarmed_vs_absent_p99: m("disarmed", "p99ms") / m("absent", "p99ms"),
+      },
+      armed_last_round: stats && { sampled: stats.sampled, recorded_aligned: stats.recorded_aligned, unwinds: stats.unwinds, stack_cache_hits: stats.stack_cache_hits, backtrace_ms: stats.backtrace_ms, armed_s: stats.armed_s, drops: stats.drops },
+      errors: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.reduce((a, b) => a + b.errors, 0)])),
+      worker_crash: crashed,
+    };
+    console.log(JSON.stringify(summary, null, 2));
+    const loss = (1 - summary.ratios.armed_vs_absent_throughput) * 100;
+    const p99 = (summary.ratios.armed_vs_absent_p99 - 1) * 100;
+    console.log(`armed: ${loss.toFixed(1)} % throughput loss (target ≤ 3 %), p99 ${p99 >= 0 ? "+" : ""}${p99.toFixed(1)} % (target ≤ 5 %); ` +
+      `disarmed vs absent: ${((1 - summary.ratios.disarmed_vs_absent_throughput) * 100).toFixed(1)} % throughput loss`);
+    if (process.env.BENCH_OUT) fs.writeFileSync(process.env.BENCH_OUT, JSON.stringify(summary, null, 2));
+  } finally {
+    await agent.stop();
+    await bare.stop();
+  }
+  void httpGet;
+  void path;
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
