@@ -302,7 +302,12 @@ function drawChart(rebuild) {
       cursor: { drag: { x: false, y: false }, points: { show: false } },
       scales: { x: { time: true } },
       axes: [
-        { stroke: "#8a93a3", grid: { stroke: "#2a303a" }, ticks: { stroke: "#2a303a" } },
+        {
+          stroke: "#8a93a3", grid: { stroke: "#2a303a" }, ticks: { stroke: "#2a303a" }, space: 70,
+          // whole seconds at most: snapshots are seconds apart
+          incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400],
+          values: (u, splits, ai, space, incr) => splits.map((v) => (incr >= 60 ? fmtTime(v).slice(0, 5) : fmtTime(v))),
+        },
         { stroke: "#8a93a3", grid: { stroke: "#2a303a" }, ticks: { stroke: "#2a303a" }, size: 70, values: (u, vs) => vs.map(fmtBytes) },
       ],
       hooks: {

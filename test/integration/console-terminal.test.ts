@@ -6,7 +6,7 @@
  *  - `memdiag snapshot` against a real nginx with the memdiag include: a table with
  *    the worker pids (ground truth: the nginx master's children).
  */
-import { execFile } from "child_process";
+import { execFile, spawn } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { startCP, RunningCP } from "../harness/control-plane";
@@ -106,6 +106,30 @@ describe("memdiag console --once against a real control plane", () => {
     const unrooted = r.stdout.split("\n").find((l) => l.includes("unrooted pools ("))!;
     expect(unrooted).toMatch(/unrooted pools \(3\) +\d+(\.\d)? KB +0 B +0 B/);
     expect(width(r.stdout)).toBeLessThanOrEqual(80);
+  });
+
+  test("interactive (in a pseudo-terminal): redraws, d asks the selected worker for a deep scan, q quits", async () => {
+    // `script` (util-linux) gives the console a real pty, as over ssh
+    const cmd = `${process.execPath} ${BIN} console --url ${cp.base} --window 10m`;
+    const p = spawn("script", ["-qfec", cmd, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, MEMDIAG_CONFIG: "/nonexistent.json" } });
+    let out = "";
+    p.stdout.on("data", (d) => (out += d.toString()));
+    const exited = new Promise<number>((r) => p.on("exit", (c) => r(c ?? -1)));
+    const until = async (f: () => boolean, what: string): Promise<void> => {
+      for (let i = 0; i < 300 && !f(); i++) await new Promise((r) => setTimeout(r, 100));
+      if (!f()) throw new Error(`console never showed ${what}; output:\n${out.slice(-2000)}`);
+    };
+    const leak = agents[0];
+    leak.onCommand = (c) => leak.commandResult(c.id, true);
+    await until(() => out.includes("SUSPECTS") && out.includes("q quit"), "a frame");
+    expect(out).toContain("\x1b[?1049h"); // alternate screen
+    p.stdin.write("d");
+    await until(() => leak.commands.length > 0, "a deep command at the agent");
+    expect(leak.commands[0].command).toBe("deep");
+    await until(() => /deep scan accepted by the worker/.test(out), "the command result");
+    p.stdin.write("q");
+    expect(await exited).toBe(0);
+    expect(out).toContain("\x1b[?1049l"); // screen restored
   });
 
   test("an unreachable control plane or a bad flag is a clear error", async () => {

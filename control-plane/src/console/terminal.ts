@@ -10,7 +10,7 @@ import { parseFlags, parseWindow, fmtWindow, clock } from "./text";
 import { loadConfig } from "../../../scripts/config";
 import { Diff, LiveMsg, Suspect, WorkerInfo } from "../protocol";
 
-const WINDOWS = [300, 600, 1800, 3600, 6 * 3600];
+const WINDOWS = [60, 300, 600, 1800, 3600, 6 * 3600];
 
 interface ConsoleState {
   windowS: number;
