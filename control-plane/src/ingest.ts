@@ -283,13 +283,19 @@ export class Ingest {
         } else this.stats.duplicates++;
         this.send(c, { type: "ack", seq });
       },
+      backlogged: () => {
+        // storage failing: consoles still see the data live (the ack waits for the commit)
+        if (!early) {
+          early = true;
+          update();
+        }
+      },
     });
     if (!ok) {
       this.stats.rejected.backlog_full = (this.stats.rejected.backlog_full ?? 0) + 1;
       this.send(c, { type: "error", seq, error: "storage unavailable and backlog full; not stored, resend later" });
       return;
     }
-    // storage failing: consoles still see the data live (the ack waits for the commit)
     if (this.writer.failing) {
       early = true;
       update();

@@ -83,7 +83,7 @@ CREATE TABLE IF NOT EXISTS snapshots(
   UNIQUE(worker, seq)
 );
 CREATE INDEX IF NOT EXISTS snapshots_worker_time ON snapshots(worker, time);
-CREATE INDEX IF NOT EXISTS snapshots_time ON snapshots(time);
+CREATE INDEX IF NOT EXISTS snapshots_received ON snapshots(received);
 `;
 
 const WORKER_COLS = `id, key, instance, host, pid, worker_id, generation, worker_start, nginx_version, agent_version,
@@ -318,23 +318,24 @@ export class Store {
   }
 
   /**
-   * Retention: snapshots older than full resolution are thinned to the last one
-   * per worker and minute; snapshots older than retention are deleted; workers
-   * without snapshots that were last seen before retention are forgotten.
+   * Retention, by the time the control plane received each snapshot (agent clocks
+   * may be off): older than full resolution → thinned to the last snapshot per
+   * worker and minute (of snapshot time); older than retention → deleted; workers
+   * without snapshots last seen before retention → forgotten.
    */
   prune(now: number, fullResolutionHours: number, retentionDays: number): { thinned: number; deleted: number } {
-    const fullCut = now - fullResolutionHours * 3600;
-    const retCut = now - retentionDays * 86400;
+    const fullCut = (now - fullResolutionHours * 3600) * 1000;
+    const retCut = (now - retentionDays * 86400) * 1000;
     let thinned = 0, deleted = 0;
     this.db.transaction(() => {
-      deleted = this.db.prepare("DELETE FROM snapshots WHERE time < ?").run(retCut).changes;
-      thinned = this.db.prepare(`DELETE FROM snapshots WHERE time < ? AND downsampled = 0 AND id NOT IN (
-          SELECT MAX(id) FROM snapshots WHERE time < ? GROUP BY worker, CAST(time / 60 AS INTEGER))`).run(fullCut, fullCut).changes;
-      this.db.prepare("UPDATE snapshots SET downsampled = 1 WHERE time < ? AND downsampled = 0").run(fullCut);
+      deleted = this.db.prepare("DELETE FROM snapshots WHERE received < ?").run(retCut).changes;
+      thinned = this.db.prepare(`DELETE FROM snapshots WHERE received < ? AND downsampled = 0 AND id NOT IN (
+          SELECT MAX(id) FROM snapshots WHERE received < ? GROUP BY worker, CAST(time / 60 AS INTEGER))`).run(fullCut, fullCut).changes;
+      this.db.prepare("UPDATE snapshots SET downsampled = 1 WHERE received < ? AND downsampled = 0").run(fullCut);
       if (thinned + deleted > 0) {
         this.db.prepare(`UPDATE workers SET snapshots = (SELECT COUNT(*) FROM snapshots WHERE worker = workers.id)`).run();
       }
-      this.db.prepare(`DELETE FROM workers WHERE state = 'gone' AND last_seen < ? AND NOT EXISTS (SELECT 1 FROM snapshots WHERE worker = workers.id)`).run(retCut);
+      this.db.prepare(`DELETE FROM workers WHERE state = 'gone' AND last_seen < ? AND NOT EXISTS (SELECT 1 FROM snapshots WHERE worker = workers.id)`).run(retCut / 1000);
     })();
     return { thinned, deleted };
   }

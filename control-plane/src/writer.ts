@@ -16,6 +16,10 @@ export interface PendingWrite {
   receivedAt: number;
   /** called once after the commit; fresh=false for a resent snapshot that was already stored */
   done: (fresh: boolean) => void;
+  /** called once if the item has to wait in the backlog because the store is failing */
+  backlogged?: () => void;
+  /** set when backlogged() has run */
+  notified?: boolean;
 }
 
 export interface WriterOptions {
@@ -120,6 +124,15 @@ export class Writer {
     if (this.error !== msg) this.log.error(`store: cannot write ${this.store.file} (${msg}); keeping ${this.queue.length} snapshot(s) in memory and retrying every ${this.opts.retryMs} ms`);
     if (this.error === undefined) this.errorSince = Date.now();
     this.error = msg;
+    for (const p of this.queue) {
+      if (p.notified || !p.backlogged) continue;
+      p.notified = true;
+      try {
+        p.backlogged();
+      } catch (err) {
+        this.log.error(`writer: backlog callback failed: ${(err as Error).message}`);
+      }
+    }
     if (!this.closed && !this.retryTimer) {
       this.retryTimer = setTimeout(() => {
         this.retryTimer = undefined;
