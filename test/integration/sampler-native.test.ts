@@ -1,0 +1,57 @@
+/**
+ * The native sampler outside nginx, driven by a small C program
+ * (test/fixtures/sampler-driver/driver.c, built here with cc): call paths,
+ * exact counts at rate 1, cross-thread frees, realloc, GOT restore.
+ */
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { ROOT } from "../../scripts/config";
+import { ensureSampler } from "../harness/fixtures";
+
+const POSIX_MEMALIGN = 4;
+const MALLOC = 0;
+const REALLOC = 2;
+
+describe("native sampler driven from C", () => {
+  let r: any;
+  beforeAll(() => {
+    const so = ensureSampler();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-driver-"));
+    const exe = path.join(dir, "driver");
+    // BIND_NOW: the driver's GOT holds the real functions before arming (like Debian's nginx)
+    execFileSync("cc", ["-O1", "-g", "-Wl,-z,now", "-o", exe, path.join(ROOT, "test/fixtures/sampler-driver/driver.c"), "-ldl", "-pthread"]);
+    r = JSON.parse(execFileSync(exe, [so], { encoding: "utf8", timeout: 60000 }));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("arming rewrites the driver's slots; disarm restores every scanned slot exactly", () => {
+    expect(r.patched).toBeGreaterThanOrEqual(4);
+    expect(r.hooked).toBe(r.patched);
+    expect(r.restored).toBe(r.patched);
+    expect(r.got_equal).toBe(true);
+  });
+
+  test("call paths through the same innermost frame are told apart; counts are exact at rate 1", () => {
+    const pm = r.paths.filter((p: any) => p.fn === POSIX_MEMALIGN).sort((a: any, b: any) => a.depth - b.depth || a.live - b.live);
+    // via_a (150 left of 300), via_b (300), deep(0..2) (100 each, depths 1 frame apart)
+    const byDepth = pm.map((p: any) => [p.live, p.total]);
+    expect(byDepth).toEqual(expect.arrayContaining([[150, 300], [300, 300], [100, 100], [100, 100], [100, 100]]));
+    expect(pm.reduce((a: number, p: any) => a + p.total, 0)).toBe(900);
+  });
+
+  test("allocations of 4 threads freed by 4 other threads are all matched", () => {
+    expect(r.live_before_consumers - r.live_after_consumers).toBe(4 * 5000);
+    // listed paths have live records; the threads' path has none left (and malloc(10) became a realloc record)
+    expect(r.paths.filter((p: any) => p.fn === MALLOC)).toEqual([]);
+    expect(r.frees_matched).toBeGreaterThanOrEqual(4 * 5000 + 150);
+    expect(r.cache_hits).toBeGreaterThan(r.unwinds);
+  });
+
+  test("realloc: the record follows the block (one live record of the last size)", () => {
+    const re = r.paths.filter((p: any) => p.fn === REALLOC);
+    expect(re.reduce((a: number, p: any) => a + p.live, 0)).toBe(1);
+    expect(re.reduce((a: number, p: any) => a + p.live_bytes, 0)).toBe(50 * 1000);
+  });
+});
