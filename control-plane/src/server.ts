@@ -103,6 +103,7 @@ export class ControlPlane {
         return;
       }
       const st = this.writer.status();
+      this.refreshOwners();
       let live = 0, gone = 0;
       for (const w of this.store.workers()) w.state === "live" ? live++ : gone++;
       res.type("text/plain; version=0.0.4; charset=utf-8").send(renderMetrics(this.live.latest.values(), this.ownersFromLatest(), {
