@@ -119,3 +119,58 @@ end
     expect(readWords(pid, slots)).toEqual(after.scan.map((e: any) => parseInt(e.value, 16)));
   });
 });
+
+describe("sampler armed while aio threads serve files through a thread pool", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-files-"));
+  fs.chmodSync(dir, 0o755);
+  const file = path.join(dir, "big.bin");
+  fs.writeFileSync(file, Buffer.alloc(2 * MB, 7));
+  fs.chmodSync(file, 0o644);
+  const ngx = new Nginx({
+    workers: 1,
+    main: "thread_pool memdiag_io threads=4 max_queue=65536;",
+    appLocations: `location /files/ { alias ${dir}/; aio threads=memdiag_io; sendfile off; directio off; output_buffers 2 64k; }`,
+  });
+  beforeAll(async () => {
+    ensureSampler();
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("every allocation recorded (rate 1) during a wrk run: no crash, frees matched, records back to baseline", async () => {
+    const [pid] = ngx.workerPids();
+    const a = await sampler(ngx, "arm&sampler_rate=1");
+    expect(a.armed).toBe(true);
+    const base = a.live_records;
+    const out = await new Promise<string>((resolve, reject) => {
+      let s = "";
+      const w = spawn("wrk", ["-t1", "-c16", "-d3s", `http://127.0.0.1:${ngx.appPort}/files/big.bin`], { stdio: ["ignore", "pipe", "pipe"] });
+      w.stdout!.on("data", (d) => (s += d.toString()));
+      w.on("error", reject);
+      w.on("exit", () => resolve(s));
+    });
+    expect(out).toMatch(/Requests\/sec/);
+    expect(out).not.toMatch(/Non-2xx|Socket errors/);
+    // the worker really has its thread pool (4 threads + the main one)
+    expect(fs.readdirSync(`/proc/${pid}/task`).length).toBeGreaterThanOrEqual(5);
+    // wrk has exited; the worker closes the last connections when it sees their FIN
+    let st = await sampler(ngx, "status");
+    for (let i = 0; i < 50 && st.live_records - base >= 64; i++) {
+      await sleep(100);
+      st = await sampler(ngx, "status");
+    }
+    expect(st.recorded_aligned + st.sampled).toBeGreaterThan(1000);
+    expect(st.frees_matched).toBeGreaterThan(1000);
+    // requests, buffers and pools of the finished requests were freed and matched: nothing accumulates
+    expect(st.live_records - base).toBeLessThan(64);
+    expect(st.drops).toEqual({ table_full: 0, paths_full: 0 });
+    const d = await sampler(ngx, "disarm");
+    expect(d.restore_mismatch).toBe(0);
+    expect(ngx.workerPids()).toEqual([pid]);
+    expect(ngx.errorLog()).not.toMatch(/exited on signal/);
+    expect(ngx.errors()).toEqual([]);
+  });
+});
