@@ -31,7 +31,8 @@ import { locateLuajit, LjLocate } from "../luajit/alloc";
  * cannot recognise is other_anon up to the next known boundary. Pointer reads go through
  * `readable` first (ctx.maps, re-read after every yield).
  *
- * bytes = virtual size; rss_bytes from the Rss: line of each smaps record. When a mapping is split
+ * bytes = virtual size; rss_bytes from the Rss: line of each smaps record (mappings that changed
+ * between the smaps read and the classification: resident pages by mincore). When a mapping is split
  * into pieces of different classes, its Rss is divided by resident pages (mincore), or by size
  * when mincore fails.
  * explained_ratio = RSS of all classes except other_anon / VmRSS (from /proc/self/status): the
@@ -470,6 +471,8 @@ export interface RegionsInfo {
   luajit_error?: string;
   smaps_ms: number;
   classify_ms: number;
+  /** mappings that changed between the smaps read and the classification (Rss from mincore) */
+  changed: number;
 }
 
 let lastInfo: RegionsInfo | undefined;
@@ -519,6 +522,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
   const tSmaps = monoMs() - t0;
 
   const gcWasRunning = gcRunning();
+  let changed = 0;
   const onTick = (): void => {
     if (!gcWasRunning) {
       tick(ctx);
@@ -532,6 +536,24 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
   if (gcWasRunning) collectgarbage("stop");
   const [ok, outOrErr] = pcall((): { res: ClassifyResult; lj: LjLocate } => {
     refreshMaps(ctx);
+    // Classify the mappings as they are now (GC stopped). smaps gave Rss a moment earlier: used for
+    // every mapping that is still the same; one that changed meanwhile (the GC unmapped a chunk, the
+    // allocator grew a segment) gets its resident bytes from mincore instead.
+    const fresh = ctx.maps.list;
+    let rssNow: LuaTable<number, number> | undefined;
+    if (list !== undefined && rssBy !== undefined) {
+      const endBy = new LuaTable<number, number>();
+      for (const m of list) endBy.set(m.start, m.end);
+      rssNow = new LuaTable<number, number>();
+      for (const m of fresh) {
+        const r = rssBy.get(m.start);
+        if (r !== undefined && endBy.get(m.start) === m.end) rssNow.set(m.start, r);
+        else {
+          rssNow.set(m.start, residentBytes(m.start, m.end - m.start) ?? 0);
+          changed++;
+        }
+      }
+    }
     const mem: Mem = {
       readable: (a, l) => ctx.maps.readable(a, l),
       u64: rdU64,
@@ -540,8 +562,8 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
     const known: KnownRange[] = [];
     for (const x of lj.ranges) known.push({ start: x.start, end: x.end, cls: "luajit" });
     const res = classify({
-      list: (list ?? ctx.maps.list) as Mapping[],
-      rss: rssBy,
+      list: fresh,
+      rss: rssNow,
       mem,
       zones,
       known,
@@ -563,6 +585,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
     luajit_error: lj.error,
     smaps_ms: tSmaps,
     classify_ms: monoMs() - t0 - tSmaps,
+    changed,
   };
   return $multi(res.regions, res.explained);
 }
