@@ -238,7 +238,7 @@ static MS_TLS int      tls_guard;
 static MS_TLS int      tls_init;
 static MS_TLS int64_t  tls_countdown;
 static MS_TLS uint64_t tls_rng;
-static MS_TLS uintptr_t tls_stack_hi;  /* highest frame address seen by a full unwind of this thread */
+static MS_TLS uintptr_t tls_stack_lo, tls_stack_hi;   /* this thread's stack mapping (0 = not looked up yet) */
 
 /* ---- small helpers ---- */
 
@@ -432,7 +432,8 @@ static _Unwind_Reason_Code uw_cb(struct _Unwind_Context *ctx, void *arg)
     if (ip == 0) return _URC_END_OF_STACK;
     if (u->n == 0 && ip >= self_text_lo && ip < self_text_hi) return _URC_NO_REASON;   /* our own frames */
     u->ips[u->n] = (void *) ip;
-    if (loc > u->anchor && loc - u->anchor < MS_STACK_SPAN && *(const uintptr_t *) loc == ip) u->locs[u->n] = loc;
+    if (loc > u->anchor && loc - u->anchor < MS_STACK_SPAN && loc + sizeof(uintptr_t) <= tls_stack_hi
+        && *(const uintptr_t *) loc == ip) u->locs[u->n] = loc;
     else u->ok = 0;
     u->last_cfa = cfa;
     if (++u->n >= u->max) return _URC_END_OF_STACK;
@@ -444,9 +445,6 @@ static __attribute__((noinline)) int unwind_full(void **ips, uintptr_t *locs, in
     uw_t u = { ips, locs, 0, max, 1, 0, anchor };
     _Unwind_Backtrace(uw_cb, &u);
     *cacheable = u.ok && u.n > 0;
-    if (u.last_cfa > tls_stack_hi && (tls_stack_hi == 0 || u.last_cfa - tls_stack_hi < MS_STACK_SPAN)) {
-        tls_stack_hi = u.last_cfa;
-    }
     return u.n;
 }
 
@@ -455,11 +453,31 @@ static inline uint32_t cache_set(uintptr_t ret0, uint32_t fn)
     return (uint32_t) ((((uint64_t) ret0 ^ fn) * 0x9E3779B97F4A7C15ull) >> (64 - MS_CACHE_SET_BITS));
 }
 
+/*
+ * This thread's stack mapping, once (pthread_getattr_np; its allocations are
+ * libc-internal, never through our hooks). Fast-path reads stay inside
+ * [anchor, hi) of this mapping; a frame on any other stack never takes it.
+ */
+static void thread_stack_bounds(void)
+{
+    pthread_attr_t at;
+    void *addr = NULL;
+    size_t size = 0;
+    tls_stack_lo = 0;
+    tls_stack_hi = 1;       /* "looked, nothing usable" */
+    if (pthread_getattr_np(pthread_self(), &at) != 0) return;
+    if (pthread_attr_getstack(&at, &addr, &size) == 0 && addr && size) {
+        tls_stack_lo = (uintptr_t) addr;
+        tls_stack_hi = (uintptr_t) addr + size;
+    }
+    pthread_attr_destroy(&at);
+}
+
 /* returns stack index + 1 of a validated cached path, or 0 */
 static uint32_t cache_lookup(uintptr_t anchor, uintptr_t ret0, uint32_t fn)
 {
     uintptr_t hi = tls_stack_hi;
-    if (!bt_cache || hi == 0 || anchor >= hi || hi - anchor > MS_STACK_SPAN) return 0;
+    if (!bt_cache || anchor < tls_stack_lo || anchor >= hi) return 0;
     ms_cache_t *set = &bt_cache[(size_t) cache_set(ret0, fn) * MS_CACHE_WAYS];
     for (int w = 0; w < MS_CACHE_WAYS; w++) {
         ms_cache_t *e = &set[w];
@@ -516,6 +534,7 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
     s = cache_lookup(anchor, ret0, fn);
     if (s == 0) {
         uint64_t t0 = now_ns();
+        if (tls_stack_hi == 0) thread_stack_bounds();
         n = unwind_full(ips, locs, depth_max, anchor, &cacheable);
         bt = now_ns() - t0;
     }
@@ -541,6 +560,8 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
         st_unwinds++;
         s = stack_intern(ips, n, fn, frames_hash(ips, n, fn));
         if (s != 0 && cacheable) cache_store(anchor, ips, locs, n, fn, s);
+    } else if (s > nstacks) {
+        s = 0;          /* cached before the tables were reset by a new arm */
     } else {
         st_cache_hits++;
     }

@@ -63,3 +63,23 @@ export function readWords(pid: number, addrs: number[]): number[] {
     fs.closeSync(fd);
   }
 }
+
+/**
+ * GOT scans (from ?sampler=got) before arming and after disarming agree: every slot holds its
+ * value from before, except a lazily bound slot (never rewritten by the sampler: it did not hold
+ * the real function) that the dynamic linker resolved to the real function in between.
+ * Returns the slots that differ otherwise (empty = restored exactly).
+ */
+export function gotDifferences(before: any[], after: any[]): string[] {
+  const b = new Map(before.map((e) => [e.slot, e]));
+  const out: string[] = [];
+  for (const e of after) {
+    const x = b.get(e.slot);
+    if (!x) continue; // an object loaded in between
+    if (x.value === e.value) continue;
+    if (x.value !== x.real && e.value === e.real) continue; // lazy binding resolved by ld.so
+    out.push(`${e.object} ${e.fn} @${e.slot}: ${x.value} -> ${e.value}`);
+  }
+  for (const x of before) if (!after.some((e) => e.slot === x.slot)) out.push(`${x.object} ${x.fn} @${x.slot}: gone`);
+  return out;
+}
