@@ -12,7 +12,7 @@ mkdir -p .tmp
 export MEMDIAG_DRILL_TALLY="$PWD/.tmp/drill-tally.jsonl"
 rm -f "$MEMDIAG_DRILL_TALLY"
 set +e
-npx jest --runInBand --selectProjects drills "$@"
+npx jest --runInBand "$@" --selectProjects drills
 rc=$?
 set -e
 node -e '

@@ -101,13 +101,30 @@ export function rssOf(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
+/** the process exists and is not a zombie */
 export function pidAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
   } catch {
     return false;
   }
+}
+
+/** children of a process, from /proc (no fork: cheap enough to poll) */
+export function childPids(ppid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(rest[1]) === ppid && rest[0] !== "Z") out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out.sort((a, b) => a - b);
 }
 
 /**
@@ -208,6 +225,14 @@ export interface LoadResult {
   errors: number;
   statuses: Record<string, number>;
   errorSamples: string[];
+  /**
+   * connections closed by the server before any response byte ("socket hang up",
+   * ECONNRESET): a retiring worker after a reload closes its idle connections (keepalive
+   * ones, and fresh ones whose request had not arrived yet) and the request crossed the
+   * close on the wire. nginx does this without memdiag too; clients retry these. Counted
+   * apart from errors; only drills that reload accept them (closeRaces option).
+   */
+  keepaliveRaces: number;
 }
 
 /**
@@ -218,8 +243,8 @@ export class Load {
   private stopped = false;
   private loops: Promise<void>[] = [];
   private agent: http.Agent;
-  readonly result: LoadResult = { requests: 0, ok: 0, errors: 0, statuses: {}, errorSamples: [] };
-  constructor(private readonly port: number, private readonly paths: string[] = ["/ok"], private readonly conns = 4, private readonly pauseMs = 0) {
+  readonly result: LoadResult = { requests: 0, ok: 0, errors: 0, statuses: {}, errorSamples: [], keepaliveRaces: 0 };
+  constructor(private readonly port: number, private readonly paths: string[] = ["/ok"], private readonly conns = 4, private readonly pauseMs = 0, private readonly closeRaces = false) {
     this.agent = new http.Agent({ keepAlive: true, maxSockets: conns });
   }
 
@@ -247,9 +272,10 @@ export class Load {
         });
       });
       req.on("timeout", () => req.destroy(new Error("timeout")));
-      req.on("error", (e) => {
+      req.on("error", (e: Error & { code?: string }) => {
         this.result.requests++;
-        this.fail(`${p}: ${e.message}`);
+        if (this.closeRaces && (e.code === "ECONNRESET" || e.message === "socket hang up")) this.result.keepaliveRaces++;
+        else this.fail(`${p}: ${e.message}`);
         resolve();
       });
     });
