@@ -147,3 +147,62 @@ describe("push: control plane down longer than the queue holds", () => {
     expect(o.ngx.workerPids()).toEqual(o.pids);
   });
 });
+
+describe("push: control plane accepts TCP but never answers (hung process)", () => {
+  const net = require("net") as typeof import("net");
+  let port = 0;
+  const socks = new Set<import("net").Socket>();
+  let hole: import("net").Server;
+  let ngx: Nginx;
+  const peer = new WsPeer({ token: "t" });
+
+  beforeAll(async () => {
+    port = await freePort();
+    hole = net.createServer((s) => {
+      socks.add(s);
+      s.on("error", () => undefined);
+    });
+    await new Promise<void>((r) => hole.listen(port, "127.0.0.1", () => r()));
+    ngx = new Nginx({ workers: 2, agent: { control_plane_url: `ws://127.0.0.1:${port}/ingest`, token: "t", interval_s: 1 } });
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    for (const s of socks) s.destroy();
+    await new Promise<void>((r) => (hole.listening ? hole.close(() => r()) : r()));
+    await peer.stop();
+  });
+
+  test("the handshake times out with a clear warning; requests and local snapshots are unaffected", async () => {
+    const pids = ngx.workerPids();
+    await new Promise<void>((resolve, reject) => {
+      const deadline = Date.now() + 30000;
+      const t = setInterval(() => {
+        const lines = ngx.errorLog().split("\n").filter((l) => /memdiag push: cannot reach control plane/.test(l) && /timeout/.test(l));
+        if (pids.every((p) => lines.some((l) => l.includes(`${p}#`)))) {
+          clearInterval(t);
+          resolve();
+        } else if (Date.now() > deadline) {
+          clearInterval(t);
+          reject(new Error("no handshake-timeout warning"));
+        }
+      }, 200);
+    });
+    for (let i = 0; i < 100; i++) expect((await httpGet(ngx.appPort, "/ok")).status).toBe(200);
+    const snaps = await ngx.snapshots();
+    expect(snaps.map((s) => s.pid)).toEqual(pids);
+  });
+
+  test("when a working control plane takes the port, the queue drains from seq 1", async () => {
+    for (const s of socks) s.destroy();
+    await new Promise<void>((r) => hole.close(() => r()));
+    await peer.start(port);
+    const pids = ngx.workerPids();
+    const published = new Map((await ngx.snapshots()).map((s) => [s.pid, s.seq]));
+    await peer.waitFor("queue drained", () => pids.every((p) => peer.unique(p).some((r) => r.msg.seq >= published.get(p)!)), 60000);
+    for (const p of pids) {
+      const seqs = peer.unique(p).map((r) => r.msg.seq);
+      expect(seqs.slice(0, published.get(p)!)).toEqual(Array.from({ length: published.get(p)! }, (_, i) => i + 1));
+    }
+  });
+});
