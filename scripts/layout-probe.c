@@ -108,6 +108,11 @@ int main(void) {
     F(ngx_module_t, signature); F(ngx_module_t, ctx); F(ngx_module_t, commands); F(ngx_module_t, type);
     end();
 
+    S(ngx_event_conf_t);
+    F(ngx_event_conf_t, connections); F(ngx_event_conf_t, use); F(ngx_event_conf_t, multi_accept);
+    F(ngx_event_conf_t, accept_mutex); F(ngx_event_conf_t, name);
+    end();
+
     S(ngx_http_conf_ctx_t);
     F(ngx_http_conf_ctx_t, main_conf); F(ngx_http_conf_ctx_t, srv_conf); F(ngx_http_conf_ctx_t, loc_conf);
     end();

@@ -55,6 +55,26 @@ const APP_LOCATIONS = `
             ngx.say("released")
         }
     }
+    location = /t/cosock {
+        content_by_lua_block {
+            local sock = ngx.socket.tcp()
+            local ok, err = sock:connect("127.0.0.1", ngx.var.server_port)
+            if not ok then ngx.say("connect failed: ", err) return end
+            sock:send("GET /ok HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n")
+            local line = sock:receive("*l")
+            ngx.say(ngx.worker.pid())
+            ngx.say("allocated")
+            ngx.flush(true)
+            local d = ngx.shared.test_dict
+            local key = "release:" .. (ngx.var.arg_tag or "")
+            for i = 1, 600 do
+                if d:get(key) then break end
+                ngx.sleep(0.05)
+            end
+            sock:close()
+            ngx.say("released ", line)
+        }
+    }
     location = /t/release {
         content_by_lua_block {
             ngx.shared.test_dict:set("release:" .. (ngx.var.arg_tag or ""), true)
@@ -62,10 +82,10 @@ const APP_LOCATIONS = `
         }
     }`;
 
-/** Starts /t/hold and resolves once its handler has done the allocations: the pid and a finisher. */
-function hold(port: number, query: string): Promise<{ pid: number; done: Promise<string> }> {
+/** Starts /t/hold (or another holding location) and resolves once its handler is ready: the pid and a finisher. */
+function hold(port: number, query: string, loc = "/t/hold"): Promise<{ pid: number; done: Promise<string> }> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: "127.0.0.1", port, path: `/t/hold?${query}`, agent: false }, (res) => {
+    const req = http.get({ host: "127.0.0.1", port, path: `${loc}?${query}`, agent: false }, (res) => {
       let body = "";
       let resolved = false;
       let finish: (s: string) => void = () => undefined;
@@ -78,7 +98,10 @@ function hold(port: number, query: string): Promise<{ pid: number; done: Promise
         }
         if (body.includes("palloc failed")) reject(new Error(body));
       });
-      res.on("end", () => finish(body));
+      res.on("end", () => {
+        if (!resolved) reject(new Error(`${loc}: ${res.statusCode} ${body}`));
+        finish(body);
+      });
     });
     req.on("error", reject);
   });
@@ -213,6 +236,32 @@ describe("rooted pools: cycle, connections, requests", () => {
       after = (await freshAll(ngx)).reduce((a, s) => a + appListen(s, ngx.appPort), 0);
     }
     expect(after).toBe(0);
+  });
+
+  test("requests holding outgoing cosocket connections: each request pool counted once", async () => {
+    const K = 3;
+    const held = await Promise.all(Array.from({ length: K }, (_, i) => hold(ngx.appPort, `tag=co${i}`, "/t/cosock")));
+    try {
+      const snaps = await freshAll(ngx);
+      for (const s of snaps) expect(validateSnapshot(s).error).toBeUndefined();
+      const sum = (f: (s: any) => number) => snaps.reduce((a, s) => a + f(s), 0);
+      // K outgoing connections (no listener) in the workers that hold them
+      expect(sum((s) => s.pools.connections.outgoing)).toBe(K);
+      // the K client connections plus the K cosocket peers are accepted on the app listener
+      expect(sum((s) => appListen(s, ngx.appPort))).toBe(2 * K);
+      // exactly the K holding requests are in flight (timer snapshots have no request of their own)
+      expect(sum((s) => s.pools.groups.find((g: any) => g.kind === "request").pools)).toBe(K);
+      // connection pools: one per accepted client, plus outgoing ones that have a pool of their own
+      const conn = sum((s) => s.pools.groups.find((g: any) => g.kind === "connection").pools);
+      const own = sum((s) => s.pools.connections.outgoing - s.pools.connections.borrowed_pools);
+      const fakes = sum((s) => s.pools.connections.fake);
+      expect(conn).toBe(2 * K + own + fakes);
+      const addrs = snaps.flatMap((s) => s.pools.top.map((t: any) => `${s.pid}:${t.kind}:${t.address}`));
+      expect(new Set(addrs).size).toBe(addrs.length);
+    } finally {
+      for (let i = 0; i < K; i++) await httpGet(ngx.appPort, `/t/release?tag=co${i}`);
+      for (const h of held) expect(await h.done).toMatch(/released HTTP\/1.1 200/);
+    }
   });
 
   test("reload: new workers validate the layout and walk again", async () => {

@@ -36,6 +36,7 @@ export const REQUIRED: { [struct: string]: string[] } = {
   ngx_slab_pool_t: ["pfree", "start", "end", "addr"],
   ngx_module_t: ["ctx_index", "index", "name", "type", "ctx"],
   ngx_http_conf_ctx_t: ["main_conf", "srv_conf", "loc_conf"],
+  ngx_event_conf_t: ["connections"],
   ngx_http_request_t: ["signature", "connection", "pool", "uri", "main", "start_sec", "start_msec"],
 };
 export const REQUIRED_CONSTANTS = ["NGX_CYCLE_POOL_SIZE", "NGX_DEFAULT_POOL_SIZE", "NGX_HTTP_MODULE", "NGX_CORE_MODULE", "sizeof_ptr"];
@@ -160,6 +161,8 @@ export function validateLive(ctx: Ctx, L: Layout): LuaMultiReturn<[Roots | undef
   const mType = off(L, "ngx_module_t", "type");
   let sawHttpCore = false;
   const seen = new LuaTable<number, boolean>();
+  let eventsIndex = -1;
+  let eventCoreCtxIndex = -1;
   for (let i = 0; i < modulesN; i++) {
     const m = rdPtr(modules + i * 8);
     if (!maps.readable(m, mSize)) return $multi(undefined, `cycle->modules[${i}] is not readable`);
@@ -172,6 +175,8 @@ export function validateLive(ctx: Ctx, L: Layout): LuaMultiReturn<[Roots | undef
     const name = rdCStr(maps, rdPtr(m + mName), 128);
     if (name === undefined || name === "") return $multi(undefined, `cycle->modules[${i}]->name is not a string`);
     const t = rdU64(m + mType);
+    if (name === "ngx_events_module") eventsIndex = idx;
+    if (name === "ngx_event_core_module") eventCoreCtxIndex = rdU64(m + off(L, "ngx_module_t", "ctx_index"));
     if (name === "ngx_core_module" && t !== L.constants["NGX_CORE_MODULE"]) return $multi(undefined, "ngx_core_module has the wrong type");
     if (name === "ngx_http_core_module") {
       if (t !== L.constants["NGX_HTTP_MODULE"]) return $multi(undefined, "ngx_http_core_module has the wrong type");
@@ -188,6 +193,24 @@ export function validateLive(ctx: Ctx, L: Layout): LuaMultiReturn<[Roots | undef
   if (connectionN < 1 || connectionN > MAX_CONNECTIONS) return $multi(undefined, `cycle->connection_n is ${connectionN}`);
   if (freeN > connectionN) return $multi(undefined, `free_connection_n ${freeN} > connection_n ${connectionN}`);
   const arrEnd = connections + connectionN * cSize;
+
+  // connection_n is the configured worker_connections (events { worker_connections N; }):
+  // ngx_event_get_conf(cycle->conf_ctx, ngx_event_core_module)->connections
+  if (eventsIndex < 0 || eventCoreCtxIndex < 0 || eventCoreCtxIndex > MAX_MODULES) {
+    return $multi(undefined, "ngx_events_module / ngx_event_core_module not found in cycle->modules");
+  }
+  const confCtx = rdPtr(cycle + off(L, "ngx_cycle_t", "conf_ctx"));
+  if (!maps.readable(confCtx, (eventsIndex + 1) * 8)) return $multi(undefined, "cycle->conf_ctx is not readable");
+  const evCtx = rdPtr(confCtx + eventsIndex * 8);
+  if (!maps.readable(evCtx, 8)) return $multi(undefined, "the events conf context is not readable");
+  const evConfs = rdPtr(evCtx);
+  if (!maps.readable(evConfs, (eventCoreCtxIndex + 1) * 8)) return $multi(undefined, "the event module confs are not readable");
+  const ecf = rdPtr(evConfs + eventCoreCtxIndex * 8);
+  if (!maps.readable(ecf, sizeOf(L, "ngx_event_conf_t"))) return $multi(undefined, "ngx_event_core_module's conf is not readable");
+  const workerConnections = rdU64(ecf + off(L, "ngx_event_conf_t", "connections"));
+  if (workerConnections !== connectionN) {
+    return $multi(undefined, `cycle->connection_n is ${connectionN} but worker_connections is ${workerConnections}`);
+  }
   if (!rangeReadable(maps, connections, connectionN * cSize)) {
     return $multi(undefined, `cycle->connections (${connectionN} × ${cSize} bytes) is not readable`);
   }

@@ -293,18 +293,21 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     segStart = cpuMs();
     return true;
   };
-  for (let i = 0; i < connectionN; i++) {
-    if (i % TICK_EVERY === 0 && tickTimed()) {
-      // other code ran: the cycle and the array must be where they were; slots are re-read below
-      if (
-        cycleAddr() !== cycle ||
-        rdPtr(cycle + off(L, "ngx_cycle_t", "connections")) !== connections ||
-        !rangeReadable(ctx.maps, connections, connectionN * cSize)
-      ) {
-        aborted = "the connections array changed during the walk";
-        break;
-      }
-    }
+  const arrayMoved = (): boolean =>
+    cycleAddr() !== cycle ||
+    rdPtr(cycle + off(L, "ngx_cycle_t", "connections")) !== connections ||
+    !rangeReadable(ctx.maps, connections, connectionN * cSize);
+
+  // pools of requests walked in this collection: an outgoing connection may borrow its
+  // request's pool (lua cosockets), which must not be counted twice
+  const reqPools = new LuaTable<number, boolean>();
+  // outgoing connections (no listener) and socket-less ones, visited after every request pool is known
+  const deferred: number[] = [];
+  let outgoing = 0;
+  let borrowed = 0;
+  const fakePools = new LuaTable<number, boolean>();
+
+  const visit = (i: number, firstPass: boolean): void => {
     const c = connections + i * cSize;
     const fd = rdI32(c + cFd);
     const data = rdPtr(c + cData);
@@ -312,35 +315,56 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     if (fd < 0) {
       // a free slot (fd -1) links to the next free slot (or NULL); anything else is a
       // fake connection (Lua timers, ...) that owns a pool without a socket
-      if (fd === -1 && (data === 0 || (data >= connections && data < arrEnd))) continue;
-      fake++;
+      if (fd === -1 && (data === 0 || (data >= connections && data < arrEnd))) return;
+      if (firstPass) {
+        // visited after the requests: a socket-less slot may point at a pool that another
+        // slot or a request owns (seen with Lua timer slots): those are counted once
+        deferred.push(i);
+        return;
+      }
     } else {
-      active++;
       const l = rdPtr(c + cListening);
+      if (firstPass) {
+        active++;
+        if (l === 0) {
+          // the channel to the master borrows the cycle pool (reported as the cycle's); other
+          // socket connections without a listener are outgoing: visited once requests are known
+          if (rdPtr(c + cPool) !== cyclePool) {
+            outgoing++;
+            deferred.push(i);
+          }
+          return;
+        }
+      }
       if (l !== 0 && l >= lsElts && l < lsEnd && (l - lsElts) % R.lsSize === 0) {
         // the listening socket's own connection is not a client
         if (rdPtr(l + R.lsConnection) !== c) {
           listen = (l - lsElts) / R.lsSize;
-          lsCount[listen]++;
+          if (firstPass) lsCount[listen]++;
         }
       }
     }
     const pool = rdPtr(c + cPool);
     // the channel connection to the master borrows the cycle pool: reported once, as the cycle's
-    if (pool === 0 || pool === cyclePool) continue;
+    if (pool === 0 || pool === cyclePool) return;
+    if (!firstPass && (reqPools.get(pool) !== undefined || fakePools.get(pool) !== undefined)) {
+      if (fd < 0) skip(ctx, "fake_connection_shared_pool");
+      else borrowed++;
+      return;
+    }
     if (!looksLikePoolHead(ctx, P, pool, ps)) {
       // socket-less slots outside the free list whose pool is already gone (seen with Lua timers)
-      if (fd < 0) {
-        fake--;
-        skip(ctx, "fake_connection_stale_pool");
-      } else {
-        skip(ctx, "connection_pool_invalid");
-      }
-      continue;
+      skip(ctx, fd < 0 ? "fake_connection_stale_pool" : "connection_pool_invalid");
+      return;
+    }
+    // socket-less but in use, with a live pool of its own
+    if (fd < 0) {
+      fake++;
+      fakePools.set(pool, true);
     }
     resetStats(st);
     walked++;
-    if (!walkPool(ctx, P, pool, st, connGroup.handlers)) continue;
+    if (!walkPool(ctx, P, pool, st, connGroup.handlers)) return;
     addTo(connGroup, st);
     const total = st.block_bytes + st.large_bytes;
     if (top.wants(total)) {
@@ -355,17 +379,18 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     }
 
     const r = requestOf(ctx, R, c, data);
-    if (r === 0) continue;
+    if (r === 0) return;
     const rpool = rdPtr(r + R.rPool);
     // fake requests (Lua timers) share the connection's pool: counted once, as the connection's
-    if (rpool === 0 || rpool === pool) continue;
+    if (rpool === 0 || rpool === pool || reqPools.get(rpool) !== undefined) return;
     if (!looksLikePoolHead(ctx, P, rpool, ps)) {
       skip(ctx, "request_pool_invalid");
-      continue;
+      return;
     }
     resetStats(st);
     walked++;
-    if (!walkPool(ctx, P, rpool, st, reqGroup.handlers)) continue;
+    if (!walkPool(ctx, P, rpool, st, reqGroup.handlers)) return;
+    reqPools.set(rpool, true);
     addTo(reqGroup, st);
     const rtotal = st.block_bytes + st.large_bytes;
     if (top.wants(rtotal)) {
@@ -380,6 +405,22 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
       if (uri !== undefined) e.uri = uri;
       top.add(e);
     }
+  };
+
+  for (let i = 0; i < connectionN; i++) {
+    // after a yield other code ran: the cycle and the array must be where they were; slots are re-read
+    if (i % TICK_EVERY === 0 && tickTimed() && arrayMoved()) {
+      aborted = "the connections array changed during the walk";
+      break;
+    }
+    visit(i, true);
+  }
+  for (let k = 0; k < deferred.length && !aborted; k++) {
+    if (k % TICK_EVERY === 0 && tickTimed() && arrayMoved()) {
+      aborted = "the connections array changed during the walk";
+      break;
+    }
+    visit(deferred[k], false);
   }
   walkMs += cpuMs() - segStart;
   if (aborted) return { available: false, error: aborted };
@@ -398,6 +439,8 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
       connection_n: connectionN,
       free: freeN,
       fake,
+      outgoing,
+      borrowed_pools: borrowed,
       by_listener: arr(byListener),
     },
     pools_walked: walked,
