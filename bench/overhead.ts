@@ -3,8 +3,8 @@
  *
  *   none     nginx without the include line (same modules loaded)
  *   agent    the include line, agent collecting every second
- *   deep     the include line, agent collecting every second, and a deep scan running back to back
- *            for the whole measurement (the bench loops ?deep=1 on the measured worker)
+ *   deep     the include line, agent collecting every second, and a deep scan started every second
+ *            (deep_interval_s 1: the next scan starts 1 s after the previous one ends)
  *   sampler  the include line, agent collecting every second, allocation sampler armed (default rate)
  *
  * Rounds alternate (config order rotated every round), each a short wrk run on loopback with
@@ -15,10 +15,10 @@
  * Then the cost curves:
  *   connections  bench/collect-cost.ts reused (10 → 10,000 held keepalive connections)
  *   heap         collection time and deep-scan time vs glibc heap size (10 MB → 1 GB, inflated
- *                through a test-only location with malloc'ed, touched 64 KB chunks)
+ *                through a test-only location with malloc'ed, touched 4 KB chunks: nginx's request pool size)
  *
  *   npm run bench:overhead            (= bash bench/run.sh overhead)
- *   options: --rounds 3 --seconds 5 --conns 32 --workers 1 --skip-scaling --heap-mb 10,100,1000
+ *   options (node dist/bench/overhead.js ...): --rounds 3 --seconds 5 --conns 32 --workers 1 --skip-scaling --heap-mb 10,100,1000 --chunk 4096
  *            --conn-levels 10,1000,10000
  * Writes bench/results/overhead-<time>.json (gitignored).
  */
@@ -41,6 +41,7 @@ const SECONDS = Number(arg("seconds", "5"));
 const CONNS = Number(arg("conns", "32"));
 const WORKERS = Number(arg("workers", "1"));
 const HEAP_MB = arg("heap-mb", "10,100,1000").split(",").map(Number);
+const CHUNK = Number(arg("chunk", "4096"));
 const CONN_LEVELS = arg("conn-levels", "10,1000,10000");
 const SKIP_SCALING = flag("skip-scaling");
 
@@ -59,7 +60,14 @@ class BareNginx extends Nginx {
   }
 }
 
-interface Run { rps: number; p50ms: number; p99ms: number; errors: number; requests: number }
+interface Run { rps: number; p50ms: number; p99ms: number; errors: number; requests: number; cpu_us_per_req?: number }
+
+/** CPU time the nginx workers ran (ns), from /proc/<pid>/schedstat: robust to other load on the machine. */
+function workerCpuNs(ngx: Nginx): number {
+  let t = 0;
+  for (const pid of ngx.workerPids()) t += Number(fs.readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+  return t;
+}
 
 function latency(v: string, unit: string): number {
   const x = Number(v);
@@ -100,11 +108,11 @@ async function json(port: number, q: string): Promise<any> {
   return JSON.parse(r.body);
 }
 
-function nginxOptions(dir: string, backendPort: number, agent: boolean): NginxOptions {
+function nginxOptions(dir: string, backendPort: number, cfg: Config): NginxOptions {
   return {
     workers: WORKERS,
     workerConnections: 4096,
-    agent: agent ? { interval_s: 1 } : undefined,
+    agent: cfg === "none" ? undefined : cfg === "deep" ? { interval_s: 1, deep_interval_s: 1 } : { interval_s: 1 },
     http: `
   upstream md_bench_backend { server 127.0.0.1:${backendPort}; keepalive 32; }
   server {
@@ -123,32 +131,36 @@ function nginxOptions(dir: string, backendPort: number, agent: boolean): NginxOp
   };
 }
 
-/** Test-only location (heap scaling): malloc and touch N MB in 64 KB chunks (below the mmap threshold: brk heap). */
+/**
+ * Test-only location (heap scaling): malloc and touch N MB in chunks of CHUNK bytes (below the
+ * mmap threshold: brk heap), never freed (the bench's nginx is stopped afterwards).
+ */
 const HEAP_LUA = `
     location = /t/inflate {
         content_by_lua_block {
             local ffi = require "ffi"
             pcall(ffi.cdef, "void *malloc(size_t); void free(void *);")
-            _G.__md_bench_keep = _G.__md_bench_keep or {}
-            local keep = _G.__md_bench_keep
+            _G.__md_bench_n = _G.__md_bench_n or 0
             local mb = tonumber(ngx.var.arg_mb) or 0
-            local n = math.floor(mb * 16)
+            local chunk = tonumber(ngx.var.arg_chunk) or 4096
+            local n = math.floor(mb * 1048576 / chunk)
             for i = 1, n do
-                local p = ffi.C.malloc(65536 - 64)
+                local p = ffi.C.malloc(chunk - 16)
                 if p == nil then ngx.status = 500 ngx.say("malloc failed") return end
-                ffi.fill(p, 65536 - 64, i % 251)
-                keep[#keep + 1] = p
+                ffi.fill(p, chunk - 16, i % 251)
             end
-            ngx.say(#keep)
+            _G.__md_bench_n = _G.__md_bench_n + n
+            ngx.say(_G.__md_bench_n)
         }
     }`;
 
 interface Sample { collect_ms: number[]; max_slice_ms: number[]; scans: { ms_total: number; wall_ms: number; max_slice_ms: number; slices: number; heap_bytes: number }[] }
 const emptySample = (): Sample => ({ collect_ms: [], max_slice_ms: [], scans: [] });
 
-/** Poll the worker's snapshots once a second during a run: collect_ms of every distinct seq. */
+/** Poll the worker's snapshots once a second during a run: collect_ms of every distinct seq, every finished deep scan. */
 async function pollSnapshots(ngx: Nginx, until: () => boolean, into: Sample): Promise<void> {
   const seen = new Set<string>();
+  const scans = new Set<string>();
   while (!until()) {
     const r = await json(ngx.memdiagPort, "").catch(() => undefined);
     for (const w of r?.workers ?? []) {
@@ -157,24 +169,13 @@ async function pollSnapshots(ngx: Nginx, until: () => boolean, into: Sample): Pr
       seen.add(k);
       into.collect_ms.push(w.collect_ms);
       into.max_slice_ms.push(w.max_slice_ms);
+      const sc = w.scan;
+      if (sc?.state === "done" && !scans.has(`${w.pid}/${sc.started}`)) {
+        scans.add(`${w.pid}/${sc.started}`);
+        into.scans.push({ ms_total: sc.ms_total, wall_ms: sc.wall_ms, max_slice_ms: sc.max_slice_ms, slices: sc.slices, heap_bytes: sc.heap_bytes });
+      }
     }
     await sleep(1000);
-  }
-}
-
-/** Deep scans back to back until told to stop; every finished scan's status recorded. */
-async function loopDeep(ngx: Nginx, until: () => boolean, into: Sample): Promise<void> {
-  while (!until()) {
-    const r = await httpGet(ngx.memdiagPort, "/_memdiag?deep=1", 600000);
-    if (r.status === 202) {
-      await sleep(20);
-      continue;
-    }
-    if (r.status !== 200) throw new Error(`?deep=1: ${r.status} ${r.body.slice(0, 300)}`);
-    const ws = JSON.parse(r.body).workers.filter((w: any) => w.scan?.state === "done");
-    ws.sort((a: any, b: any) => (b.scan.finished ?? 0) - (a.scan.finished ?? 0));
-    const w = ws[0];
-    if (w) into.scans.push({ ms_total: w.scan.ms_total, wall_ms: w.scan.wall_ms, max_slice_ms: w.scan.max_slice_ms, slices: w.scan.slices, heap_bytes: w.scan.heap_bytes });
   }
 }
 
@@ -182,10 +183,11 @@ async function measure(cfg: Config, ngx: Nginx, p: PathName, sample: Sample): Pr
   let done = false;
   const bg: Promise<void>[] = [];
   if (cfg !== "none") bg.push(pollSnapshots(ngx, () => done, sample));
-  if (cfg === "deep") for (let i = 0; i < WORKERS; i++) bg.push(loopDeep(ngx, () => done, sample));
-  if (cfg === "deep") await sleep(100); // the scan is running before wrk starts
   try {
-    return await wrk(ngx.appPort, PATHS[p]);
+    const c0 = workerCpuNs(ngx);
+    const r = await wrk(ngx.appPort, PATHS[p]);
+    r.cpu_us_per_req = (workerCpuNs(ngx) - c0) / 1000 / r.requests;
+    return r;
   } finally {
     done = true;
     await Promise.all(bg);
@@ -205,7 +207,7 @@ async function heapScaling(): Promise<any[]> {
     await ngx.snapshots();
     let inflated = 0;
     for (const mb of HEAP_MB) {
-      const r = await httpGet(ngx.memdiagPort, `/t/inflate?mb=${mb - inflated}`, 600000);
+      const r = await httpGet(ngx.memdiagPort, `/t/inflate?mb=${mb - inflated}&chunk=${CHUNK}`, 600000);
       if (r.status !== 200) throw new Error(`inflate: ${r.status} ${r.body}`);
       inflated = mb;
       const c: number[] = [], s: number[] = [];
@@ -221,7 +223,7 @@ async function heapScaling(): Promise<any[]> {
       const wall = Date.now() - t0;
       const heap = snap.glibc.arena_bytes + snap.glibc.mmap_bytes;
       const row = {
-        heap_mb: mb, glibc_heap_bytes: heap, rss_bytes: snap.system.rss_bytes,
+        heap_mb: mb, chunk_bytes: CHUNK, chunks: Number(r.body.trim()), glibc_heap_bytes: heap, rss_bytes: snap.system.rss_bytes,
         collect_ms: median(c), collect_max_slice_ms: median(s),
         deep_ms_total: d.scan.ms_total, deep_wall_ms: d.scan.wall_ms, deep_request_ms: wall, deep_max_slice_ms: d.scan.max_slice_ms,
         deep_slices: d.scan.slices, deep_heap_bytes: d.scan.heap_bytes,
@@ -277,7 +279,7 @@ async function main(): Promise<void> {
   const crashes: string[] = [];
   try {
     for (const c of configs) {
-      const o = nginxOptions(dir, await freePort(), c !== "none");
+      const o = nginxOptions(dir, await freePort(), c);
       inst[c] = c === "none" ? new BareNginx(o) : new Nginx(o);
       await inst[c]!.start();
       if (c !== "none") await inst[c]!.snapshots();
@@ -303,7 +305,7 @@ async function main(): Promise<void> {
           samples[c] ??= emptySample();
           const res = await measure(c, inst[c]!, p, samples[c]);
           (runs[key] ??= []).push(res);
-          process.stderr.write(`round ${r + 1} ${p.padEnd(6)} ${c.padEnd(7)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}\n`);
+          process.stderr.write(`round ${r + 1} ${p.padEnd(6)} ${c.padEnd(7)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  worker cpu ${res.cpu_us_per_req!.toFixed(2)} µs/req  errors ${res.errors}\n`);
         }
       }
     }
@@ -317,14 +319,17 @@ async function main(): Promise<void> {
     for (const p of Object.keys(PATHS) as PathName[]) {
       const base = runs[`none/${p}`];
       const bRps = median(base.map((x) => x.rps)), bP50 = median(base.map((x) => x.p50ms)), bP99 = median(base.map((x) => x.p99ms));
+      const bCpu = median(base.map((x) => x.cpu_us_per_req!));
       const bP99Spread = Math.max(...base.map((x) => x.p99ms)) - Math.min(...base.map((x) => x.p99ms));
       for (const c of configs) {
         const rs = runs[`${c}/${p}`];
         const s = samples[c] ?? emptySample();
+        const cpu = median(rs.map((x) => x.cpu_us_per_req!));
         const rps = median(rs.map((x) => x.rps)), p50 = median(rs.map((x) => x.p50ms)), p99 = median(rs.map((x) => x.p99ms));
         table.push({
           path: p, config: c, rounds: rs.length,
           rps, p50_ms: p50, p99_ms: p99, errors: rs.reduce((a, b) => a + b.errors, 0),
+          cpu_us_per_req: cpu, cpu_ratio: cpu / bCpu, cpu_overhead_pct: (cpu / bCpu - 1) * 100,
           rps_ratio: rps / bRps, throughput_loss_pct: (1 - rps / bRps) * 100,
           p50_delta_ms: p50 - bP50, p99_delta_ms: p99 - bP99, p99_ratio: p99 / bP99, baseline_p99_spread_ms: bP99Spread,
           rps_rounds: rs.map((x) => Math.round(x.rps)), p99_rounds: rs.map((x) => x.p99ms),
@@ -341,11 +346,11 @@ async function main(): Promise<void> {
     for (const row of table) {
       if (row.config === "agent") {
         const ok = row.throughput_loss_pct <= 1 && row.p99_delta_ms <= Math.max(row.baseline_p99_spread_ms, 0.05);
-        verdicts.push(`${ok ? "PASS" : "MISS"} agent/${row.path}: ${fmt(row.throughput_loss_pct)} % loss (≤ 1 %), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (baseline spread ${fmt(row.baseline_p99_spread_ms, 3)} ms)`);
+        verdicts.push(`${ok ? "PASS" : "MISS"} agent/${row.path}: ${fmt(row.throughput_loss_pct)} % loss (≤ 1 %; worker CPU per request ${fmt(row.cpu_overhead_pct)} %), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (baseline spread ${fmt(row.baseline_p99_spread_ms, 3)} ms)`);
       }
       if (row.config === "deep") {
         const ok = row.throughput_loss_pct <= 3 && row.p99_delta_ms <= 1.5;
-        verdicts.push(`${ok ? "PASS" : "MISS"} deep/${row.path}: ${fmt(row.throughput_loss_pct)} % loss (≤ 3 %), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (≤ +1.5 ms)`);
+        verdicts.push(`${ok ? "PASS" : "MISS"} deep/${row.path}: ${fmt(row.throughput_loss_pct)} % loss (≤ 3 %; worker CPU per request ${fmt(row.cpu_overhead_pct)} %), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (≤ +1.5 ms)`);
       }
     }
 
@@ -373,9 +378,9 @@ async function main(): Promise<void> {
     // ---- print
     console.log(`\noverhead: ${ROUNDS} rounds × ${SECONDS} s per config and path, alternating; wrk -t1 -c${CONNS} keepalive on loopback; ${WORKERS} nginx worker(s)`);
     console.log(`machine: ${machine.cpus} × ${machine.cpu}, ${machine.mem_gb} GB, Linux ${machine.kernel}`);
-    const H = ["path", "config", "req/s", "ratio", "loss %", "p50 ms", "p99 ms", "Δp99 ms", "errors", "collect ms p50/p99", "max slice ms", "deep scans (worker ms p50)"];
+    const H = ["path", "config", "req/s", "ratio", "loss %", "cpu µs/req", "cpu +%", "p50 ms", "p99 ms", "Δp99 ms", "errors", "collect ms p50/p99", "max slice ms", "deep scans (worker ms p50)"];
     const lines = table.map((r) => [
-      r.path, r.config, r.rps.toFixed(0), r.rps_ratio.toFixed(4), fmt(r.throughput_loss_pct), fmt(r.p50_ms, 3), fmt(r.p99_ms, 3),
+      r.path, r.config, r.rps.toFixed(0), r.rps_ratio.toFixed(4), fmt(r.throughput_loss_pct), fmt(r.cpu_us_per_req, 2), fmt(r.cpu_overhead_pct), fmt(r.p50_ms, 3), fmt(r.p99_ms, 3),
       (r.p99_delta_ms >= 0 ? "+" : "") + fmt(r.p99_delta_ms, 3), String(r.errors),
       r.collections ? `${fmt(r.collect_ms_p50, 3)}/${fmt(r.collect_ms_p99, 3)} (n=${r.collections})` : "-",
       r.collections ? fmt(Math.max(r.collect_max_slice_ms, r.deep_max_slice_ms || 0), 3) : "-",
@@ -394,7 +399,7 @@ async function main(): Promise<void> {
     if (heapRows.length) {
       console.log("\ncollection and deep-scan time vs glibc heap size:");
       for (const r of heapRows) {
-        console.log(`  heap ${String(r.heap_mb).padStart(5)} MB (glibc ${(r.glibc_heap_bytes / 1048576).toFixed(0)} MB): collect ${fmt(r.collect_ms, 3)} ms | deep scan ${fmt(r.deep_ms_total, 1)} ms worker, ${fmt(r.deep_wall_ms, 0)} ms wall, ${r.deep_slices} slices, max slice ${fmt(r.deep_max_slice_ms, 3)} ms, ${fmt(r.deep_ns_per_byte, 2)} ns/byte`);
+        console.log(`  heap ${String(r.heap_mb).padStart(5)} MB (glibc ${(r.glibc_heap_bytes / 1048576).toFixed(0)} MB, ${r.chunks} chunks of ${r.chunk_bytes} B): collect ${fmt(r.collect_ms, 3)} ms | deep scan ${fmt(r.deep_ms_total, 1)} ms worker, ${fmt(r.deep_wall_ms, 0)} ms wall, ${r.deep_slices} slices, max slice ${fmt(r.deep_max_slice_ms, 3)} ms, ${fmt(r.deep_ns_per_byte, 2)} ns/byte`);
       }
     }
     console.log(crashes.length ? `\nWORKER CRASHES:\n${crashes.join("\n")}` : "\nno worker crashed");
