@@ -28,6 +28,7 @@ async function outage(queueMax: number | undefined, intervals: number) {
     const lat: number[] = [];
     let ok = 0;
     const published = new Map<number, number>();
+    const queues = new Map<number, { count: number; bytes: number; max_count: number; max_bytes: number; connected: boolean }>();
     while (true) {
       for (let i = 0; i < 50; i++) {
         const t0 = process.hrtime.bigint();
@@ -37,6 +38,13 @@ async function outage(queueMax: number | undefined, intervals: number) {
       }
       const snaps = await ngx.snapshots();
       for (const s of snaps) published.set(s.pid, s.seq);
+      // the push state of whichever worker answers: its queue while the control plane is away
+      for (let k = 0; k < 4; k++) {
+        const st = JSON.parse((await ngx.memdiag("?push=1")).body);
+        const q = st.queue;
+        const m = queues.get(st.pid) ?? { count: 0, bytes: 0, max_count: q.max_count, max_bytes: q.max_bytes, connected: false };
+        queues.set(st.pid, { ...m, count: Math.max(m.count, q.count), bytes: Math.max(m.bytes, q.bytes), connected: m.connected || st.connected });
+      }
       if (pids.every((p) => (published.get(p) ?? 0) >= before.get(p)! + intervals)) break;
       await sleep(200);
     }
@@ -45,7 +53,7 @@ async function outage(queueMax: number | undefined, intervals: number) {
     await peer.start(peer.port);
     // everything published before the restart must be accounted for: received, or counted as dropped
     await peer.waitFor("queue drained", () => pids.every((p) => peer.unique(p).some((r) => r.msg.seq >= published.get(p)!)), 40000);
-    return { peer, ngx, pids, before, published, ok, lat, rssDown };
+    return { peer, ngx, pids, before, published, ok, lat, rssDown, queues };
   } catch (e) {
     await ngx.stop();
     await peer.stop();
@@ -85,6 +93,16 @@ describe("push: control plane down for several intervals, queue large enough", (
       expect(seqs).toEqual(Array.from({ length: max }, (_, i) => i + 1));
       expect(rs.every((r) => !r.msg.dropped)).toBe(true);
       expect(rs.every((r) => r.valid)).toBe(true);
+    }
+  });
+
+  test("while it was down the snapshots waited in the queue (never connected)", () => {
+    expect(o.queues.size).toBeGreaterThan(0);
+    for (const q of o.queues.values()) {
+      expect(q.connected).toBe(false);
+      expect(q.count).toBeGreaterThanOrEqual(3);
+      expect(q.count).toBeLessThanOrEqual(q.max_count);
+      expect(q.bytes).toBeLessThanOrEqual(q.max_bytes);
     }
   });
 
@@ -133,6 +151,14 @@ describe("push: control plane down longer than the queue holds", () => {
       const firstAfter = rs.findIndex((r) => (r.msg.dropped ?? 0) > 0);
       const burst = rs.slice(firstAfter, firstAfter + Q).map((r) => r.msg.seq);
       expect(burst).toEqual(Array.from({ length: Q }, (_, i) => seqs[firstAfter] + i));
+    }
+  });
+
+  test("the queue never held more than its cap", () => {
+    expect(o.queues.size).toBeGreaterThan(0);
+    for (const q of o.queues.values()) {
+      expect(q.max_count).toBe(Q);
+      expect(q.count).toBe(Q);
     }
   });
 

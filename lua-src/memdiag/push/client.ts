@@ -1,7 +1,8 @@
 import * as semaphore from "ngx.semaphore";
 import { config } from "../config";
 import { collectAndPublish, onSnapshot } from "../agent";
-import { decode } from "../util/json";
+import { arr, decode } from "../util/json";
+import { registerParam } from "../http/endpoint";
 import { Entry, Ring } from "./queue";
 import { Backoff, seededRand } from "./backoff";
 import { trimToFit } from "./trim";
@@ -565,3 +566,26 @@ export function startPush(): void {
 export function pushQueue(): Ring | undefined {
   return queue;
 }
+
+/** This worker's push state: /_memdiag?push=1 (answered by whichever worker takes the request). */
+export function pushStatus(): { [k: string]: unknown } {
+  const q = queue;
+  return {
+    pid: ngx.worker.pid(),
+    enabled: started,
+    url: config.control_plane_url,
+    connected: stats.connected,
+    connects: stats.connects,
+    sent: stats.sent,
+    acked: stats.acked,
+    rejected: stats.rejected,
+    trimmed: stats.trimmed,
+    last_error: stats.last_error,
+    frame_limit: frameLimit(),
+    queue: q
+      ? { count: q.count, bytes: q.bytes, max_count: q.maxCount, max_bytes: q.maxBytes, inflight: q.inflight(), dropped_total: q.droppedTotal, dropped_pending: q.droppedPending, seqs: arr(q.seqs()) }
+      : undefined,
+  };
+}
+
+registerParam("push", "1 = this worker's websocket push state (connection, queue, counters)", undefined, () => $multi(200, pushStatus()));
