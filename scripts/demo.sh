@@ -11,6 +11,7 @@
 #
 # Non-interactive (tests, CI): MEMDIAG_DEMO_SECONDS=90 npm run demo
 #   runs that long, prints one console frame, exits 0 when the top suspect is the leak, 1 otherwise.
+# MEMDIAG_DEMO_CP_PORT=N: control-plane port (default 9146, or any free port when taken; 0 = any).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -25,17 +26,21 @@ if [[ -n "$SECS" && ! "$SECS" =~ ^[0-9]+$ ]]; then
   exit 2
 fi
 
-say "checking packages (Debian: nginx, lua module, build tools; npm) and building…"
-bash scripts/install-deps.sh test
-bash scripts/ensure-npm.sh >/dev/null
+if [[ -z "${MEMDIAG_DEMO_NO_SETUP:-}" ]]; then # (tests set it: they have installed and built already)
+  say "checking packages (Debian: nginx, lua module, build tools; npm) and building…"
+  bash scripts/install-deps.sh test
+  bash scripts/ensure-npm.sh >/dev/null
+fi
 bash scripts/build-fixture.sh
 
 NGINX_PID=""
 CP_PID=""
 TRAFFIC_PID=""
+SLEEP_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  [[ -n "$SLEEP_PID" ]] && kill "$SLEEP_PID" 2>/dev/null || true
   [[ -n "$TRAFFIC_PID" ]] && kill -TERM "$TRAFFIC_PID" 2>/dev/null && wait "$TRAFFIC_PID" 2>/dev/null || true
   if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
     kill -QUIT "$NGINX_PID" 2>/dev/null || true
@@ -92,7 +97,7 @@ if [[ -n "$SECS" ]]; then
   say "running for $SECS s…"
   end=$((SECONDS + SECS))
   while ((SECONDS < end)); do
-    sleep 5
+    sleep 5 & SLEEP_PID=$!; wait "$SLEEP_PID" # (a plain sleep would hold off the INT/TERM trap until it ends)
     kill -0 "$NGINX_PID" 2>/dev/null || { say "nginx exited"; tail -20 "$DEMO_DIR/logs/error.log" >&2; exit 1; }
     kill -0 "$CP_PID" 2>/dev/null || { say "the control plane exited"; tail -20 "$DEMO_DIR/logs/control-plane.log" >&2; exit 1; }
   done
@@ -108,7 +113,7 @@ if [[ -t 0 && -t 1 ]]; then
 else
   # no terminal: print a frame every 15 s until stopped
   while kill -0 "$NGINX_PID" 2>/dev/null; do
-    sleep 15
+    sleep 15 & SLEEP_PID=$!; wait "$SLEEP_PID"
     node bin/memdiag console --url "$URL" --token "$TOKEN" --window "${WINDOW}s" --once || true
   done
 fi
