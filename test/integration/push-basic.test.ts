@@ -72,21 +72,24 @@ describe("push: snapshots from every worker reach the control plane", () => {
     expect(peer.received.filter((r) => r.msg.reply_to === id).length).toBe(1);
   });
 
-  test("deep without a deep scan answers command_result ok:false; unknown commands too", async () => {
+  test("a deep command runs a deep scan and is answered by a snapshot carrying its result", async () => {
     const pid = ngx.workerPids()[0];
     const id = peer.command(pid, "deep");
-    const res = await peer.waitFor("deep result", () => peer.results.find((r) => r.id === id) ?? peer.received.find((r) => r.msg.reply_to === id));
-    if ("ok" in res) {
-      expect(res.ok).toBe(false);
-      expect(res.error).toBe("deep scan not available");
-    } else {
-      // a deep scan exists by now: its snapshot answers
-      expect(res.valid).toBe(true);
-    }
+    const res = await peer.waitFor("deep answer", () => peer.results.find((r) => r.id === id) ?? peer.received.find((r) => r.msg.reply_to === id), 120000);
+    expect("ok" in res ? res : undefined).toBeUndefined();
+    const r = res as any;
+    expect(r.valid).toBe(true);
+    expect(r.pid).toBe(pid);
+    expect(r.msg.snapshot.scan.state).toBe("done");
+    expect(Array.isArray(r.msg.snapshot.glibc.size_classes)).toBe(true);
+  });
+
+  test("unknown commands get command_result ok:false", async () => {
+    const pid = ngx.workerPids()[0];
     const bad = peer.command(pid, "explode");
     const br = await peer.waitFor("bad result", () => peer.results.find((r) => r.id === bad));
     expect(br.ok).toBe(false);
-    expect(br.error).toMatch(/unknown command/);
+    expect(br.error).toMatch(/unknown command 'explode'/);
   });
 
   test("one connection per worker, requests unaffected, no errors logged", async () => {
