@@ -94,3 +94,32 @@ describe("push: frames above max_frame_bytes are trimmed and say so", () => {
     }
   });
 });
+
+describe("push: frames above one fragment (64 KB) go as a fragmented message and arrive intact", () => {
+  // ~300 zones with long names: a snapshot of ~100 KB without touching the collectors
+  const names = Array.from({ length: 300 }, (_, i) => `push_frag_${String(i).padStart(3, "0")}_${"x".repeat(180)}`);
+  const dicts = names.map((n) => `lua_shared_dict ${n} 16k;`).join("\n");
+
+  test("the peer receives the whole snapshot, equal to the published one", async () => {
+    const peer = new WsPeer({ token: "t" });
+    await peer.start(await freePort());
+    const ngx = new Nginx({ workers: 1, http: dicts, dictSize: "64m", agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
+    await ngx.start();
+    try {
+      const pid = ngx.workerPids()[0];
+      const r = await peer.waitFor("a big snapshot", () => peer.unique(pid).find((x) => x.bytes > 65536 * 1.3));
+      expect(r.valid).toBe(true);
+      const s = r.msg.snapshot as any;
+      expect(s.trimmed).toBeUndefined();
+      const got = new Set(s.shm.map((z: any) => z.name));
+      for (const n of names) expect(got.has(n)).toBe(true);
+      const pub = JSON.parse((await ngx.memdiag(`?pid=${pid}`)).body).workers[0];
+      const again = await peer.waitFor("the published seq", () => peer.unique(pid).find((x) => x.msg.seq === pub.seq));
+      expect(again.msg.snapshot).toEqual(pub);
+      expect(ngx.errors().filter((l) => /memdiag push/.test(l))).toEqual([]);
+    } finally {
+      await ngx.stop();
+      await peer.stop();
+    }
+  });
+});
