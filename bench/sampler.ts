@@ -6,8 +6,10 @@
  *   armed     same instance, sampler armed at the default rate (512 KiB, pool blocks in full)
  * One worker per nginx, wrk with one thread: the machine has 2 cores.
  *
- *   npx tsc -p tsconfig.json && node dist/bench/sampler.js [--rounds 5] [--seconds 5] [--path /ok] [--conns 32]
+ *   npx tsc -p tsconfig.json && node dist/bench/sampler.js [--rounds 5] [--seconds 5] [--path /ok] [--conns 32] [--rate BYTES]
  * Prints the medians and the ratios; targets: armed ≤ 3 % throughput loss, ≤ 5 % p99 increase.
+ * Also the worker's CPU time per request (from /proc/<pid>/stat), which stays meaningful when
+ * other jobs load the machine and throughput/p99 do not.
  */
 import { execFile } from "child_process";
 import * as fs from "fs";
@@ -34,14 +36,24 @@ class BareNginx extends Nginx {
   }
 }
 
-interface Run { rps: number; p99ms: number; p50ms: number; errors: number }
+interface Run { rps: number; p99ms: number; p50ms: number; errors: number; cpu_us: number }
+
+/** utime + stime of a process in seconds (clock ticks of 10 ms) */
+function cpuSeconds(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
 
 function parseLatency(v: string, unit: string): number {
   const x = Number(v);
   return unit === "us" ? x / 1000 : unit === "s" ? x * 1000 : x;
 }
 
-function wrk(port: number): Promise<Run> {
+/** wrk against the nginx; cpu_us = the worker's CPU time per request (robust when other jobs share the machine) */
+function wrk(ngx: Nginx): Promise<Run> {
+  const port = ngx.appPort;
+  const pid = ngx.workerPids()[0];
+  const c0 = cpuSeconds(pid);
   return new Promise((resolve, reject) => {
     execFile("wrk", ["-t1", `-c${CONNS}`, `-d${SECONDS}s`, "--latency", `http://127.0.0.1:${port}${PATH}`], { encoding: "utf8" }, (err, out) => {
       if (err) return reject(err);
@@ -52,7 +64,9 @@ function wrk(port: number): Promise<Run> {
       const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
       if (!rps || !p99 || !p50) return reject(new Error(`cannot parse wrk output:\n${out}`));
       const errors = (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0);
-      resolve({ rps: Number(rps[1]), p99ms: parseLatency(p99[1], p99[2]), p50ms: parseLatency(p50[1], p50[2]), errors });
+      const requests = Number(rps[1]) * SECONDS;
+      const cpu_us = ((cpuSeconds(pid) - c0) / requests) * 1e6;
+      resolve({ rps: Number(rps[1]), p99ms: parseLatency(p99[1], p99[2]), p50ms: parseLatency(p50[1], p50[2]), errors, cpu_us });
     });
   });
 }
@@ -84,21 +98,21 @@ async function main(): Promise<void> {
     await sampler(agent, "disarm");
     await sampler(agent, "clear");
     // warm both
-    await wrk(agent.appPort);
-    await wrk(bare.appPort);
+    await wrk(agent);
+    await wrk(bare);
     const order = ["absent", "disarmed", "armed"];
     for (let r = 0; r < ROUNDS; r++) {
       for (let k = 0; k < order.length; k++) {
         const v = order[(k + r) % order.length];
         if (v === "armed") await sampler(agent, RATE ? `arm&sampler_rate=${RATE}` : "arm");
-        const res = await wrk(v === "absent" ? bare.appPort : agent.appPort);
+        const res = await wrk(v === "absent" ? bare : agent);
         if (v === "armed") {
           stats = await sampler(agent, "status");
           await sampler(agent, "disarm");
           await sampler(agent, "clear");
         }
         results[v].push(res);
-        process.stderr.write(`round ${r + 1} ${v.padEnd(8)} ${res.rps.toFixed(0)} req/s  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  errors ${res.errors}\n`);
+        process.stderr.write(`round ${r + 1} ${v.padEnd(8)} ${res.rps.toFixed(0)} req/s  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  worker cpu ${res.cpu_us.toFixed(2)} us/req  errors ${res.errors}\n`);
       }
     }
     const crashed = [agent, bare].some((n) => n.errors().some((l) => /exited on signal/.test(l)));
@@ -107,12 +121,16 @@ async function main(): Promise<void> {
       path: PATH, rounds: ROUNDS, seconds: SECONDS, conns: CONNS, mean_bytes: stats?.mean_bytes,
       rps: { absent: m("absent", "rps"), disarmed: m("disarmed", "rps"), armed: m("armed", "rps") },
       p99_ms: { absent: m("absent", "p99ms"), disarmed: m("disarmed", "p99ms"), armed: m("armed", "p99ms") },
+      worker_cpu_us_per_request: { absent: m("absent", "cpu_us"), disarmed: m("disarmed", "cpu_us"), armed: m("armed", "cpu_us") },
       ratios: {
         armed_vs_absent_throughput: m("armed", "rps") / m("absent", "rps"),
         disarmed_vs_absent_throughput: m("disarmed", "rps") / m("absent", "rps"),
         armed_vs_disarmed_throughput: m("armed", "rps") / m("disarmed", "rps"),
         armed_vs_absent_p99: m("armed", "p99ms") / m("absent", "p99ms"),
         disarmed_vs_absent_p99: m("disarmed", "p99ms") / m("absent", "p99ms"),
+        armed_vs_absent_cpu_per_request: m("armed", "cpu_us") / m("absent", "cpu_us"),
+        armed_vs_disarmed_cpu_per_request: m("armed", "cpu_us") / m("disarmed", "cpu_us"),
+        disarmed_vs_absent_cpu_per_request: m("disarmed", "cpu_us") / m("absent", "cpu_us"),
       },
       armed_last_round: stats && { sampled: stats.sampled, recorded_aligned: stats.recorded_aligned, unwinds: stats.unwinds, stack_cache_hits: stats.stack_cache_hits, backtrace_ms: stats.backtrace_ms, armed_s: stats.armed_s, drops: stats.drops },
       errors: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.reduce((a, b) => a + b.errors, 0)])),
@@ -121,8 +139,13 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(summary, null, 2));
     const loss = (1 - summary.ratios.armed_vs_absent_throughput) * 100;
     const p99 = (summary.ratios.armed_vs_absent_p99 - 1) * 100;
+    const cpu = (summary.ratios.armed_vs_disarmed_cpu_per_request - 1) * 100;
     console.log(`armed: ${loss.toFixed(1)} % throughput loss (target ≤ 3 %), p99 ${p99 >= 0 ? "+" : ""}${p99.toFixed(1)} % (target ≤ 5 %); ` +
-      `disarmed vs absent: ${((1 - summary.ratios.disarmed_vs_absent_throughput) * 100).toFixed(1)} % throughput loss`);
+      `worker CPU per request armed vs disarmed ${cpu >= 0 ? "+" : ""}${cpu.toFixed(1)} %; ` +
+      `disarmed vs absent: ${((1 - summary.ratios.disarmed_vs_absent_throughput) * 100).toFixed(1)} % throughput loss, ` +
+      `CPU/request ${((summary.ratios.disarmed_vs_absent_cpu_per_request - 1) * 100).toFixed(1)} %`);
+    const load = fs.readFileSync("/proc/loadavg", "utf8").split(" ")[0];
+    console.log(`load average during the run: ${load} on ${require("os").cpus().length} cores (throughput/p99 ratios are only meaningful on an otherwise idle machine)`);
     if (process.env.BENCH_OUT) fs.writeFileSync(process.env.BENCH_OUT, JSON.stringify(summary, null, 2));
   } finally {
     await agent.stop();

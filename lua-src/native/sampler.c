@@ -365,7 +365,11 @@ static uint32_t stack_intern(void **f, int n, uint32_t fn, uint64_t h)
     return 0;
 }
 
-/* caller holds table_lock: unlink the record of p, if any */
+/*
+ * caller holds table_lock: unlink every record of p (normally one; a stale one
+ * is left when hooked memory was freed by code we do not hook and the address
+ * came back)
+ */
 static void entry_remove_locked(uint64_t p)
 {
     uint32_t b = ptr_bucket(p);
@@ -388,7 +392,7 @@ static void entry_remove_locked(uint64_t p)
             free_list = idx;
             live_entries--;
             st_frees++;
-            return;
+            continue;       /* link now points at the next record */
         }
         link = &e->next;
     }
@@ -566,8 +570,6 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
         st_cache_hits++;
     }
     if (sampled) st_sampled++; else st_aligned++;
-    /* the address may still carry a stale record (freed by code we do not hook) */
-    entry_remove_locked((uint64_t) (uintptr_t) ptr);
     if (s == 0) {
         st_drop_stacks++;
         goto done;
