@@ -118,7 +118,7 @@ export function apiRouter(d: ApiDeps): Router {
     const p = d.writer.pending(id);
     if (p) {
       const zlib = require("zlib") as typeof import("zlib");
-      return { id, worker: store.workerById(p.worker)?.key, seq: p.seq, time: p.time, deep: p.deep, stored: false, snapshot: JSON.parse(zlib.gunzipSync(p.full).toString("utf8")) };
+      return { id, worker: store.workerById(p.worker)?.key, seq: p.seq, time: p.time, deep: p.deep, stored: false, snapshot: JSON.parse(zlib.gunzipSync(p.full).toString("utf8")).snapshot };
     }
     throw new HttpError(404, `snapshot ${id} not found`);
   }));
@@ -138,7 +138,14 @@ export function apiRouter(d: ApiDeps): Router {
     return store.metricNames();
   }));
 
-  r.get("/diff", h((req) => {
+  r.get("/diff", h((req, res) => {
+    const t = performance.now();
+    const d = diff(req);
+    res.setHeader("Server-Timing", `diff;dur=${(performance.now() - t).toFixed(3)}`);
+    return d;
+  }));
+
+  const diff = (req: Request) => {
     const q = query(req, ["a", "b", "worker", "instance", "from", "to"]);
     if (q.a !== undefined || q.b !== undefined) {
       if (q.a === undefined || q.b === undefined) throw new HttpError(400, "a and b (snapshot ids) go together");
@@ -152,7 +159,7 @@ export function apiRouter(d: ApiDeps): Router {
     const from = parseTime(q.from, "from");
     const to = q.to !== undefined ? parseTime(q.to, "to") : Date.now() / 1000;
     return diffTimes(store, { worker: q.worker, instance: q.instance }, from, to);
-  }));
+  };
 
   r.get("/suspects", h((req) => {
     const q = query(req, ["window", "instance", "worker"]);

@@ -19,9 +19,11 @@ export interface Command {
 
 const SERVE_USAGE = `memdiag serve [--port N] [--host H] [--db FILE] [--token T] [--config FILE]
               [--max-frame-bytes N] [--static DIR] [--full-resolution-hours H] [--retention-days D]
+              [--sync normal|full]
   Each also from the environment (MEMDIAG_PORT, MEMDIAG_HOST, MEMDIAG_DB, MEMDIAG_TOKEN) or
   memdiag.config.json (control_plane.listen, control_plane.db, token); flags win, then env, then file.
-  Listens on 127.0.0.1:9146 by default; a non-loopback host needs a token.`;
+  Listens on 127.0.0.1:9146 by default; a non-loopback host needs a token.
+  --sync full: fsync every commit (acked snapshots survive power loss, not only a crash of this process).`;
 
 async function serve(argv: string[]): Promise<number> {
   const opts = resolveServeOptions(argv);

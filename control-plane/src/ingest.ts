@@ -16,7 +16,7 @@ import { Store, WorkerRow } from "./store";
 import { Writer } from "./writer";
 import { LiveHub } from "./live";
 import { Logger } from "./log";
-import { summarize } from "./summary";
+import { summarize, Summary } from "./summary";
 import { tokenEquals } from "./auth";
 
 export interface IngestOptions {
@@ -58,7 +58,11 @@ interface Conn {
   bad: number;
   alive: boolean;
   helloTimer?: NodeJS.Timeout;
+  /** replies of this event-loop turn are written in one go */
+  corked: boolean;
 }
+
+const GZIP: zlib.ZlibOptions = { level: 3, memLevel: 6, windowBits: 13 };
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -123,7 +127,18 @@ export class Ingest {
   }
 
   private send(c: Conn, m: ServerToAgentMsg): void {
-    if (c.ws.readyState === WebSocket.OPEN) c.ws.send(JSON.stringify(m));
+    if (c.ws.readyState !== WebSocket.OPEN) return;
+    const sock = (c.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+    if (sock && !c.corked) {
+      // acks of one commit go out in one write
+      c.corked = true;
+      sock.cork();
+      process.nextTick(() => {
+        c.corked = false;
+        sock.uncork();
+      });
+    }
+    c.ws.send(JSON.stringify(m));
   }
 
   private closeConn(c: Conn, code: number, reason: string): void {
@@ -134,7 +149,7 @@ export class Ingest {
 
   private onConnection(ws: WebSocket, req: IncomingMessage): void {
     this.stats.connections++;
-    const c: Conn = { ws, remote: `${req.socket.remoteAddress}:${req.socket.remotePort}`, bad: 0, alive: true };
+    const c: Conn = { ws, remote: `${req.socket.remoteAddress}:${req.socket.remotePort}`, bad: 0, alive: true, corked: false };
     (ws as WebSocket & { conn?: Conn }).conn = c;
     c.helloTimer = setTimeout(() => {
       if (!c.worker) this.closeConn(c, Close.HELLO_REQUIRED, `no hello within ${this.opts.helloTimeoutMs} ms`);
@@ -182,9 +197,10 @@ export class Ingest {
     this.stats.frames++;
     const received = performance.now();
     if (isBinary) return this.reject(c, "binary", "binary frames are not accepted; send JSON text frames");
+    const raw = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
     let msg: unknown;
     try {
-      msg = JSON.parse(data.toString());
+      msg = JSON.parse(raw.toString());
     } catch (e) {
       if (!c.worker) return this.closeConn(c, Close.HELLO_REQUIRED, "first frame must be a hello (got invalid JSON)");
       return this.reject(c, "json", `malformed JSON: ${(e as Error).message}`);
@@ -200,7 +216,7 @@ export class Ingest {
     }
     if (msg.type === "hello") return this.reject(c, "hello", "hello already received on this connection");
     if (msg.type === "command_result") return this.onCommandResult(c, msg);
-    return this.onSnapshot(c, msg, received);
+    return this.onSnapshot(c, msg, received, raw);
   }
 
   private onHello(c: Conn, m: Obj): void {
@@ -238,7 +254,7 @@ export class Ingest {
     this.live.onCommandResult({ type: "command_result", id: m.id, worker: c.worker!.key, command: cmd?.command ?? "collect", ok: m.ok, error });
   }
 
-  private onSnapshot(c: Conn, m: Obj, received: number): void {
+  private onSnapshot(c: Conn, m: Obj, received: number, raw: Buffer): void {
     const w = c.worker!;
     const seq = isInt(m.seq) && m.seq >= 0 ? m.seq : undefined;
     if (seq === undefined) return this.reject(c, "envelope", "snapshot frame needs an integer 'seq' >= 0");
@@ -255,30 +271,35 @@ export class Ingest {
     }
     const sum = summarize(s);
     const time = s.time as number;
-    const json = JSON.stringify(s);
-    const full = zlib.gzipSync(json, { level: 3 });
-    const id = this.store.allocateId();
     const rss = (s.system as Obj).rss_bytes as number;
+    const replyTo = typeof m.reply_to === "string" ? m.reply_to : undefined;
+    // the frame as the agent sent it, compressed (small zlib state: cheap per call)
+    const full = zlib.gzipSync(raw, GZIP);
+    this.store_(c, w, { seq, time, rss, sum, replyTo, full, received, rawBytes: raw.length });
+  }
+
+  private store_(c: Conn, w: WorkerRow, x: { seq: number; time: number; rss: number; sum: Summary; replyTo?: string; full: Buffer; received: number; rawBytes: number }): void {
+    const { seq, sum } = x;
+    const id = this.store.allocateId();
+    let early = false;
     const update = () => {
       w.snapshots++;
       w.last_snapshot_id = Math.max(w.last_snapshot_id ?? 0, id);
-      w.rss_bytes = rss;
+      w.rss_bytes = x.rss;
       w.last_seen = Math.max(w.last_seen, Date.now() / 1000);
       if (this.agents.get(w.key) === c || w.state === "live") {
-        this.live.onSnapshot({ type: "snapshot", worker: workerInfo(w), snapshot_id: id, summary: { time, seq: s.seq as number, metrics: sum.metrics } });
+        this.live.onSnapshot({ type: "snapshot", worker: workerInfo(w), snapshot_id: id, summary: { time: x.time, seq: seq, metrics: sum.metrics } });
       }
     };
-    const replyTo = typeof m.reply_to === "string" ? m.reply_to : undefined;
-    let early = false;
     const ok = this.writer.enqueue({
-      snap: { id, worker: w.id, seq, time, received: Date.now(), deep: sum.deep, rss_bytes: rss, metrics: sum.metrics, unrooted: sum.unrooted, full },
-      bytes: full.length + json.length / 4 + 2048,
-      receivedAt: received,
+      snap: { id, worker: w.id, seq, time: x.time, received: Date.now(), deep: sum.deep, rss_bytes: x.rss, metrics: sum.metrics, unrooted: sum.unrooted, full: x.full },
+      bytes: x.full.length + x.rawBytes / 4 + 2048,
+      receivedAt: x.received,
       done: (fresh) => {
         if (fresh) {
           this.stats.snapshots++;
           if (!early) update();
-          const cmd = replyTo ? this.commands.get(replyTo) : undefined;
+          const cmd = x.replyTo ? this.commands.get(x.replyTo) : undefined;
           if (cmd) cmd.snapshot_id = id;
         } else this.stats.duplicates++;
         this.send(c, { type: "ack", seq });

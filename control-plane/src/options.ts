@@ -52,7 +52,7 @@ function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1], port: parsePort(m[2], "control_plane.listen") };
 }
 
-export const SERVE_FLAGS = ["port", "host", "db", "token", "config", "max-frame-bytes", "static", "retention-days", "full-resolution-hours"];
+export const SERVE_FLAGS = ["port", "host", "db", "token", "config", "max-frame-bytes", "static", "retention-days", "full-resolution-hours", "sync"];
 
 export function resolveServeOptions(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ServerOptions {
   const f = parseFlags(argv, SERVE_FLAGS);
@@ -81,8 +81,10 @@ export function resolveServeOptions(argv: readonly string[], env: NodeJS.Process
   if (!isLoopbackHost(host) && !token) {
     throw new UsageError(`refusing to listen on ${host} without a token: memory data would be readable by anyone who can reach it. Set --token, MEMDIAG_TOKEN or "token" in ${file}, or listen on 127.0.0.1`);
   }
+  const sync = (f.values.sync ?? "normal").toUpperCase();
+  if (sync !== "NORMAL" && sync !== "FULL") throw new UsageError(`--sync: expected normal or full, got '${f.values.sync}'`);
   return serverOptions({
-    host, port, db, token,
+    host, port, db, token, synchronous: sync,
     maxFrameBytes: num("max-frame-bytes", DEFAULT_SERVER.maxFrameBytes),
     fullResolutionHours: num("full-resolution-hours", cfg.control_plane.full_resolution_hours),
     retentionDays: num("retention-days", cfg.control_plane.retention_days),

@@ -56,7 +56,7 @@ export const DEFAULT_SERVER: Omit<ServerOptions, "db"> = {
   pruneIntervalMs: 5 * 60 * 1000,
   suspectsIntervalMs: 10000,
   suspectsWindowS: 600,
-  synchronous: "FULL",
+  synchronous: "NORMAL",
   writer: DEFAULT_WRITER,
 };
 

@@ -1,7 +1,8 @@
 /**
  * SQLite storage (better-sqlite3, WAL). One row per snapshot: a few summary
- * columns, the flattened metrics as JSON keyed by metric-name id (metric_names
- * table), the unrooted-group owners, and the full snapshot JSON gzip'ed.
+ * columns, the flattened metrics packed as (u32 metric-name id, f64 value) pairs
+ * (ids in the metric_names table), the unrooted-group owners (JSON), and the
+ * full frame as the agent sent it, gzip'ed.
  * Writes come in batches from writer.ts (one transaction per batch).
  */
 import Database from "better-sqlite3";
@@ -28,6 +29,7 @@ export interface NewSnapshot {
   rss_bytes: number;
   metrics: Record<string, number>;
   unrooted: Record<string, UnrootedInfo>;
+  /** gzip of the agent's frame ({type:"snapshot", seq, snapshot}) */
   full: Buffer;
 }
 
@@ -76,7 +78,7 @@ CREATE TABLE IF NOT EXISTS snapshots(
   received REAL NOT NULL,
   deep INTEGER NOT NULL,
   rss_bytes INTEGER NOT NULL,
-  metrics TEXT NOT NULL,
+  metrics BLOB NOT NULL,
   unrooted TEXT,
   full BLOB NOT NULL,
   downsampled INTEGER NOT NULL DEFAULT 0,
@@ -110,7 +112,9 @@ export class Store {
   constructor(readonly file: string, opts: { synchronous?: "FULL" | "NORMAL" } = {}) {
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
-    this.db.pragma(`synchronous = ${opts.synchronous ?? "FULL"}`);
+    // NORMAL in WAL mode: a commit survives a crash or kill of this process (the OS has it);
+    // FULL also survives power loss at the price of an fsync per commit
+    this.db.pragma(`synchronous = ${opts.synchronous ?? "NORMAL"}`);
     this.db.pragma("busy_timeout = 2000");
     this.db.exec(SCHEMA);
     this.db.prepare("INSERT OR IGNORE INTO meta(k, v) VALUES ('schema_version', '1')").run();
@@ -145,7 +149,7 @@ export class Store {
         WHERE worker = ? AND time >= ? ORDER BY time ASC LIMIT 1`),
       window: db.prepare(`SELECT id, worker, seq, time, deep, rss_bytes, metrics, unrooted FROM snapshots
         WHERE worker = ? AND time >= ? AND time <= ? ORDER BY time ASC`),
-      series: db.prepare(`SELECT time, json_extract(metrics, ?) AS v FROM snapshots
+      series: db.prepare(`SELECT time, metrics FROM snapshots
         WHERE worker = ? AND time >= ? AND time <= ? ORDER BY time ASC LIMIT ?`),
       list: db.prepare(`SELECT id, worker, seq, time, deep, rss_bytes FROM snapshots
         WHERE worker = ? AND time >= ? AND time <= ? ORDER BY time DESC LIMIT ?`),
@@ -219,19 +223,23 @@ export class Store {
     const tx = this.db.transaction(() => {
       const perWorker = new Map<number, { n: number; last: number; rss: number; time: number }>();
       for (const s of items) {
-        const enc: Record<number, number> = {};
-        for (const [k, v] of Object.entries(s.metrics)) {
+        const keys = Object.keys(s.metrics);
+        const enc = Buffer.allocUnsafe(keys.length * 12);
+        let off = 0;
+        for (const k of keys) {
           let id = this.names.get(k);
           if (id === undefined) {
             id = Number(this.st.insertName.run(k).lastInsertRowid);
             this.names.set(k, id);
             newNames.push(k);
           }
-          enc[id] = v;
+          enc.writeUInt32LE(id, off);
+          enc.writeDoubleLE(s.metrics[k], off + 4);
+          off += 12;
         }
         const unrooted = Object.keys(s.unrooted).length ? JSON.stringify(s.unrooted) : null;
         const r = this.st.insertSnapshot.run(s.id, s.worker, s.seq, s.time, s.received, s.deep ? 1 : 0, s.rss_bytes,
-          JSON.stringify(enc), unrooted, s.full);
+          enc, unrooted, s.full);
         if (r.changes === 0) continue;
         fresh.add(s.id);
         const w = perWorker.get(s.worker) ?? { n: 0, last: 0, rss: 0, time: 0 };
@@ -253,11 +261,11 @@ export class Store {
   }
 
   private decode(r: Record<string, unknown>): SnapshotMetrics {
-    const enc = JSON.parse(r.metrics as string) as Record<string, number>;
+    const enc = r.metrics as Buffer;
     const metrics: Record<string, number> = {};
-    for (const id in enc) {
-      const name = this.idToName[Number(id)];
-      if (name !== undefined) metrics[name] = enc[id];
+    for (let off = 0; off + 12 <= enc.length; off += 12) {
+      const name = this.idToName[enc.readUInt32LE(off)];
+      if (name !== undefined) metrics[name] = enc.readDoubleLE(off + 4);
     }
     return {
       id: r.id as number, worker: r.worker as number, seq: r.seq as number, time: r.time as number,
@@ -270,7 +278,7 @@ export class Store {
   snapshot(id: number): (SnapshotMeta & { snapshot: Record<string, unknown> }) | undefined {
     const r = this.st.snapshot.get(id) as Record<string, unknown> | undefined;
     if (!r) return undefined;
-    const snapshot = JSON.parse(zlib.gunzipSync(r.full as Buffer).toString("utf8"));
+    const snapshot = JSON.parse(zlib.gunzipSync(r.full as Buffer).toString("utf8")).snapshot;
     return { id: r.id as number, worker: r.worker as number, seq: r.seq as number, time: r.time as number, deep: r.deep === 1, rss_bytes: r.rss_bytes as number, snapshot };
   }
 
@@ -297,9 +305,17 @@ export class Store {
   series(worker: number, metric: string, from: number, to: number, limit = 100000): [number, number][] {
     const id = this.names.get(metric);
     if (id === undefined) return [];
-    const rows = this.st.series.all(`$."${id}"`, worker, from, to, limit) as { time: number; v: number | null }[];
+    const rows = this.st.series.all(worker, from, to, limit) as { time: number; metrics: Buffer }[];
     const out: [number, number][] = [];
-    for (const r of rows) if (r.v !== null) out.push([r.time, r.v]);
+    for (const r of rows) {
+      const b = r.metrics;
+      for (let off = 0; off + 12 <= b.length; off += 12) {
+        if (b.readUInt32LE(off) === id) {
+          out.push([r.time, b.readDoubleLE(off + 4)]);
+          break;
+        }
+      }
+    }
     return out;
   }
 

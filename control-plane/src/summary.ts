@@ -2,7 +2,8 @@
  * Flatten one snapshot into metric name → number (what charts, diffs, trends and
  * /metrics work on). Names:
  *   system.<field>                          rss_bytes, anon_bytes, …, explained_ratio
- *   region.<class>[.<name>]                 bytes; .rss_bytes and .mappings beside it
+ *   region.<class>[.<name>]                 bytes; .rss_bytes and .mappings beside it (<name> only for
+ *                                           shm zones: code and file mappings are summed per class)
  *   glibc.<field>                           arena_bytes, mmap_bytes, mmap_chunks, in_use_bytes, …
  *   luajit.gc_bytes
  *   shm.<name>.{size_bytes,used_bytes,free_bytes}
@@ -54,7 +55,7 @@ export function summarize(s: Obj): Summary {
   if (Array.isArray(sys.regions)) {
     for (const r of sys.regions) {
       if (!isObj(r) || typeof r.class !== "string") continue;
-      const k = typeof r.name === "string" && r.name !== "" ? `region.${r.class}.${r.name}` : `region.${r.class}`;
+      const k = r.class === "shm_zone" && typeof r.name === "string" && r.name !== "" ? `region.${r.class}.${r.name}` : `region.${r.class}`;
       put(k, r.bytes);
       put(`${k}.rss_bytes`, r.rss_bytes);
       put(`${k}.mappings`, r.mappings);

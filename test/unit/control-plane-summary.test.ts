@@ -27,8 +27,9 @@ describe("summary: a snapshot flattened to metric → number", () => {
     expect(m["shm.cache.v2.used_bytes"]).toBe(4096);
     expect(m["shm.cache.v2.size_bytes"]).toBe(1 << 20);
     expect(m["region.shm_zone.cache.v2"]).toBe(1 << 20);
-    expect(m["region.code./usr/lib/x86_64-linux-gnu/libc.so.6"]).toBe((1 << 20) + 4096);
-    expect(m["region.code./usr/lib/x86_64-linux-gnu/libc.so.6.mappings"]).toBe(4);
+    // code mappings summed per class: 20 libraries of 1 MB + i × 4096 bytes, 4 mappings each
+    expect(m["region.code"]).toBe(20 * (1 << 20) + 4096 * (19 * 20 / 2));
+    expect(m["region.code.mappings"]).toBe(80);
     expect(m["pool.request.pools"]).toBe(7);
     expect(m["pool.request.bytes"]).toBe(28672);
     const sig = "pool.unrooted.16384|cl_a|.bss+0x40";
