@@ -28,6 +28,33 @@ export interface SymbolInfo {
 const cache = new LuaTable<number, SymbolInfo>();
 let cached = 0;
 
+/**
+ * For the main executable glibc's dladdr reports argv[0], which nginx overwrites with
+ * its process title ("nginx: worker process"): name it after the file mapped at its
+ * load base in /proc/self/maps instead (/proc/self/exe is unreadable after setuid).
+ */
+let exeName: string | undefined;
+let exeBase = -1;
+function objectName(fname: string, base: number): string {
+  if (string.find(fname, "/", 1, true)[0] !== undefined) return basename(fname);
+  if (base === exeBase && exeName !== undefined) return exeName;
+  let name = fname;
+  const [f] = io.open("/proc/self/maps", "r");
+  if (f) {
+    for (const [line] of f.lines()) {
+      const [start, path] = string.match(line as string, "^(%x+)%-%x+ %S+ %S+ %S+ %S+%s+(/[^\n]*)$");
+      if (start !== undefined && tonumber(start, 16) === base) {
+        name = basename(path as string);
+        exeName = name;
+        exeBase = base;
+        break;
+      }
+    }
+    f.close();
+  }
+  return name;
+}
+
 function basename(p: string): string {
   const [b] = string.match(p, "([^/]+)$");
   return b ?? p;
@@ -46,8 +73,8 @@ export function symbolize(addr: number): SymbolInfo {
   if (dladdr1(ffi.cast("const void *", addr), info, extra, RTLD_DL_SYMENT) === 0 || info.dli_fname === null) {
     out = { name: hex(addr), module: "", offset: 0, exact: false };
   } else {
-    const module = basename(ffi.string(info.dli_fname));
     const base = tonumber(ffi.cast("uintptr_t", info.dli_fbase))!;
+    const module = objectName(ffi.string(info.dli_fname), base);
     out = { name: `${module}+${hex(addr - base)}`, module, offset: addr - base, exact: false };
     if (info.dli_sname !== null && extra[0] !== null) {
       const sym = ffi.cast("const memdiag_elf64_sym_t *", extra[0]);
