@@ -16,6 +16,8 @@ export interface PeerOptions {
   maxFrameBytes?: number;
   /** do not ack (snapshots are recorded but stay in the agent's queue) */
   noAck?: boolean;
+  /** reject a snapshot with an error frame (nothing "stored") when this returns a reason */
+  reject?: (msg: SnapshotMsg, pid: number) => string | undefined;
 }
 
 export interface Received {
@@ -184,6 +186,12 @@ export class WsPeer {
       this.received.push({ pid: c.hello.agent.pid, conn: c.id, msg, bytes: Buffer.byteLength(text), valid: v.ok, error: v.error });
       if (!v.ok) {
         c.ws.send(JSON.stringify({ type: "error", seq: msg.seq, error: `schema: ${v.error}` }));
+        return;
+      }
+      const why = this.opts.reject?.(msg, c.hello.agent.pid);
+      if (why !== undefined) {
+        this.received[this.received.length - 1].error = why;
+        c.ws.send(JSON.stringify({ type: "error", seq: msg.seq, error: why }));
         return;
       }
       if (!this.opts.noAck) c.ws.send(JSON.stringify({ type: "ack", seq: msg.seq }));

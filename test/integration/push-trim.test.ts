@@ -63,6 +63,15 @@ describe("push: frames above max_frame_bytes are trimmed and say so", () => {
         const biggest = [...full.shm].sort((a: any, b: any) => b.size_bytes - a.size_bytes)[0].name;
         expect(s.shm.map((z: any) => z.name)).toContain(biggest);
       }
+      // a collection made by a request (?fresh=1) is trimmed after the response, in a timer
+      const fresh = JSON.parse((await ngx.memdiag("?fresh=1")).body).workers;
+      const mine = await peer.waitFor("the fresh snapshots", () => fresh.every((f: any) => peer.unique(f.pid).some((r) => r.msg.seq === f.seq)) && fresh);
+      for (const f of mine) {
+        const r = peer.unique(f.pid).find((x) => x.msg.seq === f.seq)!;
+        expect(r.bytes).toBeLessThanOrEqual(limit);
+        expect((r.msg.snapshot as any).trimmed.length).toBeGreaterThanOrEqual(1);
+        expect(r.valid).toBe(true);
+      }
       // the worker's own /_memdiag still has the whole snapshot
       const local = JSON.parse((await ngx.memdiag(`?pid=${pids[0]}`)).body).workers[0];
       expect(local.trimmed).toBeUndefined();

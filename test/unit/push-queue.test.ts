@@ -82,6 +82,18 @@ describe("push queue (ring)", () => {
     expect(r.total).toBe(3);
   });
 
+  test("a rejected entry is not a drop, but the drops it announced are announced again", () => {
+    const r = runLua(`${PRE}
+      local q = new(2, 1e9)
+      for s = 1, 3 do q:push(s, "x") end      -- seq 1 dropped
+      local e = q:nextUnsent(); e.dropped = q:takeDropped(); e.sent = true  -- seq 2 announces 1
+      q:reject(2)
+      return { pending = q.droppedPending, total = q.droppedTotal, seqs = arr(q:seqs()) }`);
+    expect(r.pending).toBe(1);
+    expect(r.total).toBe(1);
+    expect(r.seqs).toEqual([3]);
+  });
+
   test("memory stays bounded over 100k pushes (queue capped, Lua heap flat)", () => {
     const r = runLua(`${PRE}
       local q = new(50, 1e9)

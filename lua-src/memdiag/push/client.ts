@@ -283,7 +283,7 @@ function handleText(c: Conn, data: string): void {
     const seq = msg["seq"];
     if (type(seq) === "number") {
       // rejected, nothing stored: sending it again would be rejected again
-      const e = q.discard(seq as number);
+      const e = q.reject(seq as number);
       stats.rejected++;
       log(ngx.ERR, `control plane rejected snapshot ${seq}${e ? "" : " (no longer queued)"}: ${tostring(msg["error"])}`);
       wake();

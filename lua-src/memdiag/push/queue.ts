@@ -110,7 +110,17 @@ export class Ring {
     return this.remove(seq);
   }
 
-  /** Removes an entry that can never be delivered (rejected, too large, poison); counted as dropped. */
+  /**
+   * The control plane refused the entry (error reply): it knows, so it is not
+   * counted as dropped; drops it announced were not stored either and go again.
+   */
+  reject(seq: number): Entry | undefined {
+    const e = this.remove(seq);
+    if (e && e.dropped !== undefined) this.droppedPending += e.dropped;
+    return e;
+  }
+
+  /** Removes an entry that can never be delivered (too large, poison); counted as dropped. */
   discard(seq: number): Entry | undefined {
     const e = this.remove(seq);
     if (e) this.countDrop(e);

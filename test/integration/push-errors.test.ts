@@ -1,0 +1,79 @@
+import { Nginx, httpGet } from "../harness/nginx";
+import { WsPeer } from "../harness/ws-peer";
+import { freePort } from "../harness/ports";
+
+describe("push: the control plane rejects a snapshot (error reply with seq)", () => {
+  const peer = new WsPeer({ token: "t", reject: (m) => (m.seq === 3 ? "storage refused it" : undefined) });
+  let ngx: Nginx;
+  beforeAll(async () => {
+    await peer.start(await freePort());
+    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    await peer.stop();
+  });
+
+  test("the rejected one is not sent again, is logged with the reason, and the stream goes on", async () => {
+    const pids = ngx.workerPids();
+    await peer.waitFor("seq 5 from each worker", () => pids.every((p) => peer.unique(p).some((r) => r.msg.seq >= 5)));
+    for (const p of pids) {
+      const threes = peer.received.filter((r) => r.pid === p && r.msg.seq === 3);
+      expect(threes.length).toBe(1);
+      const seqs = peer.unique(p).map((r) => r.msg.seq);
+      expect(seqs.slice(0, 5)).toEqual([1, 2, 3, 4, 5]);
+      // a rejection is not a drop: nothing announces it as dropped
+      expect(peer.unique(p).every((r) => !r.msg.dropped)).toBe(true);
+    }
+    const lines = ngx.errors().filter((l) => /memdiag push: control plane rejected snapshot 3: storage refused it/.test(l));
+    expect(lines.length).toBe(2);
+    for (const p of pids) {
+      const st = await statusOf(ngx, p);
+      expect(st.rejected).toBe(1);
+    }
+  });
+});
+
+/** /_memdiag?push=1 of one worker (asks until that worker answers). */
+async function statusOf(ngx: Nginx, pid: number): Promise<any> {
+  for (let i = 0; i < 200; i++) {
+    const st = JSON.parse((await ngx.memdiag("?push=1")).body);
+    if (st.pid === pid) return st;
+  }
+  throw new Error(`worker ${pid} never answered ?push=1`);
+}
+
+describe("push: a control plane that never acks", () => {
+  const Q = 6;
+  const peer = new WsPeer({ token: "t", noAck: true });
+  let ngx: Nginx;
+  beforeAll(async () => {
+    await peer.start(await freePort());
+    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1, queue_max_snapshots: Q } });
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    await peer.stop();
+  });
+
+  test("unacked snapshots stay queued up to the cap, then the oldest go and are announced as dropped", async () => {
+    const pids = ngx.workerPids();
+    await peer.waitFor("Q + 3 snapshots per worker", () => pids.every((p) => peer.unique(p).length >= Q + 3), 40000);
+    for (const p of pids) {
+      const st = await statusOf(ngx, p);
+      expect(st.connected).toBe(true);
+      expect(st.acked).toBe(0);
+      expect(st.queue.count).toBeLessThanOrEqual(Q);
+      expect(st.queue.dropped_total).toBeGreaterThanOrEqual(1);
+      // each was sent once on this connection; the drops of sent-but-unacked ones are announced on a later frame
+      const rs = peer.unique(p);
+      expect(peer.received.filter((r) => r.pid === p).length).toBe(rs.length);
+      const announced = rs.reduce((a, r) => a + (r.msg.dropped ?? 0), 0);
+      expect(announced).toBeLessThanOrEqual(st.queue.dropped_total);
+      expect(announced + st.queue.dropped_pending).toBe(st.queue.dropped_total);
+    }
+    expect((await httpGet(ngx.appPort, "/ok")).status).toBe(200);
+  });
+});
