@@ -204,8 +204,14 @@ async function selectWorker(key) {
   if (key === state.selected && chart) return;
   state.selected = key;
   state.pick = { a: null, b: null };
+  state.diff = null;
+  $("diff-title").textContent = "";
+  $("diff-filters").innerHTML = "";
+  $("diff").innerHTML = `<p class="empty">No diff yet. Click two points on the chart (A, then B), or use “Compare window start → latest”.</p>`;
+  $("pick-hint").textContent = "Click a point on the chart to set A, then another for B: the diff between them appears below.";
   renderWorkers();
   await loadHistory();
+  renderClasses();
 }
 
 // ---------- history + chart ----------
@@ -451,24 +457,46 @@ function renderClasses() {
   drawClasses(cls, true);
 }
 
+/** no diff chosen: the latest deep scan in the window, with its change since the first deep scan in the window */
 async function renderClassesFromSnapshot() {
   const h = state.hist;
-  let idx = -1;
-  for (let i = h.deep.length - 1; i >= 0; i--) if (h.deep[i]) { idx = i; break; }
-  if (idx < 0) {
+  const deepIdx = [];
+  for (let i = 0; i < h.deep.length; i++) if (h.deep[i]) deepIdx.push(i);
+  if (!deepIdx.length) {
     $("classes-title").textContent = "";
     $("classes").innerHTML = `<p class="empty">No size classes yet. They come from a deep scan: press <b>Scan now</b>${state.selected ? "" : " after picking a worker"}.</p>`;
     return;
   }
+  const first = deepIdx[0], last = deepIdx[deepIdx.length - 1];
   try {
-    const s = await api(`/api/snapshots/${h.id[idx]}`);
+    if (first !== last) {
+      const d = await api(`/api/diff?a=${h.id[first]}&b=${h.id[last]}`);
+      const rows = (d.rows || []).filter((r) => r.section === "size_class");
+      if (rows.length) {
+        $("classes-title").textContent = `deep scans ${fmtTime(h.t[first])} → ${fmtTime(h.t[last])}`;
+        drawClasses(rows.map((r) => ({ min: Number(r.key.split(".")[1]), bytes: r.b_bytes, d: r.delta_bytes, n: r.b_count, dn: r.delta_count }))
+          .filter((c) => Number.isFinite(c.min)).sort((a, b) => a.min - b.min), true);
+        return;
+      }
+    }
+    const s = await api(`/api/snapshots/${h.id[last]}`);
     const snap = s.snapshot || s;
     const sc = (snap.glibc && snap.glibc.size_classes) || [];
-    $("classes-title").textContent = `deep scan at ${fmtTime(h.t[idx])}`;
+    $("classes-title").textContent = `deep scan at ${fmtTime(h.t[last])}`;
     drawClasses(sc.map((c) => ({ min: c.min_bytes, bytes: c.bytes, n: c.chunks })).sort((a, b) => a.min - b.min), false);
   } catch (e) {
-    $("classes").innerHTML = `<p class="empty">Could not load the deep snapshot: ${esc(e.message)}</p>`;
+    $("classes").innerHTML = `<p class="empty">Could not load the deep scan: ${esc(e.message)}</p>`;
   }
+}
+
+/** refresh the histogram when new deep scans arrive (at most every 5 s), unless the user is looking at a diff */
+let classesTimer = null;
+function classesSoon() {
+  if (state.diff || classesTimer) return;
+  classesTimer = setTimeout(() => {
+    classesTimer = null;
+    if (!state.diff) renderClassesFromSnapshot();
+  }, 5000);
 }
 
 function drawClasses(cls, withDelta) {
@@ -565,7 +593,10 @@ async function showGroup(sig, workerKey) {
 function renderGroup(g, t, w) {
   $("group-title").textContent = `· deep scan at ${fmtTime(t)}${w ? ` · pid ${w.pid}` : ""}`;
   const hops = String(g.retainer || "").split(/\s*→\s*|\s*->\s*/).filter(Boolean);
-  const retainer = hops.length
+  const lost = g.owner === "unreferenced" && hops.length <= 1;
+  const retainer = lost
+    ? `<span class="muted">nothing the scan knows references these pools: they are lost (or held through memory it does not read)</span>`
+    : hops.length
     ? hops.map((hop, i) => `<span class="hop${i === 0 ? " root" : ""}">${esc(hop)}</span>`).join(`<span class="arrow">→</span>`)
     : `<span class="muted">no retainer path (nothing references these pools: they are lost)</span>`;
   const cleanups = (g.cleanups || []).length
@@ -661,6 +692,7 @@ function onLive(msg) {
         trimWindow();
         drawChart(false);
         updateWorkerChange();
+        if (deep) classesSoon();
         if (deep && state.scan && state.scan.key === msg.worker.key && t >= state.scan.since - 1) {
           $("scan-status").textContent = `deep scan done at ${fmtTime(t)}`;
           state.scan = null;

@@ -9,12 +9,16 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import * as http from "http";
 import { chromium, BrowserContext, Page } from "playwright-core";
 import { startCP, RunningCP } from "../harness/control-plane";
 import { SimAgent, simSnapshot, LEAK_OWNER } from "../harness/sim-agent";
 import { ROOT } from "../../scripts/config";
+import { Nginx } from "../harness/nginx";
+import { leakyLoadModule, LEAKY_LOCATIONS } from "../harness/fixtures";
 
 const SCREENSHOT = path.join(os.tmpdir(), "memdiag-console-web.png");
+const SCREENSHOT_REAL = path.join(os.tmpdir(), "memdiag-console-web-nginx.png");
 const LEAK_PID = 4101;
 const STEADY_PID = 4102;
 
@@ -154,4 +158,111 @@ describe("web console in headless Chromium against a real control plane", () => 
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(pageErrors).toEqual([]);
   });
+});
+
+/**
+ * The same page against the real thing: nginx (2 workers) with the leak fixture and
+ * the memdiag agent pushing to the control plane (deep scan every 3 s). Upstream
+ * updates go over one keepalive connection, so one worker leaks; the fixture's own
+ * /leaky/status (same connection, same worker) is the ground truth.
+ */
+describe("web console with real nginx, agent push and the leak fixture", () => {
+  let cp: RunningCP;
+  let ngx: Nginx;
+  let ctx: BrowserContext;
+  let page: Page;
+  let userDir: string;
+  const keep = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const pageErrors: string[] = [];
+
+  const call = (p: string): Promise<any> =>
+    new Promise((resolve, reject) => {
+      http.get({ host: "127.0.0.1", port: ngx.appPort, path: p, agent: keep }, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve(JSON.parse(body)));
+      }).on("error", reject);
+    });
+
+  beforeAll(async () => {
+    cp = await startCP({ staticDir: path.join(ROOT, "control-plane", "web"), suspectsIntervalMs: 1000 });
+    ngx = new Nginx({
+      workers: 2,
+      main: leakyLoadModule(),
+      http: "leaky_upstream_mode leak;",
+      appLocations: LEAKY_LOCATIONS,
+      agent: { control_plane_url: `${cp.ws}/ingest`, interval_s: 1, deep_interval_s: 3 },
+    });
+    await ngx.start();
+    userDir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-chromium-"));
+    ctx = await chromium.launchPersistentContext(userDir, {
+      executablePath: "/usr/bin/chromium",
+      headless: true,
+      viewport: { width: 1400, height: 1400 },
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    page = await ctx.newPage();
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+  });
+
+  afterAll(async () => {
+    keep.destroy();
+    await ctx?.close();
+    await ngx?.stop();
+    await cp?.stop();
+    if (userDir) fs.rmSync(userDir, { recursive: true, force: true });
+    if (cp) fs.rmSync(cp.dir, { recursive: true, force: true });
+  });
+
+  test("the leaking worker's pool group becomes the top suspect, live, and drills down to the fixture's numbers", async () => {
+    const { pid } = await call("/leaky/status");
+    await page.goto(cp.base + "/?window=1m");
+    for (const p of ngx.workerPids()) await page.waitForSelector(`#workers tr:has-text("${p}")`);
+    await page.click(`#workers tr:has-text("${pid}")`);
+    await page.waitForFunction(() => Number(document.querySelector("#chart")!.getAttribute("data-points")) > 0);
+    const points0 = Number(await page.getAttribute("#chart", "data-points"));
+
+    // upstream updates, twice a second, until the page names the suspect
+    let stop = false;
+    const driver = (async () => {
+      while (!stop) {
+        await call("/leaky/update");
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    })();
+    const suspect = page.locator(".suspect", { hasText: "create size 16384" }).first();
+    try {
+      await suspect.waitFor({ timeout: 150000 });
+    } finally {
+      stop = true;
+      await driver;
+    }
+    // it arrived without a reload, with the chart growing point by point
+    expect(Number(await page.getAttribute("#chart", "data-points"))).toBeGreaterThan(points0);
+    expect(await page.locator(".suspect").first().textContent()).toContain("create size 16384");
+    expect(await suspect.textContent()).toContain(`pid ${pid}`);
+    expect(await suspect.textContent()).toMatch(/256–512 KB chunks \+\d+/);
+
+    // drill-down: the deep scan's group, compared with what the fixture says it holds
+    const status = await call("/leaky/status");
+    expect(status.pid).toBe(pid);
+    await suspect.click();
+    await page.waitForSelector("#group dl.kv");
+    const kv = await page.$$eval("#group dl.kv dt, #group dl.kv dd", (els) => els.map((e) => e.textContent!.trim()));
+    const field = (k: string): string => kv[kv.indexOf(k) + 1];
+    const pools = Number(field("pools").replace(/,/g, ""));
+    // the scan ran before the last few updates: at most live_pools, and most of them
+    expect(pools).toBeLessThanOrEqual(status.live_pools);
+    expect(pools).toBeGreaterThan(status.live_pools / 2);
+    expect(field("created with")).toBe("ngx_create_pool(16,384 B)");
+    expect(field("large blocks")).toMatch(/^256–512 KB: \d+/);
+    // the owner shown is the suspect's owner, and the retainer path (or "lost") is spelled out
+    const owner = (await suspect.locator("b").first().textContent())!;
+    expect(field("held by")).toBe(owner);
+    expect((await page.textContent("#group .retainer"))!.trim().length).toBeGreaterThan(0);
+    if (owner !== "unreferenced") expect(await page.textContent("#group .hop.root")).toBe(owner);
+    await page.screenshot({ path: SCREENSHOT_REAL, fullPage: true });
+    expect(pageErrors).toEqual([]);
+    expect(ngx.errors().filter((l) => !/ngx.sleep\(0\)/.test(l))).toEqual([]);
+  }, 240000);
 });
