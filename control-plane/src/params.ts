@@ -44,7 +44,7 @@ export function parseTime(v: string, name: string, now = Date.now() / 1000): num
 }
 
 export function parseId(v: string, name: string): number {
-  if (!/^\d+$/.test(v)) throw new HttpError(400, `${name}: expected a snapshot id (integer), got '${v}'`);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new HttpError(400, `${name}: expected a snapshot id (integer), got '${v.slice(0, 40)}'`);
   return Number(v);
 }
 
