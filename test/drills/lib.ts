@@ -48,17 +48,17 @@ export function tempDir(prefix = "memdiag-drill-"): string {
 export class CPProcess {
   proc?: ChildProcess;
   log = "";
-  constructor(public readonly port: number, public readonly db: string, public readonly token = "", public readonly extra: string[] = []) {}
+  constructor(public readonly port: number, public readonly db: string, public readonly token = "", public readonly extra: string[] = [], public readonly host = "127.0.0.1") {}
 
   get pid(): number {
     return this.proc?.pid ?? 0;
   }
   get base(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `http://${this.host}:${this.port}`;
   }
 
   async start(): Promise<void> {
-    const args = [path.join(ROOT, "bin/memdiag"), "serve", "--host", "127.0.0.1", "--port", String(this.port), "--db", this.db, ...this.extra];
+    const args = [path.join(ROOT, "bin/memdiag"), "serve", "--host", this.host, "--port", String(this.port), "--db", this.db, ...this.extra];
     const env = { ...process.env, MEMDIAG_CONFIG: "/nonexistent/memdiag.config.json" } as NodeJS.ProcessEnv;
     // the token goes by environment, never on a command line (ps) or in a URL
     if (this.token) env.MEMDIAG_TOKEN = this.token;
