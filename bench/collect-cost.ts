@@ -3,7 +3,8 @@
  * connections (10, 1,000, 10,000), measured by the agent itself:
  *   collect_ms    worker time of one whole collection (sum of slices, yields excluded)
  *   max_slice_ms  longest time the collection held the event loop
- *   walk_ms       time of the rooted pool walk alone; ns/pool = walk_ms / pools_walked
+ *   walk_ms       thread CPU time of the rooted pool walk alone; ns/pool = walk_ms / pools_walked
+ *   regions_ms    the region classification layer (system.regions_ms), for comparison
  * One nginx worker, connections opened from this process and held open.
  * Usage: npm run bench   (or: bash bench/run.sh collect-cost)
  * Targets (issue 2): ≤ 0.5 µs per pool walked, ≤ 5 ms per collection at 10,000 connections.
@@ -64,7 +65,7 @@ async function main(): Promise<void> {
     for (const n of LEVELS) {
       await openKeepalive(ngx.appPort, n - socks.length, socks);
       for (let i = 0; i < 3; i++) await sample(ngx); // warm up (JIT)
-      const c: number[] = [], slice: number[] = [], walk: number[] = [], ns: number[] = [], slices: number[] = [];
+      const c: number[] = [], slice: number[] = [], walk: number[] = [], ns: number[] = [], slices: number[] = [], regions: number[] = [];
       let active = 0, walked = 0;
       for (let i = 0; i < SAMPLES; i++) {
         const s = await sample(ngx);
@@ -73,6 +74,7 @@ async function main(): Promise<void> {
         slice.push(s.max_slice_ms);
         slices.push(s.slices);
         walk.push(s.pools.walk_ms);
+        regions.push(s.system.regions_ms ?? NaN);
         walked = s.pools.pools_walked;
         ns.push((s.pools.walk_ms * 1e6) / s.pools.pools_walked);
         active = s.pools.connections.by_listener.find((b: any) => b.listen === `127.0.0.1:${ngx.appPort}`)?.active ?? 0;
@@ -80,7 +82,7 @@ async function main(): Promise<void> {
       const row =
         `${String(n).padStart(6)} conns | active ${String(active).padStart(6)} | pools walked ${String(walked).padStart(6)} | ` +
         `collect ${median(c).toFixed(3)} ms | rooted walk ${median(walk).toFixed(3)} ms | ${median(ns).toFixed(0)} ns/pool | ` +
-        `slices ${median(slices)} | max slice ${median(slice).toFixed(3)} ms`;
+        `slices ${median(slices)} | max slice ${median(slice).toFixed(3)} ms | regions layer ${median(regions).toFixed(3)} ms`;
       rows.push(row);
       console.log(row);
     }
