@@ -190,3 +190,42 @@ describe("allocation sampler with the leak fixture", () => {
     expect(ngx.errors()).toEqual([]);
   });
 });
+
+describe("sampler with two workers: pid=N reaches that worker, sampler_all=1 every worker", () => {
+  const ngx = new Nginx({ workers: 2, main: leakyLoadModule(), appLocations: LEAKY_LOCATIONS });
+  beforeAll(async () => {
+    ensureSampler();
+    await ngx.start();
+    await ngx.snapshots(); // both workers published (that is how a worker finds the others)
+  });
+  afterAll(() => ngx.stop());
+
+  test("arm all, status of each pid whichever worker answers, disarm all", async () => {
+    const pids = ngx.workerPids();
+    const all = await sampler(ngx, "arm&sampler_all=1");
+    expect(all.workers.map((w: any) => w.pid).sort()).toEqual(pids);
+    for (const w of all.workers) expect(w).toMatchObject({ armed: true, slots_unwritable: 0 });
+    // several requests per pid: some are answered by the other worker and handed over
+    let handedOver = 0;
+    for (let i = 0; i < 6; i++) {
+      for (const pid of pids) {
+        const r = await ngx.memdiag(`?sampler=status&pid=${pid}`);
+        expect(r.status).toBe(200);
+        expect(JSON.parse(r.body)).toMatchObject({ pid, armed: true, arms: 1 });
+        if (Number(r.headers["x-memdiag-answered-by"]) !== pid) handedOver++;
+      }
+    }
+    expect(handedOver).toBeGreaterThan(0);
+    const t = await sampler(ngx, `top&sampler_limit=3&pid=${pids[1]}`);
+    expect(t.pid).toBe(pids[1]);
+    expect(Array.isArray(t.paths)).toBe(true);
+    expect((await ngx.memdiag("?sampler=status&pid=1")).status).toBe(404);
+    const off = await sampler(ngx, "disarm&sampler_all=1");
+    expect(off.workers).toHaveLength(2);
+    for (const w of off.workers) expect(w).toMatchObject({ armed: false, restore_mismatch: 0 });
+    const again = await ngx.memdiag(`?sampler=disarm&pid=${pids[0]}`);
+    expect(again.status).toBe(409);
+    expect(JSON.parse(again.body).error).toMatch(/not armed/);
+    expect(ngx.errors()).toEqual([]);
+  });
+});

@@ -21,7 +21,7 @@ const DEEP_WAIT_S = 600;
 
 /**
  * An action parameter answers the request itself (status, JSON body) instead of the snapshot view.
- * Returning status >= 400 with a string body sends {"error": body}.
+ * Returning status >= 400 with a string body sends {"error": body}; below 400 a string body is JSON text sent as is.
  */
 export type ParamAction = (this: void, args: Args) => LuaMultiReturn<[number, unknown]>;
 const PATTERNS: { [k: string]: string } = {};
@@ -97,7 +97,7 @@ export function handle(this: void): void {
     ngx.status = status;
     ngx.header["Content-Type"] = "application/json";
     ngx.header["Cache-Control"] = "no-store";
-    const json = encode(body) ?? '{"error":"response could not be encoded"}';
+    const json = type(body) === "string" ? (body as string) : encode(body) ?? '{"error":"response could not be encoded"}';
     ngx.say(args.pretty ? pretty(json) : json);
     return;
   }

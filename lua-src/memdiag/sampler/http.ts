@@ -1,10 +1,14 @@
 import { Args, registerParam } from "../http/endpoint";
+import { config } from "../config";
+import { publishedPids } from "../publish";
+import { decode, encode } from "../util/json";
 import { arm, clear, disarm, got, lookup, status, top } from "./sampler";
 
 /**
- * /_memdiag?sampler=arm|disarm|clear|status|top|got — the allocation sampler of
- * the worker that answers (its pid is in every answer; run one worker, or
- * repeat until the wanted pid answers — `pid=N` is checked, not forwarded).
+ * /_memdiag?sampler=arm|disarm|clear|status|top|lookup|got — the allocation
+ * sampler of one worker: the one that answers, or `pid=N` (the request is
+ * handed to worker N through the shared dict; it answers within ~0.1 s), or
+ * every worker with `sampler_all=1` (answer: {"workers":[...]}).
  * Access control is /_memdiag's own (loopback + allowlist).
  *
  *   sampler=arm      [sampler_rate=BYTES] [sampler_depth=1..32] [sampler_aligned=0|1]
@@ -22,11 +26,9 @@ function num(args: Args, k: string): number | undefined {
   return v === undefined ? undefined : tonumber(v as string);
 }
 
-function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
+/** Runs a sampler action in this worker. */
+function local(args: Args): LuaMultiReturn<[number, unknown]> {
   const pid = ngx.worker.pid();
-  if (args.pid !== undefined && args.pid !== pid) {
-    return $multi(409, `this request reached worker ${pid}, not ${args.pid}; the sampler acts on the answering worker (retry on a new connection)`);
-  }
   const what = args.sampler as string;
   let body: { [k: string]: unknown } | undefined;
   let err: string | undefined;
@@ -72,7 +74,118 @@ function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
   return $multi(200, body);
 }
 
+// ---- other workers: commands and answers through the shared dict ----
+
+const CMD = "sampler:cmd:";
+const RES = "sampler:res:";
+const POLL_S = 0.1;
+let seq = 0;
+
+function dict(): ngx.SharedDict | undefined {
+  return ngx.shared[config.dict];
+}
+
+/** Posts args to worker `pid`; returns the answer key, or an error. */
+function post(pid: number, args: Args): LuaMultiReturn<[string | undefined, string | undefined]> {
+  const d = dict();
+  if (!d) return $multi(undefined, `lua_shared_dict ${config.dict} is missing: cannot reach worker ${pid}`);
+  seq++;
+  const id = `${ngx.worker.pid()}:${seq}:${Math.floor(ngx.now() * 1000)}`;
+  const plain: { [k: string]: unknown } = {};
+  for (const [k, v] of pairs(args)) if (k !== "pid" && k !== "sampler_all" && k !== "pretty") plain[k as string] = v;
+  const [ok, err] = d.add(CMD + pid, encode({ id, args: plain }) ?? "{}", 30);
+  if (!ok) return $multi(undefined, err === "exists" ? `worker ${pid} is busy with another sampler command; retry` : `shared dict: ${err}`);
+  return $multi(RES + id, undefined);
+}
+
+/** Waits for an answer posted by another worker: [status, raw JSON body]. */
+function await_(pid: number, key: string, timeoutS: number): LuaMultiReturn<[number, string]> {
+  const d = dict()!;
+  const deadline = ngx.now() + timeoutS;
+  while (true) {
+    const [v] = d.get(key);
+    if (v !== undefined) {
+      d.delete(key);
+      const [status, body] = string.match(v as string, "^(%d+) (.*)$");
+      return $multi(tonumber(status) ?? 500, body ?? "{}");
+    }
+    if (ngx.now() >= deadline) break;
+    ngx.sleep(0.02);
+    ngx.update_time();
+  }
+  d.delete(CMD + pid);
+  return $multi(504, encode({ error: `worker ${pid} did not answer within ${timeoutS} s (not running, or busy)`, pid }) ?? "{}");
+}
+
+/** The other worker's side: a timer polls for a command addressed to this worker. */
+function poll(this: void, premature: boolean): void {
+  if (premature) return;
+  const d = dict();
+  if (!d) return;
+  const key = CMD + ngx.worker.pid();
+  const [raw] = d.get(key);
+  if (raw === undefined) return;
+  d.delete(key);
+  const [cmd] = decode(raw as string);
+  if (cmd === undefined || type(cmd.id) !== "string" || type(cmd.args) !== "table") return;
+  const [ok, res] = pcall(() => {
+    const [st, b] = local(cmd.args as Args);
+    return { st, b };
+  });
+  let text: string;
+  if (!ok) text = `500 ${encode({ error: `sampler command failed: ${tostring(res)}`, pid: ngx.worker.pid() })}`;
+  else {
+    const r = res as { st: number; b: unknown };
+    if (type(r.b) === "string" && r.st >= 400) text = `${r.st} ${encode({ error: r.b, pid: ngx.worker.pid() })}`;
+    else text = `${r.st} ${encode(r.b) ?? "{}"}`;
+  }
+  const [sok, serr] = d.set(RES + cmd.id, text, 30);
+  if (!sok) d.set(RES + cmd.id, `507 ${encode({ error: `answer of ${text.length} bytes does not fit the shared dict: ${serr}` })}`, 30);
+}
+
+function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
+  const me = ngx.worker.pid();
+  ngx.header["X-Memdiag-Answered-By"] = me;
+  if (args.sampler_all === true) {
+    const waits: [number, string][] = [];
+    const parts: string[] = [];
+    for (const pid of publishedPids()) {
+      if (pid === me) continue;
+      const [key, err] = post(pid, args);
+      if (key !== undefined) waits.push([pid, key]);
+      else parts.push(encode({ pid, error: err }) ?? "{}");
+    }
+    const [status, body] = local(args);
+    parts.push(status >= 400 && type(body) === "string" ? encode({ pid: me, error: body })! : encode(body) ?? "{}");
+    for (const [pid, key] of waits) {
+      const [, raw] = await_(pid, key, 5);
+      parts.push(raw);
+    }
+    return $multi(200, `{"workers":[${parts.join(",")}]}`);
+  }
+  if (args.pid !== undefined && args.pid !== me) {
+    let known = false;
+    for (const p of publishedPids()) if (p === args.pid) known = true;
+    if (!known) return $multi(404, `no worker with pid ${args.pid} (workers publishing snapshots: ${publishedPids().join(", ")})`);
+    const [key, err] = post(args.pid, args);
+    if (key === undefined) return $multi(503, err!);
+    const [status, raw] = await_(args.pid, key, 10);
+    if (status >= 400) {
+      const [e] = decode(raw);
+      return $multi(status, e && type(e.error) === "string" ? (e.error as string) : raw);
+    }
+    return $multi(status, raw);
+  }
+  return local(args);
+}
+
+if (ngx.get_phase() === "init_worker") {
+  const [ok, err] = ngx.timer.every(POLL_S, poll);
+  if (!ok) ngx.log(ngx.ERR, "memdiag: sampler command timer: ", err);
+}
+
 registerParam("sampler", "arm|disarm|clear|status|top|lookup|got = allocation sampler of the answering worker", "^%l+$", act);
+registerParam("sampler_all", "1 = the sampler action in every worker (answer: {\"workers\":[...]})");
 registerParam("sampler_addr", "0xADDR[,0xADDR...] = sampler=lookup: the records at these addresses (pool first blocks)", "^[0-9a-fA-Fx,]+$");
 registerParam("sampler_rate", "BYTES = mean sampling interval for sampler=arm (default 524288)", DIGITS);
 registerParam("sampler_depth", "1..32 = frames per call path for sampler=arm", DIGITS);
