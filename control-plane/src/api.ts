@@ -93,10 +93,10 @@ export function apiRouter(d: ApiDeps): Router {
   r.post("/workers/:key/command", h((req, res) => {
     query(req, []);
     const key = String(req.params.key);
-    workerOr404(key);
     const body = req.body as { command?: unknown } | undefined;
     const cmd = body?.command;
     if (cmd !== "collect" && cmd !== "deep") throw new HttpError(400, "body: expected {\"command\": \"collect\" | \"deep\"}");
+    workerOr404(key);
     const st = d.ingest.sendCommand(key, cmd);
     if (!st) throw new HttpError(409, `worker '${key}' is not connected`);
     res.status(202);

@@ -31,7 +31,12 @@ async function serve(argv: string[]): Promise<number> {
     const def = path.join(ROOT, "control-plane", "web");
     for (const d of [path.join(def, "dist"), def]) if (fs.existsSync(path.join(d, "index.html"))) { opts.staticDir = d; break; }
   }
-  const cp = new ControlPlane(opts);
+  let cp: ControlPlane;
+  try {
+    cp = new ControlPlane(opts);
+  } catch (e) {
+    throw new Error(`cannot use database ${opts.db}: ${(e as Error).message}`);
+  }
   await cp.start();
   return new Promise<number>((resolve) => {
     let stopping = false;
