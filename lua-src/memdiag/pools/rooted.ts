@@ -357,8 +357,16 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
       skip(ctx, fd < 0 ? "fake_connection_stale_pool" : "connection_pool_invalid");
       return;
     }
-    // socket-less but in use, with a live pool of its own
+    // socket-less but in use: only trusted when it carries its fake request (Lua timers and
+    // the like: signature "HTTP", r->connection == c, r->pool == c->pool). Slots left behind
+    // with a destroyed pool whose address malloc has reused would otherwise count a pool
+    // that belongs to someone else.
     if (fd < 0) {
+      const fr = requestOf(ctx, R, c, data);
+      if (fr === 0 || rdPtr(fr + R.rPool) !== pool) {
+        skip(ctx, "fake_connection_unverified");
+        return;
+      }
       fake++;
       fakePools.set(pool, true);
     }
