@@ -34,6 +34,8 @@ const READ_TIMEOUT_MS = 65000;
 const CONNECT_TIMEOUT_MS = 5000;
 const SEND_TIMEOUT_MS = 15000;
 const HELLO_TIMEOUT_MS = 5000;
+/** a frame unacked this long means the control plane is stuck: reconnect and send again */
+const ACK_TIMEOUT_S = 60;
 /** control frames (command results, pongs) waiting for the writer */
 const MAX_CONTROL = 32;
 
@@ -325,7 +327,7 @@ function reader(this: void, c: Conn): void {
       c.err = describeClose(c.closeCode, data);
       break;
     } else if (typ === "ping") {
-      if (control.length < MAX_CONTROL) control.push("\0ping" + data);
+      if (control.length < MAX_CONTROL) control.push("\0pong" + data);
       wake();
     }
   }
@@ -412,7 +414,13 @@ function pause(s: number): void {
 function flush(c: Conn): void {
   while (control.length > 0 && !c.dead) {
     const f = control.shift()!;
-    const [ok, err] = string.sub(f, 1, 5) === "\0ping" ? c.ws.send_pong(string.sub(f, 6)) : c.ws.send_text(f);
+    // "\0pong<data>" answers a ping, "\0ping" is our keepalive (its pong keeps the read side alive)
+    const kind = string.sub(f, 1, 5);
+    let ok: number | undefined;
+    let err: string | undefined;
+    if (kind === "\0pong") [ok, err] = c.ws.send_pong(string.sub(f, 6));
+    else if (kind === "\0ping") [ok, err] = c.ws.send_ping("memdiag");
+    else [ok, err] = c.ws.send_text(f);
     if (!ok) {
       c.dead = true;
       c.err = `send failed: ${err}`;
@@ -437,6 +445,7 @@ function flush(c: Conn): void {
     }
     e.sent = true;
     e.attempts++;
+    e.sentAt = ngx.now();
     const [ok, err] = sendFrame(c.ws, frame);
     if (!ok) {
       c.dead = true;
@@ -458,6 +467,11 @@ function session(c: Conn): void {
     if (c.dead || exiting()) break;
     sema!.wait(1);
     ngx.update_time();
+    const stuck = queue!.oldestInflight();
+    if (stuck && stuck.sentAt !== undefined && ngx.now() - stuck.sentAt > ACK_TIMEOUT_S) {
+      c.err = `no ack for snapshot ${stuck.seq} in ${ACK_TIMEOUT_S} s`;
+      break;
+    }
     if (stats.sent + stats.acked !== before) lastActivity = ngx.now();
     else if (ngx.now() - lastActivity >= PING_EVERY_S) {
       control.push("\0ping");
@@ -467,9 +481,10 @@ function session(c: Conn): void {
   conn = undefined;
   stats.connected = false;
   if (!c.dead) {
-    // leaving on our own (worker exit): close handshake while the reader still owns the read side
-    // (killing a thread blocked in a cosocket read closes the socket under us)
-    c.ws.send_close(1001, "worker exiting");
+    // leaving on our own (worker exit, stuck control plane): close handshake while the reader still
+    // owns the read side (killing a thread blocked in a cosocket read closes the socket under us)
+    if (exiting()) c.ws.send_close(1001, "worker exiting");
+    else c.ws.send_close(1000, c.err ?? "closing");
     ngx.update_time();
     const until = ngx.now() + 1;
     while (!c.readerDone && ngx.now() < until) {

@@ -21,6 +21,8 @@ export interface Entry {
   sent: boolean;
   /** how many times it went out without an ack (poison-frame guard) */
   attempts: number;
+  /** when it was last sent (s, ngx.now()) */
+  sentAt?: number;
   reply_to?: string;
   /** `dropped` announced with this entry (set when first sent) */
   dropped?: number;
@@ -132,6 +134,15 @@ export class Ring {
     for (let i = 0; i < this.count; i++) {
       const e = this.items.get(this.head + i)!;
       if (!e.sent) return e;
+    }
+    return undefined;
+  }
+
+  /** The oldest entry sent on the current connection and not acked yet. */
+  oldestInflight(): Entry | undefined {
+    for (let i = 0; i < this.count; i++) {
+      const e = this.items.get(this.head + i)!;
+      if (e.sent) return e;
     }
     return undefined;
   }
