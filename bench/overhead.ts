@@ -154,7 +154,7 @@ const HEAP_LUA = `
         }
     }`;
 
-interface Sample { collect_ms: number[]; max_slice_ms: number[]; scans: { ms_total: number; wall_ms: number; max_slice_ms: number; slices: number; heap_bytes: number }[] }
+interface Sample { collect_ms: number[]; max_slice_ms: number[]; scans: { ms_total: number; wall_ms: number; max_slice_ms: number; slices: number; heap_bytes: number; cpu_ms?: number; max_slice_cpu_ms?: number }[] }
 const emptySample = (): Sample => ({ collect_ms: [], max_slice_ms: [], scans: [] });
 
 /** Poll the worker's snapshots once a second during a run: collect_ms of every distinct seq, every finished deep scan. */
@@ -172,7 +172,7 @@ async function pollSnapshots(ngx: Nginx, until: () => boolean, into: Sample): Pr
       const sc = w.scan;
       if (sc?.state === "done" && !scans.has(`${w.pid}/${sc.started}`)) {
         scans.add(`${w.pid}/${sc.started}`);
-        into.scans.push({ ms_total: sc.ms_total, wall_ms: sc.wall_ms, max_slice_ms: sc.max_slice_ms, slices: sc.slices, heap_bytes: sc.heap_bytes });
+        into.scans.push({ ms_total: sc.ms_total, wall_ms: sc.wall_ms, max_slice_ms: sc.max_slice_ms, slices: sc.slices, heap_bytes: sc.heap_bytes, cpu_ms: sc.cpu_ms, max_slice_cpu_ms: sc.max_slice_cpu_ms });
       }
     }
     await sleep(1000);
@@ -226,7 +226,7 @@ async function heapScaling(): Promise<any[]> {
         heap_mb: mb, chunk_bytes: CHUNK, chunks: Number(r.body.trim()), glibc_heap_bytes: heap, rss_bytes: snap.system.rss_bytes,
         collect_ms: median(c), collect_max_slice_ms: median(s),
         deep_ms_total: d.scan.ms_total, deep_wall_ms: d.scan.wall_ms, deep_request_ms: wall, deep_max_slice_ms: d.scan.max_slice_ms,
-        deep_slices: d.scan.slices, deep_heap_bytes: d.scan.heap_bytes,
+        deep_slices: d.scan.slices, deep_cpu_ms: d.scan.cpu_ms, deep_max_slice_cpu_ms: d.scan.max_slice_cpu_ms, deep_heap_bytes: d.scan.heap_bytes,
         deep_ns_per_byte: (d.scan.ms_total * 1e6) / Math.max(1, d.scan.heap_bytes),
       };
       rows.push(row);
@@ -337,6 +337,9 @@ async function main(): Promise<void> {
           collections: s.collect_ms.length,
           deep_scans: s.scans.length, deep_ms_total_p50: median(s.scans.map((x) => x.ms_total)), deep_wall_ms_p50: median(s.scans.map((x) => x.wall_ms)),
           deep_max_slice_ms: s.scans.length ? Math.max(...s.scans.map((x) => x.max_slice_ms)) : NaN,
+          // thread CPU time of the scan and of its longest slice (when the agent reports it): wall time minus preemption
+          deep_cpu_ms_p50: median(s.scans.filter((x) => x.cpu_ms !== undefined).map((x) => x.cpu_ms!)),
+          deep_max_slice_cpu_ms: s.scans.some((x) => x.max_slice_cpu_ms !== undefined) ? Math.max(...s.scans.filter((x) => x.max_slice_cpu_ms !== undefined).map((x) => x.max_slice_cpu_ms!)) : NaN,
         });
       }
     }
@@ -384,7 +387,7 @@ async function main(): Promise<void> {
       (r.p99_delta_ms >= 0 ? "+" : "") + fmt(r.p99_delta_ms, 3), String(r.errors),
       r.collections ? `${fmt(r.collect_ms_p50, 3)}/${fmt(r.collect_ms_p99, 3)} (n=${r.collections})` : "-",
       r.collections ? fmt(Math.max(r.collect_max_slice_ms, r.deep_max_slice_ms || 0), 3) : "-",
-      r.deep_scans ? `${r.deep_scans} (${fmt(r.deep_ms_total_p50, 1)})` : "-",
+      r.deep_scans ? `${r.deep_scans} (${fmt(r.deep_ms_total_p50, 1)}${Number.isFinite(r.deep_cpu_ms_p50) ? `; cpu ${fmt(r.deep_cpu_ms_p50, 1)}, max slice cpu ${fmt(r.deep_max_slice_cpu_ms, 2)}` : ""})` : "-",
     ]);
     const w = H.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
     console.log(H.map((h, i) => h.padEnd(w[i])).join(" | "));
@@ -399,7 +402,7 @@ async function main(): Promise<void> {
     if (heapRows.length) {
       console.log("\ncollection and deep-scan time vs glibc heap size:");
       for (const r of heapRows) {
-        console.log(`  heap ${String(r.heap_mb).padStart(5)} MB (glibc ${(r.glibc_heap_bytes / 1048576).toFixed(0)} MB, ${r.chunks} chunks of ${r.chunk_bytes} B): collect ${fmt(r.collect_ms, 3)} ms | deep scan ${fmt(r.deep_ms_total, 1)} ms worker, ${fmt(r.deep_wall_ms, 0)} ms wall, ${r.deep_slices} slices, max slice ${fmt(r.deep_max_slice_ms, 3)} ms, ${fmt(r.deep_ns_per_byte, 2)} ns/byte`);
+        console.log(`  heap ${String(r.heap_mb).padStart(5)} MB (glibc ${(r.glibc_heap_bytes / 1048576).toFixed(0)} MB, ${r.chunks} chunks of ${r.chunk_bytes} B): collect ${fmt(r.collect_ms, 3)} ms | deep scan ${fmt(r.deep_ms_total, 1)} ms worker, ${fmt(r.deep_wall_ms, 0)} ms wall, ${r.deep_slices} slices, max slice ${fmt(r.deep_max_slice_ms, 3)} ms${r.deep_cpu_ms !== undefined ? ` (cpu: ${fmt(r.deep_cpu_ms, 1)} ms total, max slice ${fmt(r.deep_max_slice_cpu_ms, 3)} ms)` : ""}, ${fmt(r.deep_ns_per_byte, 2)} ns/byte`);
       }
     }
     console.log(crashes.length ? `\nWORKER CRASHES:\n${crashes.join("\n")}` : "\nno worker crashed");
