@@ -14,6 +14,7 @@ import { validateSnapshot } from "../../schema/validate";
 const WORKER_CONNECTIONS = 1536;
 const LARGE = 300 * 1024;
 const NLARGE = 10;
+const NSMALL = 20;
 
 /** the committed layout for this machine's nginx (one file per version in layouts/) */
 function layout(): any {
@@ -43,6 +44,11 @@ const APP_LOCATIONS = `
                 local p = ffi.C.ngx_palloc(pool, size)
                 if p == nil then ngx.say("palloc failed") return end
                 ffi.fill(p, size, 0x5a)
+            end
+            -- small allocations (below the pool's max) fill blocks and chain new ones
+            for i = 1, (tonumber(ngx.var.arg_small) or 0) do
+                local p = ffi.C.ngx_palloc(pool, 1000)
+                if p == nil then ngx.say("palloc failed") return end
             end
             ngx.say("allocated")
             ngx.flush(true)
@@ -173,7 +179,7 @@ describe("rooted pools: cycle, connections, requests", () => {
     }
   });
 
-  test("a held request's 10 × 300 KB pool allocations move its pool by exactly that", async () => {
+  test("a held request's 10 × 300 KB large and 20 × 1000 B small pool allocations move its pool by exactly that", async () => {
     // baseline: the same request without allocations
     const base = await hold(ngx.appPort, "n=0&tag=base");
     const s0 = await ngx.nextSnapshotOf(base.pid);
@@ -182,7 +188,7 @@ describe("rooted pools: cycle, connections, requests", () => {
     await httpGet(ngx.appPort, "/t/release?tag=base");
     expect(await base.done).toMatch(/released/);
 
-    const h = await hold(ngx.appPort, `n=${NLARGE}&size=${LARGE}&tag=big`);
+    const h = await hold(ngx.appPort, `n=${NLARGE}&size=${LARGE}&small=${NSMALL}&tag=big`);
     const s1 = await ngx.nextSnapshotOf(h.pid);
     expect(validateSnapshot(s1).error).toBeUndefined();
     const p1 = s1.pools.top.find((t: any) => t.kind === "request" && t.uri === "/t/hold");
@@ -193,8 +199,18 @@ describe("rooted pools: cycle, connections, requests", () => {
     const delta = p1.large_bytes - p0.large_bytes;
     const possible = Array.from({ length: NLARGE + 1 }, (_, k) => k * mapped + (NLARGE - k) * heap);
     expect(possible).toContain(delta);
-    // block figures of the request pool are untouched by large allocations
-    expect(p1.blocks).toBe(p0.blocks);
+    // small allocations: every block of a pool has the size it was created with (request_pool_size
+    // 4096 by default); a block takes at most 4 allocations of 1000 bytes (4096 - 32-byte header),
+    // the baseline blocks at most 4 each, so at least (20 - 4 × baseline blocks) / 4 new ones
+    const blockSize = p0.block_bytes / p0.blocks;
+    expect(blockSize).toBe(4096);
+    const dBlocks = p1.blocks - p0.blocks;
+    expect(dBlocks).toBeGreaterThanOrEqual(Math.ceil((NSMALL - 4 * p0.blocks) / 4));
+    expect(p1.block_bytes - p0.block_bytes).toBe(dBlocks * blockSize);
+    // used bytes: the 20 × 1000 bytes, plus at most 8 bytes alignment each and a header per new block
+    const dUsed = p1.used_bytes - p0.used_bytes;
+    expect(dUsed).toBeGreaterThanOrEqual(NSMALL * 1000);
+    expect(dUsed).toBeLessThanOrEqual(NSMALL * 1008 + dBlocks * 32);
     // the detail names its connection
     expect(p1.listen).toBe(`127.0.0.1:${ngx.appPort}`);
     expect(p1.peer).toBe("127.0.0.1");
