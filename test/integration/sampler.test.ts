@@ -229,3 +229,34 @@ describe("sampler with two workers: pid=N reaches that worker, sampler_all=1 eve
     expect(ngx.errors()).toEqual([]);
   });
 });
+
+describe("sampler joined with the pool layer: unrooted groups gain created_at", () => {
+  const ngx = new Nginx({ workers: 1, main: leakyLoadModule(), appLocations: LEAKY_LOCATIONS });
+  beforeAll(async () => {
+    ensureSampler();
+    await ngx.start();
+  });
+  afterAll(() => ngx.stop());
+
+  test("the fixture's leaked pools are created by ngx_http_leaky_upstream_update", async () => {
+    await sampler(ngx, "arm");
+    const N = 30;
+    const truth = await leaky(ngx, `/leaky/update-leak?n=${N}`);
+    expect(truth.live_pools).toBe(N);
+    const deep = await ngx.memdiag("?deep=1");
+    expect(deep.status).toBe(200);
+    const j = await sampler(ngx, "pools");
+    // the group holding the fixture's pools (found by the deep scan on the heap, independent of the sampler)
+    const g = j.groups.find((x: any) => x.pools >= N && /leaky_upstream/.test(String(x.owner)));
+    expect(g).toBeDefined();
+    if (process.env.MEMDIAG_VERBOSE) console.log(JSON.stringify({ ...g, created_at: { ...g.created_at, frames: g.created_at.frames.slice(0, 6).map((f: any) => f.label) } }));
+    expect(g.matched).toBe(g.examples);
+    expect(g.created_at.fn).toBe("posix_memalign");
+    expect(g.created_at.examples_on_path).toBe(g.examples);
+    const names = g.created_at.frames.map((f: any) => f.name ?? "");
+    expect(names.some((n: string) => n.startsWith("ngx_http_leaky_upstream_update+"))).toBe(true);
+    expect(names.some((n: string) => n.startsWith("ngx_create_pool+"))).toBe(true);
+    await sampler(ngx, "disarm");
+    expect(ngx.errors()).toEqual([]);
+  });
+});

@@ -2,7 +2,8 @@ import { Args, registerParam } from "../http/endpoint";
 import { config } from "../config";
 import { publishedPids } from "../publish";
 import { decode, encode } from "../util/json";
-import { arm, clear, disarm, got, lookup, status, top } from "./sampler";
+import { arm, clear, disarm, got, lookup, poolCreationSites, status, top } from "./sampler";
+import { lastSnapshotJson } from "../agent";
 
 /**
  * /_memdiag?sampler=arm|disarm|clear|status|top|lookup|got — the allocation
@@ -16,6 +17,7 @@ import { arm, clear, disarm, got, lookup, status, top } from "./sampler";
  *   sampler=disarm   restore the GOT; records stay readable (frozen) until clear or the next arm
  *   sampler=clear    drop the records and give their memory back (disarmed only)
  *   sampler=lookup   sampler_addr=0xA[,0xB...]: the live records at exactly these addresses (pool → creation path)
+ *   sampler=pools    unrooted pool groups of the last deep scan (?deep=1) with their creation call path (created_at)
  *   sampler=got      every GOT slot of the hooked functions: current value, original, hooked?
  */
 const DIGITS = "^%d+$";
@@ -64,10 +66,13 @@ function local(args: Args): LuaMultiReturn<[number, unknown]> {
     }
     [body, err] = lookup(addrs);
     if (err !== undefined) return $multi(409, err);
+  } else if (what === "pools") {
+    [body, err] = poolCreationSites(lastSnapshotJson());
+    if (err !== undefined) return $multi(409, err);
   } else if (what === "got") {
     [body, err] = got();
   } else {
-    return $multi(400, `unknown sampler action '${what}'; valid: arm, disarm, clear, status, top, lookup, got`);
+    return $multi(400, `unknown sampler action '${what}'; valid: arm, disarm, clear, status, top, lookup, pools, got`);
   }
   if (body === undefined) return $multi(503, err ?? "sampler unavailable");
   body.pid = pid;
@@ -184,7 +189,7 @@ if (ngx.get_phase() === "init_worker") {
   if (!ok) ngx.log(ngx.ERR, "memdiag: sampler command timer: ", err);
 }
 
-registerParam("sampler", "arm|disarm|clear|status|top|lookup|got = allocation sampler of the answering worker", "^%l+$", act);
+registerParam("sampler", "arm|disarm|clear|status|top|lookup|pools|got = allocation sampler of the answering worker", "^%l+$", act);
 registerParam("sampler_all", "1 = the sampler action in every worker (answer: {\"workers\":[...]})");
 registerParam("sampler_addr", "0xADDR[,0xADDR...] = sampler=lookup: the records at these addresses (pool first blocks)", "^[0-9a-fA-Fx,]+$");
 registerParam("sampler_rate", "BYTES = mean sampling interval for sampler=arm (default 524288)", DIGITS);

@@ -2,7 +2,7 @@ import * as ffi from "ffi";
 import { FN_NAMES, MAX_DEPTH, MAX_SLOTS, MAX_STACKS, libraryPath, load, loaded, present, lastLoadError } from "./native";
 import { symbolize } from "../util/symbols";
 import { hex } from "../safe/mem";
-import { arr, NULL } from "../util/json";
+import { arr, decode, NULL } from "../util/json";
 
 /**
  * The allocation sampler seen from Lua: arm / disarm / clear, status, top call
@@ -271,6 +271,65 @@ export function lookup(addrs: number[]): LuaMultiReturn<[Obj | undefined, string
     out.push({ addr: hex(a), record: { path: id, fn: FN_NAMES[num(lib.memdiag_sampler_path_fn(id))] ?? "?", size: num(size[0]), age_s: num(age[0]) / 1000, frames: arr(frames) } });
   }
   return $multi({ records: arr(out) }, undefined);
+}
+
+/**
+ * Joins the unrooted pool groups of this worker's last deep scan (snapshot
+ * `pools.unrooted`, see scan/deep.ts) with the records: each group's example
+ * pools are looked up at their address (= first block, recorded in full while
+ * armed) and the group gains `created_at`, the call path most of them share.
+ * Pools created before arming have no record (`matched` < `examples`).
+ */
+export function poolCreationSites(snapshotJson: string | undefined): LuaMultiReturn<[Obj | undefined, string | undefined]> {
+  const lib = loaded();
+  if (lib === undefined) return $multi(undefined, "sampler was never armed in this worker");
+  if (snapshotJson === undefined) return $multi(undefined, "no snapshot in this worker yet");
+  const [snap] = decode(snapshotJson);
+  const groups = snap && snap.pools && snap.pools.unrooted;
+  if (type(groups) !== "table") return $multi(undefined, "no deep scan result in the last snapshot; run /_memdiag?deep=1 first");
+  if (pathBuf === undefined) {
+    pathBuf = ffi.new("memdiag_sampler_path_t[?]", MAX_STACKS);
+    frameBuf = ffi.new("void *[?]", MAX_DEPTH);
+  }
+  const out: Obj[] = [];
+  for (const g of groups as Obj[]) {
+    const counts = new LuaTable<number, number>();
+    let matched = 0;
+    let best = 0;
+    let bestN = 0;
+    const examples = (g.examples as string[] | undefined) ?? [];
+    for (const a of examples) {
+      const addr = tonumber(a);
+      if (addr === undefined) continue;
+      const id = num(lib.memdiag_sampler_lookup(ffi.cast("const void *", addr), undefined, undefined));
+      if (id === 0) continue;
+      matched++;
+      const c = (counts.get(id) ?? 0) + 1;
+      counts.set(id, c);
+      if (c > bestN) {
+        bestN = c;
+        best = id;
+      }
+    }
+    let createdAt: unknown = NULL;
+    if (best !== 0) {
+      const depth = num(lib.memdiag_sampler_frames(best, frameBuf, MAX_DEPTH));
+      const frames: Obj[] = [];
+      for (let f = 0; f < depth; f++) frames.push(frame(lib, tonumber(ffi.cast("uintptr_t", frameBuf[f]))!));
+      createdAt = { path: best, fn: FN_NAMES[num(lib.memdiag_sampler_path_fn(best))] ?? "?", examples_on_path: bestN, frames: arr(frames) };
+    }
+    out.push({
+      signature: g.signature,
+      owner: g.owner,
+      retainer: g.retainer,
+      pools: g.pools,
+      create_size: g.create_size,
+      examples: examples.length,
+      matched,
+      created_at: createdAt,
+    });
+  }
+  return $multi({ scan_time: (snap.scan && snap.scan.finished_at) ?? NULL, groups: arr(out) }, undefined);
 }
 
 /**
