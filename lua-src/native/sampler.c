@@ -58,11 +58,15 @@
 #define MS_NFUNCS           7
 #define MS_MAX_SLOTS        2048
 #define MS_MAX_OBJECTS      256
+#ifndef MS_ENTRY_BITS                               /* overridable for tests of full tables */
 #define MS_ENTRY_BITS       17                      /* 131072 live records */
+#endif
 #define MS_MAX_ENTRIES      (1u << MS_ENTRY_BITS)
 #define MS_BUCKET_BITS      (MS_ENTRY_BITS + 1)
 #define MS_NBUCKETS         (1u << MS_BUCKET_BITS)
+#ifndef MS_MAX_STACKS
 #define MS_MAX_STACKS       8192
+#endif
 #define MS_STACK_HASH       (MS_MAX_STACKS * 2)
 #define MS_MAPS_BUF         (512 * 1024)
 #define MS_MAX_REGIONS      4096

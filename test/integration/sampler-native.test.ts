@@ -16,6 +16,7 @@ const REALLOC = 2;
 
 describe("native sampler driven from C", () => {
   let r: any;
+  let full: any;
   beforeAll(() => {
     const so = ensureSampler();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-driver-"));
@@ -23,6 +24,11 @@ describe("native sampler driven from C", () => {
     // BIND_NOW: the driver's GOT holds the real functions before arming (like Debian's nginx)
     execFileSync("cc", ["-O1", "-g", "-Wl,-z,now", "-o", exe, path.join(ROOT, "test/fixtures/sampler-driver/driver.c"), "-ldl", "-pthread"]);
     r = JSON.parse(execFileSync(exe, [so], { encoding: "utf8", timeout: 60000 }));
+    // the same library with tiny tables: 256 live records, 4 call paths
+    const small = path.join(dir, "libsmall.so");
+    execFileSync("cc", ["-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-omit-frame-pointer", "-DMS_ENTRY_BITS=8", "-DMS_MAX_STACKS=4",
+      "-Wl,-z,now", "-o", small, path.join(ROOT, "lua-src/native/sampler.c"), "-pthread", "-ldl", "-lm"]);
+    full = JSON.parse(execFileSync(exe, [small, "full"], { encoding: "utf8", timeout: 60000 }));
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -47,6 +53,17 @@ describe("native sampler driven from C", () => {
     expect(r.paths.filter((p: any) => p.fn === MALLOC)).toEqual([]);
     expect(r.frees_matched).toBeGreaterThanOrEqual(4 * 5000 + 150);
     expect(r.cache_hits).toBeGreaterThan(r.unwinds);
+  });
+
+  test("bounded tables: 1000 allocations on 8 paths with room for 256 records / 4 paths: drops counted, kept ones consistent", () => {
+    expect(full.armed).toBeGreaterThan(0);
+    expect(full.live).toBeLessThanOrEqual(256);
+    expect(full.paths).toBeLessThanOrEqual(4);
+    expect(full.paths_live).toBe(full.live);
+    expect(full.live + full.drops_entries + full.drops_stacks).toBe(1000);
+    expect(full.drops_stacks).toBeGreaterThan(0);
+    expect(full.drops_entries).toBeGreaterThan(0);
+    expect(full.live_after_free).toBe(0);
   });
 
   test("realloc: the record follows the block (one live record of the last size)", () => {
