@@ -12,6 +12,7 @@
  */
 import Database from "better-sqlite3";
 import * as crypto from "crypto";
+import * as fs from "fs";
 import * as path from "path";
 import { Nginx, sleep } from "../harness/nginx";
 import { freePort } from "../harness/ports";
@@ -108,5 +109,6 @@ test(`control plane SIGKILLed ${KILLS}× mid-stream: nothing acked is lost, agen
     await ngx?.stop();
     await proxy.stop();
     await cp.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

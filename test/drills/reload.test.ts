@@ -11,6 +11,7 @@
  *    starts a new series (new key, seq from 1, previous_key = the killed worker).
  */
 import * as crypto from "crypto";
+import * as fs from "fs";
 import * as http from "http";
 import { Nginx, sleep } from "../harness/nginx";
 import { startCP, RunningCP, getJson } from "../harness/control-plane";
@@ -63,6 +64,7 @@ describe("nginx side drills with a real control plane", () => {
   afterAll(async () => {
     await ngx?.stop();
     await cp?.stop();
+    if (cp) fs.rmSync(cp.dir, { recursive: true, force: true });
   });
 
   test(`${RELOADS} reloads in a row under load`, async () => {
