@@ -421,6 +421,12 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
       aborted = "the connections array changed during the walk";
       break;
     }
+    // fast path for free slots (most of the array on a quiet worker)
+    const c = connections + i * cSize;
+    if (rdI32(c + cFd) === -1) {
+      const d = rdPtr(c + cData);
+      if (d === 0 || (d >= connections && d < arrEnd)) continue;
+    }
     visit(i, true);
   }
   for (let k = 0; k < deferred.length && !aborted; k++) {
