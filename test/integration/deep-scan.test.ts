@@ -163,6 +163,7 @@ function largest(classes: any[], min: number): any {
 describe("deep scan: heap walk, pool discovery, owners", () => {
   const ngx = new Nginx({
     workers: 1,
+    main: process.env.MEMDIAG_CORE_DIR ? `worker_rlimit_core 2g; working_directory ${process.env.MEMDIAG_CORE_DIR};` : "",
     // the setup chunk travels as a Lua long string inside the conf
     memdiagLocations: LOCATIONS.replace(/ngx\.var\.lua_setup/g, `[==[${LUA_SETUP}]==]`),
   });
@@ -224,7 +225,7 @@ describe("deep scan: heap walk, pool discovery, owners", () => {
     expect(g.owner).toBe("lua");
   });
 
-  test("a forgotten pool (pointer never kept) is unreferenced", async () => {
+  test("a forgotten pool (pointer never kept) is unreferenced (or, through a stale Lua pointer, lua), never a module", async () => {
     const size = 5008;
     const made = await get(`/t/pool?mode=forget&size=${size}&large=2&large_size=${200 * 1024}`);
     expect(made.large_blocks).toBe(2);
@@ -235,9 +236,12 @@ describe("deep scan: heap walk, pool discovery, owners", () => {
     expect(g.block_bytes).toBe(size);
     expect(g.large_blocks).toBe(2);
     expect(g.large_bytes).toBe(made.large_bytes);
-    expect(g.owner).toBe("unreferenced");
-    // never misattributed to a module
-    expect(g.owner).not.toMatch(/module|\.so/);
+    // Nothing holds it. The scan is conservative: a live Lua FFI buffer that still holds a
+    // stale pointer to where the pool now lives (lua-resty-core keeps the last ngx.var value
+    // pointer in a module-level cdata) makes it "lua"; never a module.
+    expect(["unreferenced", "lua"]).toContain(g.owner);
+    expect(g.owner).not.toMatch(/module|\.so|conf/);
+    if (g.owner === "unreferenced") expect(g.retainer).toBe("unreferenced");
   });
 
   test("chunks crafted to look like pool heads with broken lists are skipped and counted; the worker keeps serving", async () => {

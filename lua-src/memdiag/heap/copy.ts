@@ -10,9 +10,9 @@ import { addrOf } from "../safe/mem";
  * own pid copies what is mapped and returns a short count (or EFAULT) for the rest.
  */
 cdef(`
-  typedef struct { void *iov_base; size_t iov_len; } memdiag_iovec_t;
-  long process_vm_readv(int pid, const memdiag_iovec_t *local_iov, unsigned long liovcnt,
-                        const memdiag_iovec_t *remote_iov, unsigned long riovcnt, unsigned long flags);
+  typedef struct { uintptr_t iov_base; size_t iov_len; } memdiag_iovec_u_t;
+  long process_vm_readv(int pid, const memdiag_iovec_u_t *local_iov, unsigned long liovcnt,
+                        const memdiag_iovec_u_t *remote_iov, unsigned long riovcnt, unsigned long flags);
   int getpid(void);
 `);
 
@@ -27,7 +27,8 @@ const PROBE_LEN = 16;
  * they must lie inside the window that the reference scan leaves out.
  */
 const IOV_BYTES = (PROBE_BATCH + 1) * 16;
-const TOTAL = COPY_BYTES + PROBE_BATCH * PROBE_LEN + IOV_BYTES;
+const SMALL_BYTES = 1024;
+const TOTAL = COPY_BYTES + PROBE_BATCH * PROBE_LEN + IOV_BYTES + 16 + SMALL_BYTES;
 const raw = ffi.new("uint8_t[?]", TOTAL + 4096);
 /** exported so the module table anchors it: the pointers below do not keep it alive for the GC */
 export const copyAnchor = raw;
@@ -35,8 +36,12 @@ const rawAddr = addrOf(raw);
 const bufAddr = rawAddr + ((4096 - (rawAddr % 4096)) % 4096);
 const buf = ffi.cast("uint8_t *", bufAddr);
 const probeBuf = ffi.cast("uint8_t *", bufAddr + COPY_BYTES);
-const liov = ffi.cast("memdiag_iovec_t *", bufAddr + COPY_BYTES + PROBE_BATCH * PROBE_LEN);
-const riov = ffi.cast("memdiag_iovec_t *", bufAddr + COPY_BYTES + PROBE_BATCH * PROBE_LEN + 16);
+const liov = ffi.cast("memdiag_iovec_u_t *", bufAddr + COPY_BYTES + PROBE_BATCH * PROBE_LEN);
+const riov = ffi.cast("memdiag_iovec_u_t *", bufAddr + COPY_BYTES + PROBE_BATCH * PROBE_LEN + 16);
+/** a second, small window: lets a scan of the big one look around a hit */
+const smallAddr = bufAddr + COPY_BYTES + PROBE_BATCH * PROBE_LEN + IOV_BYTES + 16;
+const sliov = ffi.cast("memdiag_iovec_u_t *", smallAddr - 16);
+const sriov = ffi.new("memdiag_iovec_u_t[1]");
 const u32 = ffi.cast("const uint32_t *", 0);
 const TWO32 = 4294967296;
 let pid = 0;
@@ -51,9 +56,9 @@ export function copyWindow(): LuaMultiReturn<[number, number]> {
 export function copyUnavailable(): string | undefined {
   if (pid === 0) {
     pid = C.getpid();
-    liov[0].iov_base = buf;
+    liov[0].iov_base = bufAddr;
     liov[0].iov_len = 16;
-    riov[0].iov_base = ffi.cast("void *", bufAddr + COPY_BYTES);
+    riov[0].iov_base = (bufAddr + COPY_BYTES);
     riov[0].iov_len = 16;
     const n = tonumber(C.process_vm_readv(pid, liov, 1, riov, 1, 0))!;
     if (n !== 16) broken = `process_vm_readv on self failed (errno ${ffi.errno()})`;
@@ -66,12 +71,23 @@ export function copyUnavailable(): string | undefined {
  * of the copy and the number of bytes copied (short when part is unmapped).
  */
 export function copyIn(addr: number, len: number): LuaMultiReturn<[number, number]> {
-  liov[0].iov_base = buf;
+  liov[0].iov_base = bufAddr;
   liov[0].iov_len = len;
-  riov[0].iov_base = ffi.cast("void *", addr);
+  riov[0].iov_base = (addr);
   riov[0].iov_len = len;
   const n = tonumber(C.process_vm_readv(pid, liov, 1, riov, 1, 0))!;
   return $multi(bufAddr, n < 0 ? 0 : n);
+}
+
+/** Copy [addr, addr+len) (len <= 1024) into the small window; returns its address and the bytes copied. */
+export function copySmall(addr: number, len: number): LuaMultiReturn<[number, number]> {
+  sliov[0].iov_base = (smallAddr);
+  sliov[0].iov_len = len;
+  sriov[0].iov_base = (addr);
+  sriov[0].iov_len = len;
+  const n = tonumber(C.process_vm_readv(pid, sliov, 1, sriov, 1, 0))!;
+  sriov[0].iov_base = 0;
+  return $multi(smallAddr, n < 0 ? 0 : n);
 }
 
 /**
@@ -85,10 +101,10 @@ export function probePages(start: number, end: number, fn: (this: void, page: nu
     const n = Math.min(PROBE_BATCH, Math.floor((end - a) / 4096));
     if (n <= 0) break;
     for (let k = 0; k < n; k++) {
-      riov[k].iov_base = ffi.cast("void *", a + k * 4096);
+      riov[k].iov_base = (a + k * 4096);
       riov[k].iov_len = PROBE_LEN;
     }
-    liov[0].iov_base = probeBuf;
+    liov[0].iov_base = bufAddr + COPY_BYTES;
     liov[0].iov_len = n * PROBE_LEN;
     const got = tonumber(C.process_vm_readv(pid, liov, 1, riov, n, 0))!;
     const pages = got > 0 ? Math.floor(got / PROBE_LEN) : 0;

@@ -39,7 +39,7 @@ const MALLOC_STATE_SIZE = 2200;
 /** bounds on garbage: no chunk and no region is larger than this */
 const MAX_CHUNK = 1099511627776;
 /** chunks between two budget checks */
-const CHECK_EVERY = 4096;
+const CHECK_EVERY = 1024;
 
 /** bytes walked or scanned by the running deep scan, for progress reports (reset by the scan) */
 export const progress = { bytes: 0 };
@@ -164,12 +164,14 @@ export function newSizeClasses(): SizeClasses {
   return c;
 }
 
-const frexp = (math as unknown as { frexp: (this: void, x: number) => LuaMultiReturn<[number, number]> }).frexp;
+const INV_LN2 = 1 / Math.log(2);
 
-/** floor(log2(n)) for n >= 1, exact at powers of two */
+/** floor(log2(n)) for n >= 1, exact at powers of two (math.log is compiled by the JIT, frexp is not) */
 export function log2floor(n: number): number {
-  const [, e] = frexp(n);
-  return e - 1;
+  let k = Math.floor(Math.log(n) * INV_LN2);
+  if (2 ** k > n) k--;
+  else if (2 ** (k + 1) <= n) k++;
+  return k;
 }
 
 export function sizeClassesJson(c: SizeClasses): object[] {

@@ -1,10 +1,10 @@
 import * as ffi from "ffi";
 import { Ctx, skip, tick } from "../context";
-import { hex } from "../safe/mem";
+import { hex, rdU64, rdU8 } from "../safe/mem";
 import { symbolize } from "../util/symbols";
 import { arr } from "../util/json";
 import { HeapRegion, forEachInUseChunk, log2floor, progress } from "../heap/walk";
-import { COPY_BYTES, copyIn, copyUnavailable, copyWindow } from "../heap/copy";
+import { COPY_BYTES, copyIn, copySmall, copyUnavailable, copyWindow } from "../heap/copy";
 import { FoundPool } from "./discover";
 import { ConfStart, confAt, nameInSegment, SegmentRoot } from "./roots";
 
@@ -186,6 +186,32 @@ export function scanRangeCopied(ctx: Ctx, ix: RangeIndex, start: number, end: nu
   return scanned;
 }
 
+/** GCHeader.gct of a cdata object: ~LJ_TCDATA */
+const GCT_CDATA = 10;
+/** a pointer (or uintptr_t) cdata: the value right after its 16-byte header; fields deeper in structs and arrays are not looked for (a wider search meets stale headers of other objects) */
+const CDATA_BACK = 16;
+
+/**
+ * LuaJIT memory holds many stale words (dead objects, free blocks, internal
+ * pointers to memory LuaJIT gave back and glibc reused). A Lua variable holding a
+ * pointer holds it in an FFI cdata object: GCHeader {nextgc, marked, gct == 10},
+ * ctypeid, payload at +16. Only words inside such an object count as a Lua reference.
+ */
+function inCdata(at: number): boolean {
+  if (at < CDATA_BACK + 4096) return false;
+  const [cp, got] = copySmall(at - CDATA_BACK, CDATA_BACK + 8);
+  if (got !== CDATA_BACK + 8) return false;
+  for (let back = 16; back <= CDATA_BACK; back += 8) {
+    const h = cp + CDATA_BACK - back;
+    if (rdU8(h + 9) !== GCT_CDATA) continue;
+    if (rdU8(h + 8) >= 0x80) continue;
+    const next = rdU64(h);
+    if (next !== 0 && (next % 8 !== 0 || next < 65536 || next >= 140737488355328)) continue;
+    return true;
+  }
+  return false;
+}
+
 export interface OwnerInputs {
   pools: FoundPool[];
   regions: HeapRegion[];
@@ -297,11 +323,16 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   const rootNode: number[] = [];
   const rootAt: number[] = [];
   const rootSeen = new LuaTable<number, boolean>();
+  let luaStale = 0;
   let segPath = "";
   let rangeFloor = 0;
   let rootKind = "";
   const rootHit: HitFn = (at, node) => {
     if (rootSeen.get(node)) return;
+    if (rootKind === "lua" && !inCdata(at)) {
+      luaStale++;
+      return;
+    }
     rootSeen.set(node, true);
     let name: string;
     if (rootKind === "segment") name = nameInSegment(at, segPath);
@@ -332,8 +363,11 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       });
     }
   }
-  if (trace) trace("owners: segments + rooted pools");
+  if (trace) trace(`owners: ${inp.segments.length} segments + rooted pools, ${rootNode.length} root hits, index ${ix.n} ranges`);
   rootKind = "lua";
+  // Dead cdata not yet swept still pass inCdata: forcing a GC cycle here would cost a
+  // pause proportional to the Lua heap (collectgarbage("step") runs a whole mark phase
+  // in one call), so a pool dropped by Lua shows as "lua" until the GC has swept it.
   if (copyUnavailable() !== undefined && inp.lua.length > 0) skip(ctx, "scan_lua_no_safe_copy");
   else for (const r of inp.lua) {
     // LuaJIT memory can be unmapped by our own allocations at any time: scan a copy,
@@ -344,6 +378,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     } else refBytes += scanRangeCopied(ctx, ix, r.start, r.end, rootHit);
   }
   if (trace) trace("owners: lua");
+  if (luaStale > 0) ctx.skipped["lua_refs_outside_cdata"] = luaStale;
 
   // BFS from the roots
   const owner = new LuaTable<number, string>();

@@ -58,7 +58,8 @@ export function rootedPoolSet(ctx: Ctx, L: Layout): LuaTable<number, string> {
     // a free slot links to the next free slot (or NULL)
     if (fd === -1 && (data === 0 || (data >= conns && data < arrEnd))) continue;
     const pool = rdPtr(c + cPool);
-    if (pool !== 0) out.set(pool, "connection");
+    // a fake connection may borrow the cycle pool (lua-nginx-module's init_worker does): the cycle wins
+    if (pool !== 0 && out.get(pool) === undefined) out.set(pool, "connection");
     if (data !== 0 && data % 8 === 0 && maps.readable(data, rPool + 8) && rdU32(data + rSig) === sig && rdPtr(data + rConn) === c) {
       const rp = rdPtr(data + rPool);
       if (rp !== 0 && out.get(rp) === undefined) out.set(rp, "request");
@@ -262,7 +263,9 @@ function basename(p: string): string {
 /** libc's and the loader's data hold the allocator's own free lists (pointers to chunk headers): not roots */
 function isAllocatorLib(path: string): boolean {
   const b = basename(path);
-  return string.find(b, "^libc[.-]") !== undefined || string.find(b, "^ld%-linux") !== undefined;
+  const [c] = string.find(b, "^libc[.-]");
+  const [l] = string.find(b, "^ld%-linux");
+  return c !== undefined || l !== undefined;
 }
 
 /**

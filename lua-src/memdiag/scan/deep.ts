@@ -3,7 +3,7 @@ import { config } from "../config";
 import { Ctx, refreshMaps } from "../context";
 import { Maps } from "../safe/maps";
 import { rdPtr } from "../safe/mem";
-import { Budget } from "../util/budget";
+import { DeepBudget } from "./budget";
 import { monoMs } from "../util/clock";
 import { arr } from "../util/json";
 import { cdef } from "../util/cdef";
@@ -33,9 +33,13 @@ export interface ScanStatus {
   bytes_scanned: number;
   heap_bytes: number;
   ref_bytes: number;
+  /** wall time of the slices (yield decisions use it) */
   ms_total: number;
   wall_ms: number;
   max_slice_ms: number;
+  /** thread CPU time: what the scan cost the worker, unaffected by other processes */
+  cpu_ms: number;
+  max_slice_cpu_ms: number;
   slices: number;
   pools_found?: number;
   unrooted_pools?: number;
@@ -45,8 +49,8 @@ export interface ScanStatus {
 const MAX_CANDIDATES = 2000000;
 const MAX_GROUPS = 64;
 
-let status: ScanStatus = { state: "idle", bytes_scanned: 0, heap_bytes: 0, ref_bytes: 0, ms_total: 0, wall_ms: 0, max_slice_ms: 0, slices: 0 };
-let budget: Budget | undefined;
+let status: ScanStatus = { state: "idle", bytes_scanned: 0, heap_bytes: 0, ref_bytes: 0, ms_total: 0, wall_ms: 0, max_slice_ms: 0, cpu_ms: 0, max_slice_cpu_ms: 0, slices: 0 };
+let budget: DeepBudget | undefined;
 let t0 = 0;
 let result: { size_classes: object[]; unrooted?: object[]; unrooted_error?: string; skipped: { [k: string]: number } } | undefined;
 let running = false;
@@ -63,6 +67,8 @@ export function deepScanStatus(): ScanStatus {
     s.bytes_scanned = progress.bytes;
     s.ms_total = budget.totalMs;
     s.max_slice_ms = budget.maxSliceMs;
+    s.cpu_ms = budget.cpuTotalMs;
+    s.max_slice_cpu_ms = budget.maxSliceCpuMs;
     s.slices = budget.slices;
     s.wall_ms = monoMs() - t0;
   }
@@ -82,7 +88,7 @@ export function setTrace(on: boolean): void {
 function trace(what: string): void {
   if (!tracing) return;
   const now = monoMs();
-  ngx.log(ngx.NOTICE, `memdiag deep: ${what} +${string.format("%.3f", now - phaseT)} ms, max slice ${string.format("%.3f", budget?.maxSliceMs ?? 0)}`);
+  ngx.log(ngx.NOTICE, `memdiag deep: ${what} +${string.format("%.3f", now - phaseT)} ms, max slice ${string.format("%.3f", budget?.maxSliceMs ?? 0)} (cpu ${string.format("%.3f", budget?.maxSliceCpuMs ?? 0)}), cpu total ${string.format("%.3f", budget?.cpuTotalMs ?? 0)}`);
   phaseT = now;
 }
 
@@ -90,8 +96,8 @@ function scanOnce(): void {
   t0 = monoMs();
   progress.bytes = 0;
   ngx.update_time();
-  status = { state: "running", phase: "heap", started: ngx.now(), bytes_scanned: 0, heap_bytes: 0, ref_bytes: 0, ms_total: 0, wall_ms: 0, max_slice_ms: 0, slices: 1 };
-  const b = new Budget(config.slice_ms, true);
+  status = { state: "running", phase: "heap", started: ngx.now(), bytes_scanned: 0, heap_bytes: 0, ref_bytes: 0, ms_total: 0, wall_ms: 0, max_slice_ms: 0, cpu_ms: 0, max_slice_cpu_ms: 0, slices: 1 };
+  const b = new DeepBudget(config.slice_ms);
   budget = b;
   const [maps, merr] = Maps.self();
   if (!maps) error(merr ?? "cannot read /proc/self/maps");
@@ -151,6 +157,8 @@ function scanOnce(): void {
     ms_total: b.totalMs,
     wall_ms: monoMs() - t0,
     max_slice_ms: b.maxSliceMs,
+    cpu_ms: b.cpuTotalMs,
+    max_slice_cpu_ms: b.maxSliceCpuMs,
     slices: b.slices,
     pools_found: status.pools_found,
     unrooted_pools: status.unrooted_pools,

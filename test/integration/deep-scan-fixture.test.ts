@@ -1,0 +1,95 @@
+/**
+ * Deep scan against the leak fixture (test/fixtures/leaky_upstream): a module that
+ * "updates an upstream" by creating a pool + a 300 KB server table and keeps the
+ * pools on a list whose head is in its .bss (or its main conf). Ground truth is the
+ * fixture's own status JSON (what it allocated, where the head lives).
+ */
+import { Nginx, httpGet } from "../harness/nginx";
+import { leakyLoadModule, LEAKY_LOCATIONS, LEAKY_POOL_SIZE } from "../harness/fixtures";
+import { validateSnapshot } from "../../schema/validate";
+
+const N = 25;
+const CLASS_256K = 262144;
+
+function cls(s: any, min: number): any {
+  return s.glibc.size_classes.find((c: any) => c.min_bytes === min) ?? { chunks: 0, in_use_chunks: 0 };
+}
+
+async function deep(ngx: Nginx): Promise<any> {
+  const r = await ngx.memdiag("?deep=1");
+  expect(r.status).toBe(200);
+  const w = JSON.parse(r.body).workers[0];
+  expect(w.scan.state).toBe("done");
+  expect(validateSnapshot(w).error).toBeUndefined();
+  return w;
+}
+
+async function app(ngx: Nginx, path: string): Promise<any> {
+  const r = await httpGet(ngx.appPort, path);
+  if (r.status !== 200) throw new Error(`${path}: ${r.status} ${r.body}`);
+  return JSON.parse(r.body);
+}
+
+/** the unrooted group holding the fixture's pools (by address), and how many of them it holds */
+function groupOf(s: any, pools: string[]): any {
+  const want = new Set(pools);
+  const gs = s.pools.unrooted.filter((g: any) => g.examples.some((e: string) => want.has(e)));
+  expect(gs.length).toBe(1);
+  return gs[0];
+}
+
+describe.each([
+  ["bss", /^ngx_http_leaky_upstream_module\.so \(\.bss\+0x[0-9a-f]+\)$|^ngx_http_leaky_upstream_module\.so \(ngx_http_leaky_upstream_head\)$/],
+  ["conf", /^ngx_http_leaky_upstream_module \(main conf\)$/],
+])("deep scan with the leak fixture, list head in %s", (holder, ownerRe) => {
+  const ngx = new Nginx({
+    workers: 1,
+    main: leakyLoadModule(),
+    http: `leaky_upstream_holder ${holder};`,
+    appLocations: LEAKY_LOCATIONS,
+  });
+  beforeAll(async () => {
+    await ngx.start();
+    await ngx.snapshots();
+  });
+  afterAll(() => ngx.stop());
+
+  test(`after ${N} leaky updates one unrooted group has the ${N} pools, owned by the fixture module`, async () => {
+    const before = await deep(ngx);
+    const st = await app(ngx, `/leaky/update-leak?n=${N}`);
+    expect(st.live_pools).toBe(N);
+    const s = await deep(ngx);
+    const g = groupOf(s, st.pools);
+    // every live pool of the fixture is in the group, nothing else
+    expect(g.pools).toBe(st.live_pools);
+    expect(g.create_size).toBe(LEAKY_POOL_SIZE);
+    expect(g.blocks).toBe(st.pool_blocks);
+    expect(g.block_bytes).toBe(st.pool_block_bytes);
+    expect(g.large_blocks).toBe(st.large_allocs);
+    // usable sizes: at least what was requested, at most a page of slack per table
+    expect(g.large_bytes).toBeGreaterThanOrEqual(st.large_bytes);
+    expect(g.large_bytes).toBeLessThanOrEqual(st.large_bytes + st.large_allocs * 8192);
+    expect(g.large_histogram).toEqual([expect.objectContaining({ min_bytes: CLASS_256K, count: st.large_allocs })]);
+    expect(g.owner).toMatch(ownerRe);
+    expect(g.retainer.startsWith(`${g.owner} → pool`)).toBe(true);
+    // the allocator's view: the 256-512 KB class rose by N in-use chunks
+    expect(cls(s, CLASS_256K).in_use_chunks - cls(before, CLASS_256K).in_use_chunks).toBe(N);
+    console.log(`[${holder}] group: ${JSON.stringify({ ...g, large_histogram: undefined })}\n  scan: ${JSON.stringify(s.scan)}`);
+  });
+
+  test("in the correct variant the group stays at one pool and the class does not grow", async () => {
+    await app(ngx, "/leaky/reset");
+    const before = await deep(ngx);
+    const st = await app(ngx, `/leaky/update-correct?n=${N}`);
+    expect(st.live_pools).toBe(1);
+    const s = await deep(ngx);
+    const g = groupOf(s, st.pools);
+    expect(g.pools).toBe(1);
+    expect(g.owner).toMatch(ownerRe);
+    expect(cls(s, CLASS_256K).in_use_chunks - cls(before, CLASS_256K).in_use_chunks).toBeLessThanOrEqual(1);
+  });
+
+  test("no errors, no crash", () => {
+    expect(ngx.errors()).toEqual([]);
+  });
+});
