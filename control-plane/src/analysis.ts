@@ -61,6 +61,9 @@ export function diffTimes(store: Store, sel: { worker?: string; instance?: strin
   return { a: { id: a.id, time: from }, b: { id: b.id, time: to }, rows: diffStates(a.st, b.st) };
 }
 
+/** trend points per worker and kind (plain / deep) at most: suspects cost the same however often agents push */
+export const MAX_POINTS = 240;
+
 /** suspects over the last window_s seconds of each worker seen in it (optionally one instance or one worker) */
 export function suspectsFor(store: Store, sel: { instance?: string; worker?: string }, window_s: number, now = Date.now() / 1000, rules: GrowthRules = DEFAULT_RULES): Suspect[] {
   const since = now - window_s;
@@ -72,7 +75,7 @@ export function suspectsFor(store: Store, sel: { instance?: string; worker?: str
     const last = store.atOrBefore(w.id, Number.MAX_VALUE);
     if (!last) continue;
     // the window ends at the worker's latest snapshot (agent clocks may differ from ours)
-    const snaps = store.window(w.id, last.time - window_s, last.time);
+    const snaps = store.windowSampled(w.id, last.time - window_s, last.time, MAX_POINTS);
     windows.push({ worker: w.key, instance: w.instance, snapshots: snaps });
   }
   return findSuspects(windows, window_s, rules);

@@ -151,6 +151,7 @@ export class Store {
         WHERE worker = ? AND time >= ? AND time <= ? ORDER BY time ASC`),
       series: db.prepare(`SELECT time, metrics FROM snapshots
         WHERE worker = ? AND time >= ? AND time <= ? ORDER BY time ASC LIMIT ?`),
+      windowIds: db.prepare(`SELECT id, deep FROM snapshots WHERE worker = ? AND time >= ? AND time <= ? ORDER BY time ASC`),
       list: db.prepare(`SELECT id, worker, seq, time, deep, rss_bytes FROM snapshots
         WHERE worker = ? AND time >= ? AND time <= ? ORDER BY time DESC LIMIT ?`),
       workersSeenSince: db.prepare(`SELECT ${WORKER_COLS} FROM workers WHERE last_seen >= ? ORDER BY id`),
@@ -300,6 +301,29 @@ export class Store {
 
   window(worker: number, from: number, to: number): SnapshotMetrics[] {
     return (this.st.window.all(worker, from, to) as Record<string, unknown>[]).map((r) => this.decode(r));
+  }
+
+  /**
+   * The worker's snapshots in [from, to], at most `max` plain and `max` deep ones
+   * (evenly spaced, first and last kept): bounded work for trends however often agents push.
+   */
+  windowSampled(worker: number, from: number, to: number, max: number): SnapshotMetrics[] {
+    const rows = this.st.windowIds.all(worker, from, to) as { id: number; deep: number }[];
+    if (rows.length <= max) return this.window(worker, from, to);
+    const pick = (xs: { id: number }[]): number[] => {
+      if (xs.length <= max) return xs.map((x) => x.id);
+      const out: number[] = [];
+      for (let i = 0; i < max; i++) out.push(xs[Math.round((i * (xs.length - 1)) / (max - 1))].id);
+      return out;
+    };
+    const ids = new Set([...pick(rows.filter((r) => r.deep !== 1)), ...pick(rows.filter((r) => r.deep === 1))]);
+    const out: SnapshotMetrics[] = [];
+    for (const r of rows) {
+      if (!ids.has(r.id)) continue;
+      const m = this.snapshotMetrics(r.id);
+      if (m) out.push(m);
+    }
+    return out;
   }
 
   series(worker: number, metric: string, from: number, to: number, limit = 100000): [number, number][] {

@@ -5,7 +5,11 @@
 import Database from "better-sqlite3";
 import WebSocket from "ws";
 import { startCP, SimAgent, getJson, tempDir } from "../harness/control-plane";
+import * as path from "path";
 import { buildSnapshot, identityOf } from "../fixtures/snapshots";
+import { Store } from "../../control-plane/src/store";
+import { summarize } from "../../control-plane/src/summary";
+import { suspectsFor, MAX_POINTS } from "../../control-plane/src/analysis";
 
 function rowsOf(db: string): { worker_key: string; seq: number; rss_bytes: number }[] {
   const d = new Database(db, { readonly: true });
@@ -163,5 +167,27 @@ describe("control plane storage", () => {
     expect(cp.cp.store.prune(now + 31 * 86400, 24, 30)).toEqual({ thinned: 0, deleted: 5 });
     expect((await getJson(`${cp.base}/api/workers`)).body).toEqual([]);
     await cp.stop();
+  });
+
+  test("suspects read a bounded sample of a busy worker's window and still get the fed slope", () => {
+    const dir = tempDir();
+    const store = new Store(path.join(dir, "s.db"));
+    const w = store.helloWorker(identityOf({ pid: 9100 }), Date.now() / 1000);
+    const t0 = Date.now() / 1000 - 600;
+    // 3000 snapshots in 10 minutes (5/s): luajit grows exactly 100 KB per second
+    const items = [];
+    for (let i = 0; i < 3000; i++) {
+      const sum = summarize(buildSnapshot({ pid: 9100, seq: i + 1, time: t0 + i * 0.2, gc_bytes: 1_000_000 + Math.round(i * 0.2 * 102400) }));
+      items.push({ id: store.allocateId(), worker: w.id, seq: i + 1, time: t0 + i * 0.2, received: Date.now(), deep: false, rss_bytes: 1, metrics: sum.metrics, unrooted: {}, full: Buffer.alloc(0) });
+    }
+    store.insertBatch(items);
+    const sample = store.windowSampled(w.id, t0, t0 + 600, MAX_POINTS);
+    expect(sample.length).toBe(MAX_POINTS);
+    expect(sample[0].seq).toBe(1);
+    expect(sample[sample.length - 1].seq).toBe(3000);
+    const s = suspectsFor(store, {}, 600);
+    expect(s.map((x) => x.metric)).toEqual(["luajit.gc_bytes"]);
+    expect(s[0].growth_bytes_per_min).toBeCloseTo(102400 * 60, -2);
+    store.close();
   });
 });

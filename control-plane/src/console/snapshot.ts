@@ -109,10 +109,10 @@ export function snapshotRows(ws: Obj[]): Row[] {
   row("deep scan", (s) => {
     if (!s.scan) return "–";
     const st = String(s.scan.state ?? "?");
-    if (st === "done" && num(s.scan.ms_total) !== undefined) return `${clock(s.scan.finished ?? s.time)} ${Math.round(s.scan.ms_total)}ms`;
+    if (st === "done" && num(s.scan.ms_total) !== undefined) return `${Math.round(s.scan.ms_total)} ms`;
     return st;
   });
-  row("collect", (s) => (num(s.collect_ms) === undefined ? "–" : `${s.collect_ms.toFixed(2)} ms`));
+  row("collect", (s) => (num(s.collect_ms) === undefined ? "–" : `${s.collect_ms.toFixed(1)} ms`));
   row("skipped", (s) => {
     const n = Object.values(s.skipped ?? {}).reduce((a: number, v) => a + (num(v) ?? 0), 0);
     return n === 0 ? "none" : String(n);
@@ -131,22 +131,41 @@ function table(ws: Obj[]): string {
   return lines.map((l) => l.replace(/\s+$/, "")).join("\n");
 }
 
-function details(s: Obj): string[] {
+/** the largest unrooted pool groups of one worker (deep scan), each cut to 80 columns */
+function unrootedGroups(s: Obj): string[] {
   const out: string[] = [];
   const groups: Obj[] = Array.isArray(s.pools?.unrooted) ? [...s.pools.unrooted] : [];
-  if (groups.length) {
-    groups.sort((x, y) => (y.block_bytes ?? 0) + (y.large_bytes ?? 0) - (x.block_bytes ?? 0) - (x.large_bytes ?? 0));
-    out.push(`unrooted pool groups of pid ${s.pid} (largest first):`);
-    for (const g of groups.slice(0, 5)) {
-      out.push(`  ${padLeft(String(g.pools), 5)} pools ${padLeft(fmtBytes((g.block_bytes ?? 0) + (g.large_bytes ?? 0)), 9)}  held by ${g.owner}`);
-      for (const l of wrap(`via ${g.retainer || "–"}; cleanups: ${(g.cleanups ?? []).map((c: Obj) => c.handler).join(", ") || "none"}`, 70, 2)) out.push(`        ${l}`);
-    }
-    if (groups.length > 5) out.push(`  … ${groups.length - 5} more groups`);
+  if (!groups.length) return out;
+  const bytes = (g: Obj): number => (g.block_bytes ?? 0) + (g.large_bytes ?? 0);
+  groups.sort((x, y) => bytes(y) - bytes(x));
+  out.push(`unrooted pool groups of pid ${s.pid} (deep scan; largest first):`);
+  for (const g of groups.slice(0, 5)) {
+    const n = `${g.pools} pool${g.pools === 1 ? "" : "s"}`;
+    out.push(padRight(`  ${padLeft(n, 10)} ${padLeft(fmtBytes(bytes(g)), 9)}  held by ${g.owner}`, 80).replace(/\s+$/, ""));
+    const cl = (g.cleanups ?? []).map((c: Obj) => c.handler).join(", ") || "none";
+    for (const l of wrap(`via ${g.retainer || "–"}; cleanups: ${cl}`, 70, 2)) out.push(`        ${l}`);
   }
-  const sc: Obj[] = Array.isArray(s.glibc?.size_classes) ? s.glibc.size_classes.filter((c: Obj) => c.chunks > 0) : [];
-  if (sc.length) {
-    out.push(`heap chunks of pid ${s.pid} by size:`);
-    for (const c of sc) out.push(`  ${padLeft(fmtRange(c.min_bytes, classMax(c.min_bytes)), 14)} ${padLeft(String(c.chunks), 8)} chunks ${padLeft(fmtBytes(c.bytes), 9)}`);
+  if (groups.length > 5) out.push(`  … ${groups.length - 5} more groups`);
+  return out;
+}
+
+/** heap chunks by size class (deep scan), one column per worker */
+function sizeClassTable(ws: Obj[]): string[] {
+  const withClasses = ws.filter((s) => Array.isArray(s.glibc?.size_classes) && s.glibc.size_classes.length);
+  if (!withClasses.length) return [];
+  const out = ["heap chunks by size (deep scan): chunks · bytes"];
+  for (let i = 0; i < withClasses.length; i += 4) {
+    const part = withClasses.slice(i, i + 4);
+    const mins = new Set<number>();
+    for (const s of part) for (const c of s.glibc.size_classes) if (c.chunks > 0) mins.add(c.min_bytes);
+    out.push(padRight("", LABEL) + part.map((s) => padLeft(`pid ${s.pid}`, COL)).join(""));
+    for (const min of [...mins].sort((a, b) => a - b)) {
+      const cells = part.map((s) => {
+        const c = s.glibc.size_classes.find((x: Obj) => x.min_bytes === min);
+        return c && c.chunks > 0 ? `${c.chunks} · ${fmtBytes(c.bytes)}` : "–";
+      });
+      out.push(padRight(`  ${fmtRange(min, classMax(min))}`, LABEL) + cells.map((c) => padLeft(c, COL)).join(""));
+    }
   }
   return out;
 }
@@ -161,9 +180,11 @@ export function renderSnapshot(body: Obj): string {
   if (layoutErr) notes.push(`pools: ${layoutErr}`);
   const out = [head, `instance ${s0.instance ?? "?"}`, "", table(ws)];
   for (const s of ws) {
-    const d = details(s);
+    const d = unrootedGroups(s);
     if (d.length) out.push("", ...d);
   }
+  const sc = sizeClassTable(ws);
+  if (sc.length) out.push("", ...sc);
   if (notes.length) out.push("", ...notes.map((n) => `note: ${n}`));
   return out.join("\n") + "\n";
 }
