@@ -4,7 +4,7 @@
 #   - a real nginx (2 workers, private prefix in .tmp/demo) with the memdiag include line
 #     and the leak fixture (test/fixtures/leaky_upstream) in leaky mode,
 #   - the control plane (memdiag serve, loopback, a throw-away SQLite file),
-#   - a traffic generator (normal requests + an "upstream update" every second),
+#   - a traffic generator (normal requests + an "upstream update" every 2 s),
 # prints the web console URL and attaches the terminal console. Within about a
 # minute the leaking pool group is the top suspect. Ctrl-C (or q) stops everything
 # this script started.
@@ -79,7 +79,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-say "starting traffic: normal requests, and an upstream update every second"
+say "starting traffic: normal requests, and an upstream update every 2 s"
 node dist/scripts/demo/helpers.js traffic --app-port "$APP_PORT" 2>>"$DEMO_DIR/logs/traffic.log" &
 TRAFFIC_PID=$!
 

@@ -2,7 +2,7 @@
  * Helpers of scripts/demo.sh (`npm run demo`), one subcommand each:
  *   setup   --dir D [--cp-port 9146]   write a private nginx prefix (2 workers, memdiag include,
  *                                      leak fixture in leaky mode) and print shell assignments
- *   traffic --app-port N               normal requests + an "upstream update" every second, until SIGTERM
+ *   traffic --app-port N               normal requests + an "upstream update" every 2 s, until SIGTERM
  *   check   --url U [--window 60]      exit 0 when the top suspect is the fixture's leaking pool group
  */
 import * as fs from "fs";
@@ -117,7 +117,7 @@ function get(port: number, p: string, agent: http.Agent | false): Promise<number
 
 async function traffic(argv: string[]): Promise<void> {
   const port = Number(flag(argv, "app-port"));
-  const updateMs = Number(flag(argv, "update-ms", "1000"));
+  const updateMs = Number(flag(argv, "update-ms", process.env.MEMDIAG_DEMO_UPDATE_MS ?? "2000"));
   const keep = new http.Agent({ keepAlive: true, maxSockets: 8 });
   let stop = false;
   const counts = { requests: 0, updates: 0, errors: 0 };
