@@ -77,3 +77,40 @@ describe("push: a control plane that never acks", () => {
     expect((await httpGet(ngx.appPort, "/ok")).status).toBe(200);
   });
 });
+
+describe("push: the control plane cannot store for now (error 'resend later')", () => {
+  const tries = new Map<number, number>();
+  const peer = new WsPeer({
+    token: "t",
+    reject: (m, pid) => {
+      if (m.seq !== 3) return undefined;
+      const n = (tries.get(pid) ?? 0) + 1;
+      tries.set(pid, n);
+      // the real control plane's wording when its storage backlog is full
+      return n <= 2 ? "storage unavailable and backlog full; not stored, resend later" : undefined;
+    },
+  });
+  let ngx: Nginx;
+  beforeAll(async () => {
+    await peer.start(await freePort());
+    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    await peer.stop();
+  });
+
+  test("the snapshot is kept and sent again until stored; nothing dropped, a warning not an error", async () => {
+    const pids = ngx.workerPids();
+    await peer.waitFor("seq 3 stored by each worker", () => pids.every((p) => peer.received.some((r) => r.pid === p && r.msg.seq === 3 && !r.error)), 30000);
+    for (const p of pids) {
+      expect(tries.get(p)).toBe(3);
+      const st = await statusOf(ngx, p);
+      expect(st.rejected).toBe(0);
+      expect(st.queue.dropped_total).toBe(0);
+    }
+    expect(ngx.errors().filter((l) => /memdiag push/.test(l))).toEqual([]);
+    expect(ngx.errorLog()).toMatch(/\[warn\].*could not store snapshot 3 for now: storage unavailable/);
+  });
+});

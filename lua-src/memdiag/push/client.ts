@@ -269,6 +269,24 @@ function handleCommand(msg: { [k: string]: unknown }): void {
 
 // ---- reader light thread ----
 
+/** pause before sending snapshots again after a transient error */
+const TRANSIENT_HOLD_S = 2;
+/** no snapshot frames before this time (ngx.now()) */
+let holdUntil = 0;
+
+/**
+ * An error reply that means "not now" rather than "never": `retry: true`, or the
+ * control plane's wording for a full storage backlog ("resend later").
+ */
+function isTransient(msg: { [k: string]: unknown }): boolean {
+  if (msg["retry"] === true) return true;
+  const e = msg["error"];
+  if (type(e) !== "string") return false;
+  const [a] = string.find(string.lower(e as string), "resend later", 1, true);
+  const [b] = string.find(string.lower(e as string), "retry later", 1, true);
+  return a !== undefined || b !== undefined;
+}
+
 function handleText(c: Conn, data: string): void {
   const [msg] = decode(data);
   if (type(msg) !== "table") {
@@ -283,7 +301,16 @@ function handleText(c: Conn, data: string): void {
     wake();
   } else if (t === "error") {
     const seq = msg["seq"];
-    if (type(seq) === "number") {
+    if (type(seq) === "number" && isTransient(msg)) {
+      // not stored for now (e.g. its storage is down): keep it and send it again a little later
+      const e = q.find(seq as number);
+      if (e && e.sent) {
+        e.sent = false;
+        e.attempts = Math.max(0, e.attempts - 1); // not the frame's fault
+      }
+      holdUntil = ngx.now() + TRANSIENT_HOLD_S;
+      logChange("transient", ngx.WARN, `control plane could not store snapshot ${seq} for now: ${tostring(msg["error"])}`, `; sending again in ${TRANSIENT_HOLD_S} s`);
+    } else if (type(seq) === "number") {
       // rejected, nothing stored: sending it again would be rejected again
       const e = q.reject(seq as number);
       stats.rejected++;
@@ -427,6 +454,7 @@ function flush(c: Conn): void {
     }
   }
   const q = queue!;
+  if (ngx.now() < holdUntil) return;
   while (!c.dead && q.inflight() < WINDOW) {
     const e: Entry | undefined = q.nextUnsent();
     if (!e) break;
@@ -465,7 +493,7 @@ function session(c: Conn): void {
     const before = stats.sent + stats.acked;
     flush(c);
     if (c.dead || exiting()) break;
-    sema!.wait(1);
+    sema!.wait(ngx.now() < holdUntil ? Math.max(0.05, Math.min(1, holdUntil - ngx.now())) : 1);
     ngx.update_time();
     const stuck = queue!.oldestInflight();
     if (stuck && stuck.sentAt !== undefined && ngx.now() - stuck.sentAt > ACK_TIMEOUT_S) {
@@ -518,7 +546,7 @@ function loop(): void {
     stats.connects++;
     backoff.reset();
     if (lastLogged["conn"] !== undefined) log(ngx.NOTICE, `connected to control plane at ${config.control_plane_url}`);
-    for (const k of ["conn", "queue", "frame", "timer"]) lastLogged[k] = undefined;
+    for (const k of ["conn", "queue", "frame", "timer", "transient"]) lastLogged[k] = undefined;
     stats.last_error = "";
     session(c);
     if (exiting()) break;

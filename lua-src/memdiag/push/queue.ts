@@ -107,6 +107,15 @@ export class Ring {
     return undefined;
   }
 
+  /** The queued entry with `seq`, if any. */
+  find(seq: number): Entry | undefined {
+    for (let i = 0; i < this.count; i++) {
+      const e = this.items.get(this.head + i)!;
+      if (e.seq === seq) return e;
+    }
+    return undefined;
+  }
+
   /** Acked: stored by the control plane. Entries older than an acked one are left alone (acks are per frame). */
   ack(seq: number): Entry | undefined {
     return this.remove(seq);
