@@ -18,6 +18,7 @@ import { httpAuth, requestAllowed } from "./auth";
 import { Logger, createLogger } from "./log";
 import { suspectsFor } from "./analysis";
 import { UnrootedInfo } from "./summary";
+import { Checkpointer } from "./checkpoint";
 
 export interface ServerOptions {
   host: string;
@@ -71,6 +72,7 @@ export class ControlPlane {
   /** owners of unrooted groups seen lately (labels for /metrics) */
   private owners: Record<string, UnrootedInfo> = {};
   private timers: NodeJS.Timeout[] = [];
+  private checkpointer: Checkpointer | undefined;
   private started = Date.now();
   port = 0;
 
@@ -194,6 +196,9 @@ export class ControlPlane {
     const addr = this.http.address();
     this.port = typeof addr === "object" && addr ? addr.port : this.opts.port;
     this.prune();
+    // checkpoints in a thread; the main connection only checkpoints by itself when the WAL is large
+    this.store.db.pragma("wal_autocheckpoint = 16384");
+    this.checkpointer = new Checkpointer(this.opts.db, this.log);
     this.timers.push(setInterval(() => this.prune(), this.opts.pruneIntervalMs));
     if (this.opts.suspectsIntervalMs > 0) this.timers.push(setInterval(() => this.tickSuspects(), this.opts.suspectsIntervalMs));
     for (const t of this.timers) t.unref();
@@ -206,6 +211,7 @@ export class ControlPlane {
     this.ingest.close();
     this.live.close();
     this.writer.close();
+    await this.checkpointer?.stop();
     await new Promise<void>((resolve) => {
       this.http.close(() => resolve());
       this.http.closeAllConnections();
