@@ -15,6 +15,10 @@ import { Nginx, httpGet } from "../test/harness/nginx";
 const LEVELS = (process.env.MEMDIAG_BENCH_LEVELS ?? "10,1000,10000").split(",").map(Number);
 const SAMPLES = Number(process.env.MEMDIAG_BENCH_SAMPLES ?? 15);
 
+function min(xs: number[]): number {
+  return Math.min(...xs);
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
@@ -81,7 +85,8 @@ async function main(): Promise<void> {
       }
       const row =
         `${String(n).padStart(6)} conns | active ${String(active).padStart(6)} | pools walked ${String(walked).padStart(6)} | ` +
-        `collect ${median(c).toFixed(3)} ms | rooted walk ${median(walk).toFixed(3)} ms | ${median(ns).toFixed(0)} ns/pool | ` +
+        `collect ${median(c).toFixed(3)} ms (min ${min(c).toFixed(3)}) | rooted walk ${median(walk).toFixed(3)} ms (min ${min(walk).toFixed(3)}) | ` +
+        `${median(ns).toFixed(0)} ns/pool (min ${min(ns).toFixed(0)}) | ` +
         `slices ${median(slices)} | max slice ${median(slice).toFixed(3)} ms | regions layer ${median(regions).toFixed(3)} ms`;
       rows.push(row);
       console.log(row);
@@ -90,7 +95,9 @@ async function main(): Promise<void> {
     for (const s of socks) s.destroy();
     await ngx.stop();
   }
-  console.log("\ncollect-cost (median of", SAMPLES, "collections per level; targets: ≤ 500 ns/pool, ≤ 5 ms/collection at 10,000)");
+  const load = require("os").loadavg().map((x: number) => x.toFixed(1)).join(" ");
+  console.log(`\ncollect-cost (median and min of ${SAMPLES} collections per level; load average ${load} on ${require("os").cpus().length} CPUs)`);
+  console.log("targets: ≤ 500 ns per pool walked, ≤ 5 ms per collection at 10,000 connections");
   for (const r of rows) console.log(r);
 }
 
