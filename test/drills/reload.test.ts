@@ -5,7 +5,8 @@
  *    disappearing), no agent errors in the error log beyond connection warnings, no
  *    request fails with a non-2xx, and the new workers run exactly the timers a fresh
  *    worker runs (ngx.timer.running_count / pending_count from a test location);
- *    the control plane ends with 2 live workers and every old one marked gone.
+ *    the control plane ends with 2 live workers and every old one marked gone. The same
+ *    reload sequence runs first against nginx without the include line, for comparison.
  *    N: 5 (CI), MEMDIAG_DRILL_FULL=1: 50.
  *  - a worker SIGKILLed: the control plane marks it gone; the respawned worker's agent
  *    starts a new series (new key, seq from 1, previous_key = the killed worker).
@@ -15,7 +16,7 @@ import * as fs from "fs";
 import * as http from "http";
 import { Nginx, sleep } from "../harness/nginx";
 import { startCP, RunningCP, getJson } from "../harness/control-plane";
-import { Load, childPids, pick, pidAlive, tally, waitFor } from "./lib";
+import { Load, LoadResult, childPids, pick, pidAlive, tally, waitFor } from "./lib";
 
 const RELOADS = pick(5, 50);
 const SHUTDOWN_TIMEOUT_S = 10; // the harness's worker_shutdown_timeout
@@ -46,6 +47,51 @@ async function timersOfAll(ngx: Nginx): Promise<Map<number, { running: number; p
   return out;
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+class BareNginx extends Nginx {
+  writeConf(): void {
+    super.writeConf();
+    fs.writeFileSync(this.confFile, fs.readFileSync(this.confFile, "utf8").replace(/^\s*include memdiag\.conf;\s*$/m, ""));
+  }
+}
+
+/** RELOADS SIGHUPs in a row under keepalive load; old-worker exit times (ms after their HUP) */
+async function reloadRun(ngx: Nginx, onReload: () => void): Promise<{ res: LoadResult; exitMs: number[] }> {
+  const exitMs: number[] = [];
+  const load = new Load(ngx.appPort, ["/ok"], 4, 0, true).start();
+  // old worker pid → time of the HUP that retired it
+  const retiring = new Map<number, number>();
+  let watching = true;
+  const watcher = (async () => {
+    while (watching || retiring.size > 0) {
+      for (const [pid, t] of retiring) {
+        if (!pidAlive(pid)) {
+          exitMs.push(Date.now() - t);
+          retiring.delete(pid);
+        } else if (Date.now() - t > 3 * SHUTDOWN_TIMEOUT_S * 1000) {
+          exitMs.push(Infinity);
+          retiring.delete(pid);
+        }
+      }
+      await sleep(25);
+    }
+  })();
+  for (let i = 0; i < RELOADS; i++) {
+    const before = childPids(ngx.masterPid).filter((p) => !retiring.has(p));
+    const t = Date.now();
+    process.kill(ngx.masterPid, "SIGHUP");
+    for (const p of before) retiring.set(p, t);
+    await waitFor(`reload ${i + 1}: new workers`, () => childPids(ngx.masterPid).filter((p) => !retiring.has(p) && !before.includes(p)).length >= 2, 15000, 50);
+    // a moment of traffic on the new generation before the next reload
+    await sleep(500);
+    onReload();
+  }
+  watching = false;
+  await watcher;
+  return { res: await load.stop(), exitMs };
+}
+
 function agentErrors(ngx: Nginx): string[] {
   // [error] or worse from anyone, and crashes; connection warnings are expected around reloads
   return ngx.errors();
@@ -74,44 +120,25 @@ describe("nginx side drills with a real control plane", () => {
     try {
       const fresh = await timersOfAll(ngx);
       const base = [...fresh.values()][0];
-      const load = new Load(ngx.appPort, ["/ok"], 4, 0, true).start();
-      // old worker pid → time of the HUP that retired it
-      const retiring = new Map<number, number>();
-      let watching = true;
-      const watcher = (async () => {
-        while (watching || retiring.size > 0) {
-          for (const [pid, t] of retiring) {
-            if (!pidAlive(pid)) {
-              exitMs.push(Date.now() - t);
-              retiring.delete(pid);
-            } else if (Date.now() - t > 3 * SHUTDOWN_TIMEOUT_S * 1000) {
-              exitMs.push(Infinity);
-              retiring.delete(pid);
-            }
-          }
-          await sleep(25);
-        }
-      })();
-      for (let i = 0; i < RELOADS; i++) {
-        const before = childPids(ngx.masterPid).filter((p) => !retiring.has(p));
-        const t = Date.now();
-        process.kill(ngx.masterPid, "SIGHUP");
-        for (const p of before) retiring.set(p, t);
-        await waitFor(`reload ${i + 1}: new workers`, () => childPids(ngx.masterPid).filter((p) => !retiring.has(p) && !before.includes(p)).length >= 2, 15000, 50);
-        // a moment of traffic on the new generation before the next reload
-        await sleep(500);
-        survived++;
+      // the same reload sequence against nginx without the include line: what reloads cost anyway
+      const bare = new BareNginx({ workers: 2 });
+      await bare.start();
+      let bareRun: Awaited<ReturnType<typeof reloadRun>>;
+      try {
+        bareRun = await reloadRun(bare, () => undefined);
+      } finally {
+        await bare.stop();
       }
-      watching = false;
-      await watcher;
-      const res = await load.stop();
+      const { res, exitMs: ex } = await reloadRun(ngx, () => survived++);
+      exitMs.push(...ex);
+
       const errs = agentErrors(ngx);
       const now = await timersOfAll(ngx);
       await waitFor("2 live workers after the reloads", async () => (await getJson(`${cp.base}/api/workers?state=live`)).body.length === 2, 30000);
       const all = (await getJson(`${cp.base}/api/workers`)).body as any[];
       const gone = all.filter((w) => w.state === "gone").length;
       const sorted = [...exitMs].sort((a, b) => a - b);
-      note = `old workers exit after HUP: median ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted[sorted.length - 1]} ms (shutdown timeout ${SHUTDOWN_TIMEOUT_S} s); ${res.requests} requests, ${res.errors} failed, ${res.keepaliveRaces} keepalive close races; timers fresh ${JSON.stringify(base)} now ${JSON.stringify([...now.values()])}; control plane: ${gone} gone, 2 live`;
+      note = `old workers exit after HUP: median ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted[sorted.length - 1]} ms (shutdown timeout ${SHUTDOWN_TIMEOUT_S} s; without memdiag: median ${median(bareRun.exitMs)} ms, max ${Math.max(...bareRun.exitMs)} ms); ${res.requests} requests, ${res.errors} failed, ${res.keepaliveRaces} keepalive close races (without memdiag: ${bareRun.res.requests} requests, ${bareRun.res.errors} failed, ${bareRun.res.keepaliveRaces} races); timers fresh ${JSON.stringify(base)} now ${JSON.stringify([...now.values()])}; control plane: ${gone} gone, 2 live`;
       console.log(note, res.errorSamples);
       // no request answered with a non-2xx (a socket reset by a retiring worker closing an idle keepalive is counted apart)
       const non2xx = Object.entries(res.statuses).filter(([s]) => !s.startsWith("2"));
@@ -130,7 +157,7 @@ describe("nginx side drills with a real control plane", () => {
     } finally {
       tally("nginx -s reload under load", RELOADS, survived, note);
     }
-  }, 120000 + RELOADS * 15000);
+  }, 180000 + RELOADS * 30000);
 
   test("a worker SIGKILLed: marked gone, the respawned worker starts a new series", async () => {
     let ok = 0;
