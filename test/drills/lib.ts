@@ -66,7 +66,8 @@ export class CPProcess {
     this.proc = p;
     p.stdout!.on("data", (d) => (this.log += d));
     p.stderr!.on("data", (d) => (this.log += d));
-    const deadline = Date.now() + 20000;
+    // generous: on a machine with a load average of 20 a node start has taken > 20 s
+    const deadline = Date.now() + 90000;
     while (Date.now() < deadline) {
       if (p.exitCode !== null) throw new Error(`memdiag serve exited ${p.exitCode}:\n${this.log}`);
       const ok = await fetch(`${this.base}/api/health`).then((r) => r.status < 500, () => false);
