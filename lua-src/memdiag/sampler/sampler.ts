@@ -3,6 +3,8 @@ import { FN_NAMES, MAX_DEPTH, MAX_SLOTS, MAX_STACKS, libraryPath, load, loaded, 
 import { symbolize } from "../util/symbols";
 import { hex } from "../safe/mem";
 import { arr, decode, NULL } from "../util/json";
+import { Budget } from "../util/budget";
+import { config } from "../config";
 
 /**
  * The allocation sampler seen from Lua: arm / disarm / clear, status, top call
@@ -180,14 +182,45 @@ function frame(lib: any, ret: number): Obj {
 let pathBuf: any = undefined;
 let frameBuf: any = undefined;
 
-/** Live sampled allocations grouped by call path, largest estimated bytes first. */
-export function top(o: TopOptions): LuaMultiReturn<[Obj | undefined, string | undefined]> {
-  const lib = loaded();
-  if (lib === undefined) return $multi(undefined, "sampler was never armed in this worker");
+function buffers(): void {
   if (pathBuf === undefined) {
     pathBuf = ffi.new("memdiag_sampler_path_t[?]", MAX_STACKS);
     frameBuf = ffi.new("void *[?]", MAX_DEPTH);
   }
+}
+
+/** Raw return addresses of path id (copied out: no shared buffer is held across a yield). */
+function rawFrames(lib: any, id: number): number[] {
+  const depth = num(lib.memdiag_sampler_frames(id, frameBuf, MAX_DEPTH));
+  const out: number[] = [];
+  for (let f = 0; f < depth; f++) out.push(tonumber(ffi.cast("uintptr_t", frameBuf[f]))!);
+  return out;
+}
+
+/**
+ * Symbolises frames, yielding to the event loop between ~1 ms slices where
+ * allowed (content handler, timer): a cold symbol cache costs milliseconds.
+ */
+function symbolizeAll(lib: any, raws: number[], budget: Budget): Obj[] {
+  const frames: Obj[] = [];
+  for (const r of raws) {
+    frames.push(frame(lib, r));
+    budget.check();
+  }
+  return frames;
+}
+
+function newBudget(): Budget {
+  const phase = ngx.get_phase();
+  return new Budget(config.slice_ms, phase === "content" || phase === "timer");
+}
+
+/** Live sampled allocations grouped by call path, largest estimated bytes first. */
+export function top(o: TopOptions): LuaMultiReturn<[Obj | undefined, string | undefined]> {
+  const lib = loaded();
+  if (lib === undefined) return $multi(undefined, "sampler was never armed in this worker");
+  buffers();
+  const cpu0 = os.clock();
   const windowMs = Math.floor((o.window_s ?? 0) * 1000);
   const minAgeMs = Math.floor((o.min_age_s ?? 0) * 1000);
   const n = num(lib.memdiag_sampler_paths(pathBuf, MAX_STACKS, windowMs, minAgeMs));
@@ -201,36 +234,38 @@ export function top(o: TopOptions): LuaMultiReturn<[Obj | undefined, string | un
   }
   table.sort(order, (a, b) => num(pathBuf[a].est_bytes) > num(pathBuf[b].est_bytes));
   const limit = Math.min(o.limit ?? 20, order.length);
-  const paths: Obj[] = [];
+  // copy everything out of the shared buffers before the first yield
+  const picked: { p: Obj; raws: number[] }[] = [];
   for (let k = 0; k < limit; k++) {
     const p = pathBuf[order[k]];
     const id = num(p.id);
-    const depth = num(lib.memdiag_sampler_frames(id, frameBuf, MAX_DEPTH));
-    const frames: Obj[] = [];
-    const labels: string[] = [];
-    for (let f = 0; f < depth; f++) {
-      const fr = frame(lib, tonumber(ffi.cast("uintptr_t", frameBuf[f]))!);
-      frames.push(fr);
-      labels.push(fr.label as string);
-    }
-    const fn = FN_NAMES[num(p.fn)] ?? "?";
-    // folded stack (FlameGraph): outermost first, the allocation function last
-    const folded: string[] = [];
-    for (let f = labels.length - 1; f >= 0; f--) folded.push(string.gsub(labels[f], "[; ]", "_")[0]);
-    folded.push(fn);
-    paths.push({
-      id,
-      fn,
-      est_bytes: num(p.est_bytes),
-      est_count: Math.floor(num(p.est_count_milli) / 1000 + 0.5),
-      records: num(p.live_count),
-      record_bytes: num(p.live_bytes),
-      total_records: num(p.total_count),
-      total_record_bytes: num(p.total_bytes),
-      frames: arr(frames),
-      folded: table.concat(folded, ";"),
+    picked.push({
+      p: {
+        id,
+        fn: FN_NAMES[num(p.fn)] ?? "?",
+        est_bytes: num(p.est_bytes),
+        est_count: Math.floor(num(p.est_count_milli) / 1000 + 0.5),
+        records: num(p.live_count),
+        record_bytes: num(p.live_bytes),
+        total_records: num(p.total_count),
+        total_record_bytes: num(p.total_bytes),
+      },
+      raws: rawFrames(lib, id),
     });
   }
+  const budget = newBudget();
+  const paths: Obj[] = [];
+  for (const { p, raws } of picked) {
+    const frames = symbolizeAll(lib, raws, budget);
+    // folded stack (FlameGraph): outermost first, the allocation function last
+    const folded: string[] = [];
+    for (let f = frames.length - 1; f >= 0; f--) folded.push(string.gsub(frames[f].label as string, "[; ]", "_")[0]);
+    folded.push(p.fn as string);
+    p.frames = arr(frames);
+    p.folded = table.concat(folded, ";");
+    paths.push(p);
+  }
+  budget.finish();
   return $multi(
     {
       window_s: o.window_s ?? 0,
@@ -239,6 +274,9 @@ export function top(o: TopOptions): LuaMultiReturn<[Obj | undefined, string | un
       est_bytes_total: totalEst,
       est_count_total: Math.floor(totalCount + 0.5),
       paths: arr(paths),
+      cpu_ms: (os.clock() - cpu0) * 1000,
+      slices: budget.slices,
+      max_slice_ms: budget.maxSliceMs,
     },
     undefined,
   );
@@ -252,24 +290,31 @@ export function top(o: TopOptions): LuaMultiReturn<[Obj | undefined, string | un
 export function lookup(addrs: number[]): LuaMultiReturn<[Obj | undefined, string | undefined]> {
   const lib = loaded();
   if (lib === undefined) return $multi(undefined, "sampler was never armed in this worker");
-  if (pathBuf === undefined) {
-    pathBuf = ffi.new("memdiag_sampler_path_t[?]", MAX_STACKS);
-    frameBuf = ffi.new("void *[?]", MAX_DEPTH);
-  }
+  buffers();
   const size = ffi.new("uint64_t[1]");
   const age = ffi.new("uint32_t[1]");
-  const out: Obj[] = [];
+  const found: { addr: number; id: number; size: number; age: number; fn: string; raws: number[] }[] = [];
   for (const a of addrs) {
     const id = num(lib.memdiag_sampler_lookup(ffi.cast("const void *", a), size, age));
-    if (id === 0) {
-      out.push({ addr: hex(a), record: NULL });
+    found.push({ addr: a, id, size: num(size[0]), age: num(age[0]), fn: id !== 0 ? FN_NAMES[num(lib.memdiag_sampler_path_fn(id))] ?? "?" : "", raws: id !== 0 ? rawFrames(lib, id) : [] });
+  }
+  // symbolise each path once, with yields
+  const budget = newBudget();
+  const byPath = new LuaTable<number, Obj[]>();
+  const out: Obj[] = [];
+  for (const r of found) {
+    if (r.id === 0) {
+      out.push({ addr: hex(r.addr), record: NULL });
       continue;
     }
-    const depth = num(lib.memdiag_sampler_frames(id, frameBuf, MAX_DEPTH));
-    const frames: Obj[] = [];
-    for (let f = 0; f < depth; f++) frames.push(frame(lib, tonumber(ffi.cast("uintptr_t", frameBuf[f]))!));
-    out.push({ addr: hex(a), record: { path: id, fn: FN_NAMES[num(lib.memdiag_sampler_path_fn(id))] ?? "?", size: num(size[0]), age_s: num(age[0]) / 1000, frames: arr(frames) } });
+    let frames = byPath.get(r.id);
+    if (frames === undefined) {
+      frames = symbolizeAll(lib, r.raws, budget);
+      byPath.set(r.id, frames);
+    }
+    out.push({ addr: hex(r.addr), record: { path: r.id, fn: r.fn, size: r.size, age_s: r.age / 1000, frames: arr(frames) } });
   }
+  budget.finish();
   return $multi({ records: arr(out) }, undefined);
 }
 
@@ -287,10 +332,8 @@ export function poolCreationSites(snapshotJson: string | undefined): LuaMultiRet
   const [snap] = decode(snapshotJson);
   const groups = snap && snap.pools && snap.pools.unrooted;
   if (type(groups) !== "table") return $multi(undefined, "no deep scan result in the last snapshot; run /_memdiag?deep=1 first");
-  if (pathBuf === undefined) {
-    pathBuf = ffi.new("memdiag_sampler_path_t[?]", MAX_STACKS);
-    frameBuf = ffi.new("void *[?]", MAX_DEPTH);
-  }
+  buffers();
+  const budget = newBudget();
   const out: Obj[] = [];
   for (const g of groups as Obj[]) {
     const counts = new LuaTable<number, number>();
@@ -313,10 +356,9 @@ export function poolCreationSites(snapshotJson: string | undefined): LuaMultiRet
     }
     let createdAt: unknown = NULL;
     if (best !== 0) {
-      const depth = num(lib.memdiag_sampler_frames(best, frameBuf, MAX_DEPTH));
-      const frames: Obj[] = [];
-      for (let f = 0; f < depth; f++) frames.push(frame(lib, tonumber(ffi.cast("uintptr_t", frameBuf[f]))!));
-      createdAt = { path: best, fn: FN_NAMES[num(lib.memdiag_sampler_path_fn(best))] ?? "?", examples_on_path: bestN, frames: arr(frames) };
+      const fn = FN_NAMES[num(lib.memdiag_sampler_path_fn(best))] ?? "?";
+      const frames = symbolizeAll(lib, rawFrames(lib, best), budget);
+      createdAt = { path: best, fn, examples_on_path: bestN, frames: arr(frames) };
     }
     out.push({
       signature: g.signature,
@@ -329,6 +371,7 @@ export function poolCreationSites(snapshotJson: string | undefined): LuaMultiRet
       created_at: createdAt,
     });
   }
+  budget.finish();
   return $multi({ scan_time: (snap.scan && snap.scan.finished_at) ?? NULL, groups: arr(out) }, undefined);
 }
 
