@@ -4,7 +4,7 @@ import { Budget } from "./util/budget";
 import { monoMs } from "./util/clock";
 import { arr, NULL } from "./util/json";
 import { readStatus } from "./system/status";
-import { addLuajitRegions, collectRegions } from "./system/regions";
+import { addLuajitRegions, collectRegions, regionsMs } from "./system/regions";
 import { collectGlibc } from "./glibc/mallinfo";
 import { collectLuajit } from "./luajit/gc";
 import { collectShm } from "./shm/zones";
@@ -77,6 +77,7 @@ export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
       swap_bytes: status?.swap_bytes ?? 0,
       regions: arr(regions),
       explained_ratio: explained,
+      regions_ms: regionsMs(),
     },
     glibc,
     luajit,

@@ -1,10 +1,10 @@
 import * as ffi from "ffi";
-import { Ctx, refreshMaps, skip, tick } from "../context";
+import { Ctx, refreshMaps, skip } from "../context";
 import { Mapping, Maps } from "../safe/maps";
 import { rdU64 } from "../safe/mem";
 import { ShmZone } from "../shm/zones";
 import { cdef } from "../util/cdef";
-import { monoMs } from "../util/clock";
+import { cpuMs, monoMs } from "../util/clock";
 import { locateLuajit, LjLocate } from "../luajit/alloc";
 
 /**
@@ -36,8 +36,7 @@ import { locateLuajit, LjLocate } from "../luajit/alloc";
  * into pieces of different classes, its Rss is divided by resident pages (mincore), or by size
  * when mincore fails.
  * explained_ratio = RSS of all classes except other_anon / VmRSS (from /proc/self/status): the
- * share of resident memory whose owner is known. It can exceed 1 by a page or two because smaps
- * and status are read a moment apart.
+ * share of resident memory whose owner is known (capped at 1: smaps is read a moment after status).
  */
 
 export interface Region {
@@ -229,7 +228,7 @@ export function classifyPieces(inp: ClassifyInput): LuaMultiReturn<[Piece[][], n
   let prevEnd = -1;
   let guardEnd = -1; // end of a PROT_NONE guard: the mapping starting there is a thread stack
   for (let i = 0; i < list.length; i++) {
-    if (inp.tick) inp.tick();
+    if (inp.tick && i % 32 === 31) inp.tick();
     const m = list[i];
     const pieces: Piece[] = [];
     const shared = string.sub(m.perms, 4, 4) === "s";
@@ -391,7 +390,8 @@ export function classify(inp: ClassifyInput): ClassifyResult {
   }
   let known = 0;
   for (const [c, t] of pairs(byClass)) if (c !== "other_anon") known += t.rss;
-  const explained = withRss && inp.rssTotal > 0 ? known / inp.rssTotal : 0;
+  // smaps is read after status: a page or two of growth in between must not read as > 100 %
+  const explained = withRss && inp.rssTotal > 0 ? Math.min(1, known / inp.rssTotal) : 0;
   return { regions, explained, byClass };
 }
 
@@ -471,8 +471,14 @@ export interface RegionsInfo {
   luajit_error?: string;
   smaps_ms: number;
   classify_ms: number;
-  /** mappings that changed between the smaps read and the classification (Rss from mincore) */
+  /** time this collection of regions held the worker (wall, yields excluded) */
+  active_ms: number;
+  /** thread CPU time of it (yields excluded): what it costs, unaffected by a busy host */
+  cpu_ms: number;
+  /** mappings whose Rss came from mincore (changed since the smaps read, or anonymous with a reused read) */
   changed: number;
+  /** false when the last smaps read was reused (see SMAPS_TARGET_MS) */
+  smaps_read: boolean;
 }
 
 let lastInfo: RegionsInfo | undefined;
@@ -497,6 +503,11 @@ export function addLuajitRegions(luajit: { [k: string]: unknown }): void {
   luajit.regions_error = i.luajit_error;
 }
 
+/** system.regions_ms: worker CPU time of the last region classification, yields excluded (schema: optional). */
+export function regionsMs(): number | undefined {
+  return lastInfo?.cpu_ms;
+}
+
 /** True when the LuaJIT GC is running (collectgarbage "isrunning", LuaJIT 2.1); assume yes otherwise. */
 function gcRunning(): boolean {
   const [ok, v] = pcall(collectgarbage as (this: void, opt: string) => unknown, "isrunning");
@@ -510,48 +521,109 @@ function gcRunning(): boolean {
  * readable a moment ago could be gone. Maps are re-read after stopping it, and again after every
  * yield (the GC runs during yields). Garbage made while it is stopped: ~60 KB (one maps read + pieces).
  */
+/**
+ * The kernel builds smaps by walking every page table: ~4-10 µs per mapping (0.4-1 ms for an idle
+ * worker's ~110 mappings, 7-10 ms at 1,000+). To keep the average under SMAPS_TARGET_MS (CPU) per
+ * collection, an expensive read is reused for the next N-1 collections (N = cost / target, at
+ * most SMAPS_MAX_EVERY). In between, private anonymous mappings (heaps, LuaJIT, stacks: the ones
+ * that move) get their resident bytes from mincore, and file/shared mappings keep the cached Rss.
+ */
+const SMAPS_TARGET_MS = 1;
+const SMAPS_MAX_EVERY = 10;
+let smapsCache: { rss: LuaTable<number, number>; ends: LuaTable<number, number> } | undefined;
+let smapsSkip = 0;
+
+function privateAnon(m: Mapping): boolean {
+  return m.inode === 0 && string.byte(m.perms, 4) === 112 && (m.path === "" || string.sub(m.path, 1, 6) === "[anon:" || m.path === "[heap]" || m.path === "[stack]");
+}
+
 export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMultiReturn<[Region[], number]> {
   const t0 = monoMs();
-  const text = readSmaps(() => {
-    tick(ctx);
-  });
-  let list: RawMapping[] | undefined;
-  let rssBy: LuaTable<number, number> | undefined;
-  if (text !== undefined) [list, rssBy] = parseSmaps(text);
-  if (list === undefined) skip(ctx, text === undefined ? "smaps_unreadable" : "smaps_unparsable");
+  const c0 = cpuMs();
+  let yieldedMs = 0; // wall time spent away in yields: not our cost
+  let yieldedCpu = 0; // thread CPU time of whatever ran during our yields
+  // budget.check() rather than tick(): tick re-reads maps after every yield, which we only need
+  // (once, with the GC stopped) when we are about to read memory. With 1,000+ mappings a maps read
+  // costs more than a slice, and re-reading after every yield would turn each slice into one step.
+  const tickTimed = (): boolean => {
+    const a = monoMs();
+    const ac = cpuMs();
+    const y = ctx.budget.check();
+    if (y) {
+      yieldedMs += monoMs() - a;
+      yieldedCpu += cpuMs() - ac;
+    }
+    return y;
+  };
+  const reuse = smapsCache !== undefined && smapsSkip > 0;
+  if (reuse) {
+    smapsSkip--;
+  } else {
+    const text = readSmaps(() => {
+      tickTimed();
+    });
+    let list: RawMapping[] | undefined;
+    let rssBy: LuaTable<number, number> | undefined;
+    if (text !== undefined) [list, rssBy] = parseSmaps(text);
+    if (list === undefined || rssBy === undefined) {
+      skip(ctx, text === undefined ? "smaps_unreadable" : "smaps_unparsable");
+      smapsCache = undefined;
+    } else {
+      const ends = new LuaTable<number, number>();
+      for (const m of list) ends.set(m.start, m.end);
+      smapsCache = { rss: rssBy, ends };
+      const cost = cpuMs() - c0 - yieldedCpu;
+      smapsSkip = Math.min(SMAPS_MAX_EVERY, Math.ceil(cost / SMAPS_TARGET_MS)) - 1;
+    }
+  }
   const tSmaps = monoMs() - t0;
+  tickTimed(); // a slice boundary before the GC-stopped part
 
   const gcWasRunning = gcRunning();
   let changed = 0;
+  // After a yield the maps must be re-read before memory is read again. That read costs more than a
+  // slice once there are ~1,000 mappings; yielding again right after it would make every slice one
+  // refresh and no progress. So after a refresh, work at least as long as the refresh took.
+  let refreshCost = 0;
+  let refreshedAt = 0;
+  const refresh = (): void => {
+    const a = monoMs();
+    refreshMaps(ctx);
+    refreshedAt = monoMs();
+    refreshCost = refreshedAt - a;
+  };
   const onTick = (): void => {
+    if (monoMs() - refreshedAt < refreshCost) return;
     if (!gcWasRunning) {
-      tick(ctx);
+      if (tickTimed()) refresh();
       return;
     }
     collectgarbage("restart");
-    const yielded = tick(ctx);
+    const yielded = tickTimed();
     collectgarbage("stop");
-    if (yielded) refreshMaps(ctx); // the GC ran during the yield and during tick's own refresh
+    if (yielded) refresh(); // others ran (and the GC) during the yield
   };
   if (gcWasRunning) collectgarbage("stop");
   const [ok, outOrErr] = pcall((): { res: ClassifyResult; lj: LjLocate } => {
-    refreshMaps(ctx);
-    // Classify the mappings as they are now (GC stopped). smaps gave Rss a moment earlier: used for
-    // every mapping that is still the same; one that changed meanwhile (the GC unmapped a chunk, the
-    // allocator grew a segment) gets its resident bytes from mincore instead.
+    refresh();
+    // Classify the mappings as they are now (GC stopped). smaps gave Rss a moment (or a few
+    // collections) earlier: used for every mapping that is still the same; one that changed
+    // meanwhile (the GC unmapped a chunk, the allocator grew a segment), and with a reused read
+    // every private anonymous one, gets its resident bytes from mincore instead.
     const fresh = ctx.maps.list;
     let rssNow: LuaTable<number, number> | undefined;
-    if (list !== undefined && rssBy !== undefined) {
-      const endBy = new LuaTable<number, number>();
-      for (const m of list) endBy.set(m.start, m.end);
+    const cache = smapsCache;
+    if (cache !== undefined) {
       rssNow = new LuaTable<number, number>();
-      for (const m of fresh) {
-        const r = rssBy.get(m.start);
-        if (r !== undefined && endBy.get(m.start) === m.end) rssNow.set(m.start, r);
+      for (let i = 0; i < fresh.length; i++) {
+        const m = fresh[i];
+        const r = cache.rss.get(m.start);
+        if (r !== undefined && cache.ends.get(m.start) === m.end && !(reuse && privateAnon(m))) rssNow.set(m.start, r);
         else {
           rssNow.set(m.start, residentBytes(m.start, m.end - m.start) ?? 0);
           changed++;
         }
+        if (i % 32 === 31) onTick();
       }
     }
     const mem: Mem = {
@@ -585,7 +657,10 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
     luajit_error: lj.error,
     smaps_ms: tSmaps,
     classify_ms: monoMs() - t0 - tSmaps,
+    active_ms: monoMs() - t0 - yieldedMs,
+    cpu_ms: cpuMs() - c0 - yieldedCpu,
     changed,
+    smaps_read: !reuse,
   };
   return $multi(res.regions, res.explained);
 }
