@@ -62,7 +62,7 @@ export function diffTimes(store: Store, sel: { worker?: string; instance?: strin
 }
 
 /** trend points per worker and kind (plain / deep) at most: suspects cost the same however often agents push */
-export const MAX_POINTS = 240;
+export const MAX_POINTS = 120;
 
 /** suspects over the last window_s seconds of each worker seen in it (optionally one instance or one worker) */
 export function suspectsFor(store: Store, sel: { instance?: string; worker?: string }, window_s: number, now = Date.now() / 1000, rules: GrowthRules = DEFAULT_RULES): Suspect[] {

@@ -73,6 +73,8 @@ export class ControlPlane {
   private owners: Record<string, UnrootedInfo> = {};
   private timers: NodeJS.Timeout[] = [];
   private checkpointer: Checkpointer | undefined;
+  private suspectsTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private started = Date.now();
   port = 0;
 
@@ -175,14 +177,22 @@ export class ControlPlane {
     }
   }
 
+  /** recompute suspects for consoles; never more than ~5 % of the time (the next run waits 20× the last one's duration) */
   private tickSuspects(): void {
+    let wait = this.opts.suspectsIntervalMs;
     try {
       this.refreshOwners();
-      if (this.live.clients === 0) return;
-      this.live.setSuspects(suspectsFor(this.store, {}, this.opts.suspectsWindowS));
+      if (this.live.clients > 0) {
+        const t = performance.now();
+        this.live.setSuspects(suspectsFor(this.store, {}, this.opts.suspectsWindowS));
+        wait = Math.max(wait, 20 * (performance.now() - t));
+      }
     } catch (e) {
       this.log.error(`suspects: ${(e as Error).message}`);
     }
+    if (this.stopped) return;
+    this.suspectsTimer = setTimeout(() => this.tickSuspects(), wait);
+    this.suspectsTimer.unref();
   }
 
   async start(): Promise<number> {
@@ -200,14 +210,19 @@ export class ControlPlane {
     this.store.db.pragma("wal_autocheckpoint = 16384");
     this.checkpointer = new Checkpointer(this.opts.db, this.log);
     this.timers.push(setInterval(() => this.prune(), this.opts.pruneIntervalMs));
-    if (this.opts.suspectsIntervalMs > 0) this.timers.push(setInterval(() => this.tickSuspects(), this.opts.suspectsIntervalMs));
+    if (this.opts.suspectsIntervalMs > 0) {
+      this.suspectsTimer = setTimeout(() => this.tickSuspects(), this.opts.suspectsIntervalMs);
+      this.suspectsTimer.unref();
+    }
     for (const t of this.timers) t.unref();
     this.log.info(`memdiag control plane ${VERSION} listening on http://${this.opts.host.includes(":") ? `[${this.opts.host}]` : this.opts.host}:${this.port} (db ${this.opts.db}, token ${this.opts.token ? "set" : "not set"})`);
     return this.port;
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.suspectsTimer);
     this.ingest.close();
     this.live.close();
     this.writer.close();
