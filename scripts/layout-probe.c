@@ -126,6 +126,28 @@ int main(void) {
     F(ngx_http_request_t, main); F(ngx_http_request_t, parent);
     end();
 
+    S(ngx_queue_t); F(ngx_queue_t, prev); F(ngx_queue_t, next); end();
+
+#if (NGX_HTTP_V2)
+    /* HTTP/2: streams hang off the connection's priority tree, not cycle->connections */
+    S(ngx_http_v2_connection_t);
+    F(ngx_http_v2_connection_t, connection); F(ngx_http_v2_connection_t, http_connection);
+    F(ngx_http_v2_connection_t, processing); F(ngx_http_v2_connection_t, pool);
+    F(ngx_http_v2_connection_t, streams_index); F(ngx_http_v2_connection_t, dependencies);
+    F(ngx_http_v2_connection_t, closed);
+    end();
+
+    S(ngx_http_v2_node_t);
+    F(ngx_http_v2_node_t, id); F(ngx_http_v2_node_t, index); F(ngx_http_v2_node_t, parent);
+    F(ngx_http_v2_node_t, queue); F(ngx_http_v2_node_t, children); F(ngx_http_v2_node_t, stream);
+    end();
+
+    S(ngx_http_v2_stream_t);
+    F(ngx_http_v2_stream_t, request); F(ngx_http_v2_stream_t, connection); F(ngx_http_v2_stream_t, node);
+    F(ngx_http_v2_stream_t, pool);
+    end();
+#endif
+
     printf("\n  },\n  \"constants\": {");
     printf("\n    \"NGX_CYCLE_POOL_SIZE\": %lu,", (unsigned long) NGX_CYCLE_POOL_SIZE);
     printf("\n    \"NGX_DEFAULT_POOL_SIZE\": %lu,", (unsigned long) NGX_DEFAULT_POOL_SIZE);

@@ -7,7 +7,9 @@ import * as fs from "fs";
 import * as http from "http";
 import * as net from "net";
 import * as path from "path";
+import * as http2 from "http2";
 import { Nginx, httpGet } from "../harness/nginx";
+import { freePort } from "../harness/ports";
 import { ROOT } from "../../scripts/config";
 import { validateSnapshot } from "../../schema/validate";
 
@@ -151,13 +153,22 @@ function usableChoices(n: number): number[] {
 }
 
 describe("rooted pools: cycle, connections, requests", () => {
+  let h2Port = 0;
   const ngx = new Nginx({
     workers: 2,
     workerConnections: WORKER_CONNECTIONS,
-    http: "lua_shared_dict test_dict 1m;",
     appLocations: APP_LOCATIONS,
   });
-  beforeAll(() => ngx.start());
+  beforeAll(async () => {
+    h2Port = await freePort();
+    // a cleartext HTTP/2 server (prior knowledge) with the same test locations
+    ngx.opts.http = `lua_shared_dict test_dict 1m;
+  server {
+    listen 127.0.0.1:${h2Port} http2;
+    ${APP_LOCATIONS}
+  }`;
+    await ngx.start();
+  });
   afterAll(() => ngx.stop());
 
   test("snapshots are schema-valid, pools available, connection_n = worker_connections", async () => {
@@ -277,6 +288,51 @@ describe("rooted pools: cycle, connections, requests", () => {
     } finally {
       for (let i = 0; i < K; i++) await httpGet(ngx.appPort, `/t/release?tag=co${i}`);
       for (const h of held) expect(await h.done).toMatch(/released HTTP\/1.1 200/);
+    }
+  });
+
+  test("HTTP/2 streams: each stream's request pool is found through the priority tree", async () => {
+    const K = 3;
+    const session = http2.connect(`http://127.0.0.1:${h2Port}`);
+    const streams: http2.ClientHttp2Stream[] = [];
+    try {
+      // K concurrent streams on one connection, each holding 2 × 300 KB in its request pool
+      const pids = await Promise.all(
+        Array.from({ length: K }, (_, i) =>
+          new Promise<number>((resolve, reject) => {
+            const st = session.request({ ":path": `/t/hold?n=2&size=${LARGE}&tag=h2s${i}` });
+            streams.push(st);
+            let body = "";
+            st.on("data", (d) => {
+              body += d.toString();
+              if (body.includes("allocated\n")) resolve(Number(body.split("\n")[0]));
+            });
+            st.on("error", reject);
+            st.on("end", () => reject(new Error(`stream ended early: ${body}`)));
+          }),
+        ),
+      );
+      // one connection: one worker
+      expect(new Set(pids).size).toBe(1);
+      const s = await ngx.nextSnapshotOf(pids[0]);
+      expect(validateSnapshot(s).error).toBeUndefined();
+      expect(s.pools.connections.http2).toBe(1);
+      expect(s.pools.connections.http2_streams).toBe(K);
+      const reqs = s.pools.top.filter((t: any) => t.kind === "request" && t.uri === "/t/hold");
+      expect(reqs.length).toBe(K);
+      expect(new Set(reqs.map((t: any) => t.address)).size).toBe(K);
+      const [heap, mapped] = usableChoices(LARGE);
+      for (const t of reqs) {
+        expect(t.large_blocks).toBeGreaterThanOrEqual(2);
+        expect(t.large_bytes).toBeGreaterThanOrEqual(2 * heap);
+        expect(t.listen).toBe(`127.0.0.1:${h2Port}`);
+      }
+      void mapped;
+      expect(appListen(s, h2Port)).toBe(1);
+    } finally {
+      for (let i = 0; i < K; i++) await httpGet(ngx.appPort, `/t/release?tag=h2s${i}`);
+      for (const st of streams) st.close();
+      session.close();
     }
   });
 

@@ -148,6 +148,49 @@ function rootOffsets(L: Layout): RootOffsets {
   };
 }
 
+/** HTTP/2 offsets, when the layout has them (builds with --with-http_v2_module). */
+interface H2Offsets {
+  size: number;
+  connection: number;
+  pool: number;
+  dependencies: number;
+  qNext: number;
+  nodeSize: number;
+  nodeQueue: number;
+  nodeChildren: number;
+  nodeStream: number;
+  streamSize: number;
+  streamRequest: number;
+}
+
+function h2Offsets(L: Layout): H2Offsets | undefined {
+  const h = L.structs["ngx_http_v2_connection_t"];
+  const n = L.structs["ngx_http_v2_node_t"];
+  const st = L.structs["ngx_http_v2_stream_t"];
+  const q = L.structs["ngx_queue_t"];
+  if (h === undefined || n === undefined || st === undefined || q === undefined) return undefined;
+  const num = (v: unknown) => type(v) === "number";
+  if (!num(h.fields["connection"]) || !num(h.fields["pool"]) || !num(h.fields["dependencies"])) return undefined;
+  if (!num(n.fields["queue"]) || !num(n.fields["children"]) || !num(n.fields["stream"]) || !num(st.fields["request"])) return undefined;
+  if (!num(q.fields["next"])) return undefined;
+  return {
+    size: h.size,
+    connection: h.fields["connection"],
+    pool: h.fields["pool"],
+    dependencies: h.fields["dependencies"],
+    qNext: q.fields["next"],
+    nodeSize: n.size,
+    nodeQueue: n.fields["queue"],
+    nodeChildren: n.fields["children"],
+    nodeStream: n.fields["stream"],
+    streamSize: st.size,
+    streamRequest: st.fields["request"],
+  };
+}
+
+/** bound on HTTP/2 priority-tree nodes visited per connection (nginx keeps at most a few hundred) */
+const MAX_H2_NODES = 16384;
+
 /** Bounded top-N by total bytes (blocks + large); entries are built only when they make the list. */
 class Top {
   readonly list: TopEntry[] = [];
@@ -217,6 +260,11 @@ function requestOf(ctx: Ctx, R: RootOffsets, c: number, data: number): number {
   if (m === 0 || m % 8 !== 0 || !maps.readable(m, R.rSize)) return 0;
   if (rdU32(m) !== R.signature || rdPtr(m + R.rConnection) !== c || rdPtr(m + R.rMain) !== m) return 0;
   return m;
+}
+
+/** An HTTP/2 stream's request: signature and r->main == r (its connection is the stream's fake one). */
+function streamRequest(ctx: Ctx, R: RootOffsets, r: number): boolean {
+  return r !== 0 && r % 8 === 0 && ctx.maps.readable(r, R.rSize) && rdU32(r) === R.signature && rdPtr(r + R.rMain) === r;
 }
 
 export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError: string | undefined): { [k: string]: unknown } {
@@ -307,6 +355,85 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
   let borrowed = 0;
   const fakePools = new LuaTable<number, boolean>();
 
+  /** walk a request pool once (reqPools), into the request group and the top list */
+  const walkRequest = (r: number, rpool: number, fd: number, listen: number, c: number): void => {
+    if (!looksLikePoolHead(ctx, P, rpool, ps)) {
+      skip(ctx, "request_pool_invalid");
+      return;
+    }
+    resetStats(st);
+    walked++;
+    if (!walkPool(ctx, P, rpool, st, reqGroup.handlers)) return;
+    reqPools.set(rpool, true);
+    addTo(reqGroup, st);
+    const rtotal = st.block_bytes + st.large_bytes;
+    if (top.wants(rtotal)) {
+      const e = entry("request", rpool, st);
+      e.fd = fd;
+      const startMs = rdU64(r + R.rStartSec) * 1000 + rdU64(r + R.rStartMsec);
+      if (startMs > 0 && startMs <= nowWall + 1000) e.age_ms = Math.max(0, Math.floor(nowWall - startMs));
+      if (listen >= 0) e.listen = lsName[listen];
+      const peer = rdNgxStr(ctx.maps, c + R.cAddrText, 128);
+      if (peer !== undefined && peer !== "") e.peer = peer;
+      const uri = rdNgxStr(ctx.maps, r + R.rUri, 1024);
+      if (uri !== undefined) e.uri = uri;
+      top.add(e);
+    }
+  };
+
+  /**
+   * HTTP/2: c->data is the ngx_http_v2_connection_t (h2c->connection == c). Its state pool is
+   * a connection pool; every open stream hangs in the priority tree (h2c->dependencies, each
+   * node's children) with its own request pool.
+   */
+  const H2 = h2Offsets(L);
+  let h2Connections = 0;
+  let h2Streams = 0;
+  const h2Stack: number[] = [];
+  const walkH2 = (h2c: number, c: number, cpool: number, fd: number, listen: number): boolean => {
+    if (H2 === undefined || h2c === 0 || h2c % 8 !== 0 || !ctx.maps.readable(h2c, H2.size)) return false;
+    if (rdPtr(h2c + H2.connection) !== c) return false;
+    h2Connections++;
+    const hpool = rdPtr(h2c + H2.pool);
+    if (hpool !== 0 && hpool !== cpool && looksLikePoolHead(ctx, P, hpool, ps)) {
+      resetStats(st);
+      walked++;
+      if (walkPool(ctx, P, hpool, st, connGroup.handlers)) addTo(connGroup, st);
+    }
+    // depth-first over the priority tree; queues are circular with the head as sentinel
+    let sp = 0;
+    h2Stack[sp++] = h2c + H2.dependencies;
+    let seen = 0;
+    while (sp > 0) {
+      const head = h2Stack[--sp];
+      let q = rdPtr(head + H2.qNext);
+      while (q !== head) {
+        if (++seen > MAX_H2_NODES) {
+          skip(ctx, "h2_tree_bound");
+          return true;
+        }
+        const node = q - H2.nodeQueue;
+        if (!ctx.maps.readable(node, H2.nodeSize)) {
+          skip(ctx, "h2_node_unreadable");
+          break;
+        }
+        const stream = rdPtr(node + H2.nodeStream);
+        if (stream !== 0 && ctx.maps.readable(stream, H2.streamSize)) {
+          const r = rdPtr(stream + H2.streamRequest);
+          if (streamRequest(ctx, R, r)) {
+            h2Streams++;
+            const rpool = rdPtr(r + R.rPool);
+            if (rpool !== 0 && rpool !== cpool && reqPools.get(rpool) === undefined) walkRequest(r, rpool, fd, listen, c);
+          }
+        }
+        const children = node + H2.nodeChildren;
+        if (rdPtr(children + H2.qNext) !== children && sp < 256) h2Stack[sp++] = children;
+        q = rdPtr(q + H2.qNext);
+      }
+    }
+    return true;
+  };
+
   const visit = (i: number, firstPass: boolean): void => {
     const c = connections + i * cSize;
     const fd = rdI32(c + cFd);
@@ -387,32 +514,14 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     }
 
     const r = requestOf(ctx, R, c, data);
-    if (r === 0) return;
+    if (r === 0) {
+      if (H2 !== undefined && fd >= 0 && data !== 0) walkH2(data, c, pool, fd, listen);
+      return;
+    }
     const rpool = rdPtr(r + R.rPool);
     // fake requests (Lua timers) share the connection's pool: counted once, as the connection's
     if (rpool === 0 || rpool === pool || reqPools.get(rpool) !== undefined) return;
-    if (!looksLikePoolHead(ctx, P, rpool, ps)) {
-      skip(ctx, "request_pool_invalid");
-      return;
-    }
-    resetStats(st);
-    walked++;
-    if (!walkPool(ctx, P, rpool, st, reqGroup.handlers)) return;
-    reqPools.set(rpool, true);
-    addTo(reqGroup, st);
-    const rtotal = st.block_bytes + st.large_bytes;
-    if (top.wants(rtotal)) {
-      const e = entry("request", rpool, st);
-      e.fd = fd;
-      const startMs = rdU64(r + R.rStartSec) * 1000 + rdU64(r + R.rStartMsec);
-      if (startMs > 0 && startMs <= nowWall + 1000) e.age_ms = Math.max(0, Math.floor(nowWall - startMs));
-      if (listen >= 0) e.listen = lsName[listen];
-      const peer = rdNgxStr(ctx.maps, c + R.cAddrText, 128);
-      if (peer !== undefined && peer !== "") e.peer = peer;
-      const uri = rdNgxStr(ctx.maps, r + R.rUri, 1024);
-      if (uri !== undefined) e.uri = uri;
-      top.add(e);
-    }
+    walkRequest(r, rpool, fd, listen, c);
   };
 
   for (let i = 0; i < connectionN; i++) {
@@ -455,6 +564,8 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
       fake,
       outgoing,
       borrowed_pools: borrowed,
+      http2: h2Connections,
+      http2_streams: h2Streams,
       by_listener: arr(byListener),
     },
     pools_walked: walked,
