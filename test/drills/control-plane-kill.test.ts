@@ -16,7 +16,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { Nginx, sleep } from "../harness/nginx";
 import { freePort } from "../harness/ports";
-import { AckProxy, CPProcess, Load, SEED, ensureDist, pick, rng, tally, tempDir, waitFor } from "./lib";
+import { AckProxy, CPProcess, Load, SEED, ensureDist, pick, rng, tally, tempDir, unexpectedErrors, waitFor } from "./lib";
 
 const KILLS = pick(2, 10);
 
@@ -100,8 +100,9 @@ test(`control plane SIGKILLed ${KILLS}× mid-stream: nothing acked is lost, agen
     expect(res.errors).toBe(0);
     expect(res.requests).toBeGreaterThan(0);
     // agents: only connection warnings, no errors, no crashes
-    const errs = ngx.errors();
-    expect(errs).toEqual([]);
+    const { unexpected, reconnects } = unexpectedErrors(ngx.errors());
+    console.log(`nginx error log: ${reconnects} cosocket lines from the lost connections (expected), ${unexpected.length} others`);
+    expect(unexpected).toEqual([]);
     expect(survived).toBe(KILLS);
   } finally {
     tally("control plane SIGKILL + restart", KILLS, survived, notes.length ? notes[notes.length - 1] : "");

@@ -326,3 +326,14 @@ export function rng(seed: number): () => number {
 }
 
 export const SEED = envNum("MEMDIAG_DRILL_SEED", Date.now() % 1000000);
+
+/**
+ * nginx error-log lines at [error] or worse and crashes, minus what a lost control-plane
+ * connection makes the cosocket layer log by itself (lua_socket_log_errors: "recv() failed
+ * (104: Connection reset by peer), context: ngx.timer"): those are the expected reconnects.
+ */
+export function unexpectedErrors(lines: string[]): { unexpected: string[]; reconnects: number } {
+  const re = /\[error\].* (recv|send|connect|writev)\(\) failed \((104|111|32): [^)]*\).*context: ngx\.timer/;
+  const unexpected = lines.filter((l) => !re.test(l));
+  return { unexpected, reconnects: lines.length - unexpected.length };
+}

@@ -16,7 +16,7 @@ import * as fs from "fs";
 import * as http from "http";
 import { Nginx, sleep } from "../harness/nginx";
 import { startCP, RunningCP, getJson } from "../harness/control-plane";
-import { Load, LoadResult, childPids, pick, pidAlive, tally, waitFor } from "./lib";
+import { Load, LoadResult, childPids, pick, pidAlive, tally, unexpectedErrors, waitFor } from "./lib";
 
 const RELOADS = pick(5, 50);
 const SHUTDOWN_TIMEOUT_S = 10; // the harness's worker_shutdown_timeout
@@ -94,7 +94,7 @@ async function reloadRun(ngx: Nginx, onReload: () => void): Promise<{ res: LoadR
 
 function agentErrors(ngx: Nginx): string[] {
   // [error] or worse from anyone, and crashes; connection warnings are expected around reloads
-  return ngx.errors();
+  return unexpectedErrors(ngx.errors()).unexpected;
 }
 
 describe("nginx side drills with a real control plane", () => {
