@@ -7,6 +7,7 @@
  * One worker per nginx, wrk with one thread: the machine has 2 cores.
  *
  *   npx tsc -p tsconfig.json && node dist/bench/sampler.js [--rounds 5] [--seconds 5] [--path /ok] [--conns 32] [--rate BYTES]
+ *   --path /cj: a Lua handler encoding JSON with lua-cjson (malloc/realloc/free through cjson.so's GOT)
  * Prints the medians and the ratios; targets: armed ≤ 3 % throughput loss, ≤ 5 % p99 increase.
  * Also the worker's CPU time per request (from /proc/<pid>/stat), which stays meaningful when
  * other jobs load the machine and throughput/p99 do not.
@@ -71,6 +72,30 @@ function wrk(ngx: Nginx): Promise<Run> {
   });
 }
 
+/**
+ * Share of the worker's CPU samples (perf, all threads) spent in the sampler's own code
+ * (libmemdiag_sampler.so, plus libgcc_s: the unwinder it calls) during one armed wrk run.
+ * A direct overhead figure that does not depend on what else runs on the machine.
+ */
+async function perfShare(ngx: Nginx): Promise<{ sampler_pct: number; unwinder_pct: number } | undefined> {
+  const pid = ngx.workerPids()[0];
+  const data = path.join(fs.mkdtempSync(path.join(require("os").tmpdir(), "memdiag-perf-")), "perf.data");
+  const rec = execFile("perf", ["record", "-q", "-F", "4000", "-p", String(pid), "-o", data, "--", "sleep", String(SECONDS)]);
+  const recDone = new Promise<void>((r) => rec.on("exit", () => r()));
+  await wrk(ngx).catch(() => undefined);
+  await recDone;
+  const out = await new Promise<string>((resolve) =>
+    execFile("perf", ["report", "-i", data, "--stdio", "--sort", "dso", "--no-children"], { encoding: "utf8", maxBuffer: 64 << 20 }, (err, stdout) => resolve(err ? "" : stdout)),
+  );
+  fs.rmSync(path.dirname(data), { recursive: true, force: true });
+  if (!out) return undefined;
+  const pct = (re: RegExp) => {
+    const m = out.split("\n").find((l) => re.test(l));
+    return m ? Number(/([\d.]+)%/.exec(m)![1]) : 0;
+  };
+  return { sampler_pct: pct(/libmemdiag_sampler\.so/), unwinder_pct: pct(/libgcc_s\.so/) };
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -85,7 +110,10 @@ async function sampler(ngx: Nginx, q: string): Promise<any> {
 async function main(): Promise<void> {
   ensureSampler();
   const main = leakyLoadModule();
-  const opts = { workers: 1, workerConnections: 4096, main, appLocations: LEAKY_LOCATIONS, agent: { interval_s: 5 } };
+  // /ok: the cheapest request (worst case for relative overhead); /cj: a Lua handler with lua-cjson (malloc/realloc/free)
+  const locations = `${LEAKY_LOCATIONS}
+    location = /cj { content_by_lua_block { ngx.say(require("cjson").encode({ a = string.rep("x", 2000), b = { 1, 2, 3 }, c = ngx.var.request_uri })) } }`;
+  const opts = { workers: 1, workerConnections: 4096, main, appLocations: locations, agent: { interval_s: 5 } };
   const agent = new Nginx(opts);
   const bare = new BareNginx(opts);
   await agent.start();
@@ -115,6 +143,13 @@ async function main(): Promise<void> {
         process.stderr.write(`round ${r + 1} ${v.padEnd(8)} ${res.rps.toFixed(0)} req/s  p50 ${res.p50ms.toFixed(3)} ms  p99 ${res.p99ms.toFixed(3)} ms  worker cpu ${res.cpu_us.toFixed(2)} us/req  errors ${res.errors}\n`);
       }
     }
+    let perf: { sampler_pct: number; unwinder_pct: number } | undefined;
+    if (!process.argv.includes("--no-perf")) {
+      await sampler(agent, RATE ? `arm&sampler_rate=${RATE}` : "arm");
+      perf = await perfShare(agent).catch(() => undefined);
+      await sampler(agent, "disarm");
+      await sampler(agent, "clear");
+    }
     const crashed = [agent, bare].some((n) => n.errors().some((l) => /exited on signal/.test(l)));
     const m = (v: string, f: keyof Run) => median(results[v].map((x) => x[f]));
     const summary = {
@@ -133,6 +168,8 @@ async function main(): Promise<void> {
         disarmed_vs_absent_cpu_per_request: m("disarmed", "cpu_us") / m("absent", "cpu_us"),
       },
       armed_last_round: stats && { sampled: stats.sampled, recorded_aligned: stats.recorded_aligned, unwinds: stats.unwinds, stack_cache_hits: stats.stack_cache_hits, backtrace_ms: stats.backtrace_ms, armed_s: stats.armed_s, drops: stats.drops },
+      armed_worker_cpu_in_sampler_pct: perf ? perf.sampler_pct + perf.unwinder_pct : null,
+      armed_worker_cpu_in_sampler_detail: perf ?? null,
       errors: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.reduce((a, b) => a + b.errors, 0)])),
       worker_crash: crashed,
     };
@@ -144,6 +181,7 @@ async function main(): Promise<void> {
       `worker CPU per request armed vs disarmed ${cpu >= 0 ? "+" : ""}${cpu.toFixed(1)} %; ` +
       `disarmed vs absent: ${((1 - summary.ratios.disarmed_vs_absent_throughput) * 100).toFixed(1)} % throughput loss, ` +
       `CPU/request ${((summary.ratios.disarmed_vs_absent_cpu_per_request - 1) * 100).toFixed(1)} %`);
+    if (perf) console.log(`armed: ${(perf.sampler_pct + perf.unwinder_pct).toFixed(2)} % of the worker's CPU samples in the sampler (libmemdiag_sampler.so ${perf.sampler_pct} %, libgcc_s unwinder ${perf.unwinder_pct} %) (perf)`);
     const load = fs.readFileSync("/proc/loadavg", "utf8").split(" ")[0];
     console.log(`load average during the run: ${load} on ${require("os").cpus().length} cores (throughput/p99 ratios are only meaningful on an otherwise idle machine)`);
     if (process.env.BENCH_OUT) fs.writeFileSync(process.env.BENCH_OUT, JSON.stringify(summary, null, 2));
