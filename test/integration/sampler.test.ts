@@ -135,6 +135,21 @@ describe("allocation sampler with the leak fixture", () => {
     expect(fixturePaths(top, "posix_memalign")[0]).toMatchObject({ records: 1 });
   });
 
+  test("folded export: one FlameGraph line per live path, weights = estimated bytes", async () => {
+    const f = await sampler(ngx, "folded");
+    const lines = f.folded.trim().split("\n");
+    expect(lines).toHaveLength(f.paths);
+    let total = 0;
+    for (const l of lines) {
+      const m = /^(\S+) (\d+)$/.exec(l);
+      expect(m).not.toBeNull();
+      expect(m![1]).toMatch(/;(malloc|calloc|realloc|posix_memalign|memalign|aligned_alloc)$/);
+      total += Number(m![2]);
+    }
+    expect(total).toBe(f.est_bytes_total);
+    expect(lines.some((l: string) => /ngx_http_leaky_upstream_update\+0x[0-9a-f]+;ngx_http_leaky_upstream_module\.so\+0x[0-9a-f]+;.*;malloc 307200$/.test(l))).toBe(true);
+  });
+
   test("leak window: age filters select by allocation time", async () => {
     const young = await sampler(ngx, "top&sampler_limit=200&sampler_window=3600");
     expect(fixturePaths(young, "malloc")[0].records).toBe(1);

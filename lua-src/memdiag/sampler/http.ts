@@ -14,6 +14,7 @@ import { lastSnapshotJson } from "../agent";
  *
  *   sampler=arm      [sampler_rate=BYTES] [sampler_depth=1..32] [sampler_aligned=0|1]
  *   sampler=top      [sampler_limit=N] [sampler_window=S] [sampler_min_age=S]
+ *   sampler=folded   FlameGraph input of the live paths (weights = estimated bytes): jq -r .folded | flamegraph.pl
  *   sampler=disarm   restore the GOT; records stay readable (frozen) until clear or the next arm
  *   sampler=clear    drop the records and give their memory back (disarmed only)
  *   sampler=lookup   sampler_addr=0xA[,0xB...]: the live records at exactly these addresses (pool → creation path)
@@ -66,13 +67,20 @@ function local(args: Args): LuaMultiReturn<[number, unknown]> {
     }
     [body, err] = lookup(addrs);
     if (err !== undefined) return $multi(409, err);
+  } else if (what === "folded") {
+    // FlameGraph input: one "outer;...;inner;fn weight" line per path, weight = estimated live bytes
+    const [t, terr] = top({ limit: 1000, window_s: num(args, "sampler_window"), min_age_s: num(args, "sampler_min_age") });
+    if (t === undefined) return $multi(409, terr ?? "no records");
+    const lines: string[] = [];
+    for (const p of t.paths as { folded: string; est_bytes: number }[]) lines.push(`${p.folded} ${p.est_bytes}`);
+    body = { paths: lines.length, est_bytes_total: t.est_bytes_total, folded: table.concat(lines, "\n") + (lines.length > 0 ? "\n" : "") };
   } else if (what === "pools") {
     [body, err] = poolCreationSites(lastSnapshotJson());
     if (err !== undefined) return $multi(409, err);
   } else if (what === "got") {
     [body, err] = got();
   } else {
-    return $multi(400, `unknown sampler action '${what}'; valid: arm, disarm, clear, status, top, lookup, pools, got`);
+    return $multi(400, `unknown sampler action '${what}'; valid: arm, disarm, clear, status, top, folded, lookup, pools, got`);
   }
   if (body === undefined) return $multi(503, err ?? "sampler unavailable");
   body.pid = pid;
@@ -189,7 +197,7 @@ if (ngx.get_phase() === "init_worker") {
   if (!ok) ngx.log(ngx.ERR, "memdiag: sampler command timer: ", err);
 }
 
-registerParam("sampler", "arm|disarm|clear|status|top|lookup|pools|got = allocation sampler of the answering worker", "^%l+$", act);
+registerParam("sampler", "arm|disarm|clear|status|top|folded|lookup|pools|got = allocation sampler of the answering worker", "^%l+$", act);
 registerParam("sampler_all", "1 = the sampler action in every worker (answer: {\"workers\":[...]})");
 registerParam("sampler_addr", "0xADDR[,0xADDR...] = sampler=lookup: the records at these addresses (pool first blocks)", "^[0-9a-fA-Fx,]+$");
 registerParam("sampler_rate", "BYTES = mean sampling interval for sampler=arm (default 524288)", DIGITS);
