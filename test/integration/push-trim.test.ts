@@ -116,16 +116,21 @@ describe("push: frames above one fragment (64 KB) go as a fragmented message and
     await ngx.start();
     try {
       const pid = ngx.workerPids()[0];
-      const r = await peer.waitFor("a big snapshot", () => peer.unique(pid).find((x) => x.bytes > 65536 * 1.3));
+      const r = await peer.waitFor("a big snapshot", () => peer.unique(pid).find((x) => x.bytes > 65536 * 1.3), 60000);
       expect(r.valid).toBe(true);
       const s = r.msg.snapshot as any;
       expect(s.trimmed).toBeUndefined();
       const got = new Set(s.shm.map((z: any) => z.name));
       for (const n of names) expect(got.has(n)).toBe(true);
       const pub = JSON.parse((await ngx.memdiag(`?pid=${pid}`)).body).workers[0];
-      const again = await peer.waitFor("the published seq", () => peer.unique(pid).find((x) => x.msg.seq === pub.seq));
+      const again = await peer.waitFor("the published seq", () => peer.unique(pid).find((x) => x.msg.seq === pub.seq), 60000);
       expect(again.msg.snapshot).toEqual(pub);
       expect(ngx.errors().filter((l) => /memdiag push/.test(l))).toEqual([]);
+      // the push's own worker time: no single piece (enqueue, framing, one fragment's masking + send) is long
+      await peer.waitFor("5 frames", () => peer.unique(pid).length >= 5, 60000);
+      const st = JSON.parse((await ngx.memdiag("?push=1")).body);
+      console.log(`push worker CPU: ${st.cpu_ms.toFixed(2)} ms for ${st.sent} frames of ~${(again.bytes / 1024).toFixed(0)} KB; longest piece ${st.max_piece_ms.toFixed(2)} ms`);
+      expect(st.sent).toBeGreaterThan(0);
     } finally {
       await ngx.stop();
       await peer.stop();

@@ -2,6 +2,7 @@ import * as semaphore from "ngx.semaphore";
 import { config } from "../config";
 import { collectAndPublish, onSnapshot } from "../agent";
 import { arr, decode } from "../util/json";
+import { cpuMs } from "../util/clock";
 import { registerParam } from "../http/endpoint";
 import { Entry, Ring } from "./queue";
 import { Backoff, seededRand } from "./backoff";
@@ -69,6 +70,9 @@ let deepHandler: DeepHandler | undefined = undefined;
 
 /** For tests and /_memdiag: what the push is doing. */
 export const stats = {
+  /** worker CPU spent in the push's own code (enqueue, trim, framing, masking+send), and its longest single piece */
+  cpu_ms: 0,
+  max_piece_ms: 0,
   connected: false,
   connects: 0,
   sent: 0,
@@ -170,7 +174,14 @@ function enqueue(seq: number, json: string, reply_to: string | undefined, trimme
   wake();
 }
 
-function trimAndEnqueue(this: void, premature: boolean, snap: { [k: string]: unknown }, reply_to: string | undefined): void {
+/** 0-delay timer: trims a snapshot a request collected (?fresh=1) after the response */
+function trimAndEnqueue(this: void, _premature: boolean, snap: { [k: string]: unknown }, reply_to: string | undefined): void {
+  const t0 = cpuMs();
+  trimNow(snap, reply_to);
+  account(cpuMs() - t0);
+}
+
+function trimNow(snap: { [k: string]: unknown }, reply_to: string | undefined): void {
   const seq = snap["seq"] as number;
   const [json, names] = trimToFit(snap, frameLimit() - ENVELOPE_RESERVE);
   if (json === undefined) {
@@ -185,6 +196,17 @@ function trimAndEnqueue(this: void, premature: boolean, snap: { [k: string]: unk
 
 function listener(this: void, json: string, snap: { [k: string]: unknown }): void {
   if (!started) return;
+  const t0 = cpuMs();
+  enqueueSnapshot(json, snap);
+  account(cpuMs() - t0);
+}
+
+function account(ms: number): void {
+  stats.cpu_ms += ms;
+  if (ms > stats.max_piece_ms) stats.max_piece_ms = ms;
+}
+
+function enqueueSnapshot(json: string, snap: { [k: string]: unknown }): void {
   const seq = snap["seq"];
   if (type(seq) !== "number") return;
   lastIdent = {
@@ -202,7 +224,7 @@ function listener(this: void, json: string, snap: { [k: string]: unknown }): voi
   if (json.length + ENVELOPE_RESERVE <= frameLimit()) {
     enqueue(seq as number, json, reply_to, undefined);
   } else if (ngx.get_phase() === "timer") {
-    trimAndEnqueue(false, snap, reply_to);
+    trimNow(snap, reply_to);
   } else {
     // a request collected it (?fresh=1): trim after the response, not during it
     const [ok, err] = ngx.timer.at(0, trimAndEnqueue, snap, reply_to);
@@ -367,14 +389,18 @@ function reader(this: void, c: Conn): void {
 function sendFrame(ws: WebSocketClient, frame: string): LuaMultiReturn<[boolean, string | undefined]> {
   const n = frame.length;
   if (n <= FRAGMENT) {
+    const t0 = cpuMs();
     const [ok, err] = ws.send_text(frame);
+    account(cpuMs() - t0);
     return $multi(ok !== undefined, err);
   }
   // one message in fragments: each is masked in one go (a Lua loop over its bytes),
   // so a large snapshot never holds the worker's event loop for more than one fragment
   for (let i = 1; i <= n; i += FRAGMENT) {
     const last = i + FRAGMENT > n;
+    const t0 = cpuMs();
     const [ok, err] = ws.send_frame(last, i === 1 ? 0x1 : 0x0, string.sub(frame, i, i + FRAGMENT - 1));
+    account(cpuMs() - t0);
     if (ok === undefined) return $multi(false, err);
     // (ngx.sleep(0) warns on builds without the delayed-events patch, Debian's included)
     if (!last) ngx.sleep(0.001);
@@ -464,7 +490,9 @@ function flush(c: Conn): void {
       continue;
     }
     if (e.dropped === undefined) e.dropped = q.takeDropped();
+    const tf = cpuMs();
     const frame = snapshotFrame(e.seq, e.json, e.reply_to, e.dropped);
+    account(cpuMs() - tf);
     if (frame.length > frameLimit()) {
       // the control plane lowered its limit after this one was queued
       q.discard(e.seq);
@@ -620,6 +648,8 @@ export function pushStatus(): { [k: string]: unknown } {
     connected: stats.connected,
     connects: stats.connects,
     sent: stats.sent,
+    cpu_ms: stats.cpu_ms,
+    max_piece_ms: stats.max_piece_ms,
     acked: stats.acked,
     rejected: stats.rejected,
     trimmed: stats.trimmed,
