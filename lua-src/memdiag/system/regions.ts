@@ -345,6 +345,7 @@ export function classify(inp: ClassifyInput): ClassifyResult {
   for (const c of FIXED) byClass[c] = { bytes: 0, rss: 0 };
   for (const c of NAMED) byClass[c] = { bytes: 0, rss: 0 };
   for (let i = 0; i < perMapping.length; i++) {
+    if (inp.tick && i % 256 === 255) inp.tick();
     const pieces = perMapping[i];
     const m = inp.list[i];
     const rss = withRss ? inp.rss!.get(m.start) ?? 0 : 0;
@@ -402,12 +403,16 @@ export type RawMapping = Omit<Mapping, "readable">;
  * looked at; records are stepped through with plain finds (5x faster than a pattern scan).
  * Returns undefined when the text does not have the expected shape (kernels without VmFlags:).
  */
-export function parseSmaps(text: string): LuaMultiReturn<[RawMapping[], LuaTable<number, number>] | [undefined, undefined]> {
+export function parseSmaps(
+  text: string,
+  onTick?: (this: void) => void,
+): LuaMultiReturn<[RawMapping[], LuaTable<number, number>] | [undefined, undefined]> {
   const list: RawMapping[] = [];
   const rss = new LuaTable<number, number>();
   const len = text.length;
   let pos = 1;
   while (pos <= len) {
+    if (onTick && list.length % 128 === 127) onTick();
     const [s, e, perms, off, inode, path] = string.match(text, "^(%x+)%-(%x+) (%S+) (%x+) %S+ (%d+)[ \t]*([^\n]*)", pos);
     if (s === undefined) return $multi(undefined, undefined);
     const [r] = string.find(text, "\nRss:", pos, true);
@@ -564,7 +569,10 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
     });
     let list: RawMapping[] | undefined;
     let rssBy: LuaTable<number, number> | undefined;
-    if (text !== undefined) [list, rssBy] = parseSmaps(text);
+    if (text !== undefined)
+      [list, rssBy] = parseSmaps(text, () => {
+        tickTimed();
+      });
     if (list === undefined || rssBy === undefined) {
       skip(ctx, text === undefined ? "smaps_unreadable" : "smaps_unparsable");
       smapsCache = undefined;
