@@ -84,6 +84,16 @@ describe("push: snapshots from every worker reach the control plane", () => {
     expect(Array.isArray(r.msg.snapshot.glibc.size_classes)).toBe(true);
   });
 
+  test("one command at a time per worker: a second one while a deep scan runs is refused, the first still answers", async () => {
+    const pid = ngx.workerPids()[1];
+    const deep = peer.command(pid, "deep");
+    const second = peer.command(pid, "collect");
+    const r2 = await peer.waitFor("second result", () => peer.results.find((r) => r.id === second) ?? peer.received.find((r) => r.msg.reply_to === second));
+    expect(r2).toMatchObject({ ok: false, error: "another command is running" });
+    const r1 = await peer.waitFor("deep answer", () => peer.received.find((r) => r.msg.reply_to === deep), 120000);
+    expect((r1.msg.snapshot as any).scan.state).toBe("done");
+  });
+
   test("unknown commands get command_result ok:false", async () => {
     const pid = ngx.workerPids()[0];
     const bad = peer.command(pid, "explode");

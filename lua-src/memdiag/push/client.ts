@@ -242,27 +242,31 @@ function sendControl(frame: string): void {
   wake();
 }
 
+function execute(id: string, command: string): string | undefined {
+  if (command === "deep") {
+    const [pok, derr] = pcall(deepHandler ?? defaultDeep);
+    if (!pok) return `deep scan failed: ${derr}`;
+    if (derr !== undefined) return derr;
+  }
+  pendingReplyTo = id;
+  const [json, cerr] = collectAndPublish(true);
+  // the listener takes pendingReplyTo; still set means no snapshot went out for it
+  if (pendingReplyTo === id) {
+    pendingReplyTo = undefined;
+    return cerr ?? (json === undefined ? "collection failed" : "collection did not reach the push queue");
+  }
+  return undefined;
+}
+
 function runCommand(this: void, premature: boolean, id: string, command: string): void {
   if (premature) {
     commandBusy = false;
     return;
   }
-  let err: string | undefined;
-  if (command === "deep") {
-    const [pok, derr] = pcall(deepHandler ?? defaultDeep);
-    if (!pok) err = `deep scan failed: ${derr}`;
-    else if (derr !== undefined) err = derr;
-  }
-  if (err === undefined) {
-    pendingReplyTo = id;
-    const [json, cerr] = collectAndPublish(true);
-    // the listener takes pendingReplyTo; still set means no snapshot went out for it
-    if (pendingReplyTo === id) {
-      pendingReplyTo = undefined;
-      err = cerr ?? (json === undefined ? "collection failed" : "collection did not reach the push queue");
-    }
-  }
+  const [ok, res] = pcall(execute, id, command);
   commandBusy = false;
+  if (pendingReplyTo === id) pendingReplyTo = undefined;
+  const err = ok ? res : `command failed: ${res}`;
   if (err !== undefined) sendControl(commandResultFrame(id, false, err));
 }
 
