@@ -42,6 +42,25 @@ const LOCATIONS = `
         ngx.say(ngx.worker.pid())
       }
     }
+    location = /t/thread {
+      content_by_lua_block {
+        -- a thread whose start routine is malloc(65536): its first malloc makes a glibc thread arena;
+        -- after the join glibc keeps the thread's stack (guard page + stack) cached, still mapped
+        local ffi = require("ffi")
+        pcall(ffi.cdef, [[
+          typedef unsigned long memdiag_test_pthread_t;
+          int pthread_create(memdiag_test_pthread_t *t, const void *attr, void *(*start)(void *), void *arg);
+          int pthread_join(memdiag_test_pthread_t t, void **ret);
+          void *malloc(size_t);
+        ]])
+        local t = ffi.new("memdiag_test_pthread_t[1]")
+        local ret = ffi.new("void *[1]")
+        local rc = ffi.C.pthread_create(t, nil, ffi.cast("void *(*)(void *)", ffi.C.malloc), ffi.cast("void *", 65536))
+        if rc ~= 0 then return ngx.exit(500) end
+        ffi.C.pthread_join(t[0], ret)
+        ngx.say(ngx.worker.pid())
+      }
+    }
 `;
 
 /** GET over one kept-alive connection: every request reaches the same worker. */
@@ -66,6 +85,7 @@ class Conn {
 interface MapLine {
   start: bigint;
   end: bigint;
+  perms: string;
   path: string;
 }
 function readMaps(pid: number): MapLine[] {
@@ -74,8 +94,8 @@ function readMaps(pid: number): MapLine[] {
     .trim()
     .split("\n")
     .map((l) => {
-      const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$/.exec(l)!;
-      return { start: BigInt("0x" + m[1]), end: BigInt("0x" + m[2]), path: m[3] };
+      const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+\s*(.*)$/.exec(l)!;
+      return { start: BigInt("0x" + m[1]), end: BigInt("0x" + m[2]), perms: m[3], path: m[4] };
     });
 }
 const mapsTotal = (ls: MapLine[]) => Number(ls.reduce((s, l) => s + (l.end - l.start), 0n));
@@ -156,6 +176,28 @@ describe("regions and luajit.gc_bytes against ground truth", () => {
     // and it agrees with glibc's own count of mmapped chunks
     expect(after.glibc.mmap_bytes - before.glibc.mmap_bytes).toBeGreaterThanOrEqual(bytes);
     expect(after.system.explained_ratio).toBeGreaterThanOrEqual(0.8);
+  });
+
+  test("a thread's malloc: its 64 MB arena is glibc_heap, its guard + stack are stack (sizes from the test's maps)", async () => {
+    const before = await ngx.nextSnapshotOf(pid);
+    const mapsBefore = readMaps(pid);
+    expect(Number(await conn.get("/t/thread"))).toBe(pid);
+    const after = await ngx.nextSnapshotOf(pid);
+    const mapsAfter = readMaps(pid);
+    const key = (l: MapLine) => `${l.start}-${l.end}`;
+    const old = new Set(mapsBefore.map(key));
+    const added = mapsAfter.filter((l) => !old.has(key(l)) && l.path === "");
+    // ground truth: a 64 MB-aligned arena (rw part + PROT_NONE rest = 64 MB) and a stack above a guard page
+    const arena = added.filter((l) => l.start % BigInt(64 * M) === 0n && l.perms === "rw-p");
+    expect(arena.length).toBe(1);
+    const guards = added.filter((l) => l.perms === "---p" && l.end - l.start <= BigInt(M) && l.start % BigInt(64 * M) !== 0n);
+    expect(guards.length).toBe(1);
+    const stack = mapsAfter.find((l) => l.start === guards[0].end)!;
+    expect(stack.perms).toBe("rw-p");
+    const stackBytes = Number(stack.end - stack.start + (guards[0].end - guards[0].start));
+    expect(bytesOf(after, "glibc_heap") - bytesOf(before, "glibc_heap")).toBeGreaterThanOrEqual(64 * M);
+    expect(bytesOf(after, "stack") - bytesOf(before, "stack")).toBe(stackBytes);
+    expect(bytesOf(after, "other_anon")).toBeLessThanOrEqual(bytesOf(before, "other_anon"));
   });
 
   test("no errors in the error log", () => {
