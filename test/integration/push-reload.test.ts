@@ -2,7 +2,7 @@ import { Nginx } from "../harness/nginx";
 import { WsPeer } from "../harness/ws-peer";
 import { freePort } from "../harness/ports";
 
-describe("push: nginx -s reload", () => {
+describe("push: worker lifecycle (nginx -s reload, a worker crash)", () => {
   const peer = new WsPeer({ token: "t" });
   let ngx: Nginx;
 
@@ -44,5 +44,23 @@ describe("push: nginx -s reload", () => {
     expect(ngx.errorLog()).not.toMatch(/exited on signal/);
     // a clean close: no writes on a socket torn down under the client
     expect(ngx.errors().filter((l) => /memdiag push|closed socket/.test(l))).toEqual([]);
+  });
+
+  test("a worker killed with SIGKILL: its connection drops, the respawned worker connects as a new worker of the same generation", async () => {
+    const pids = ngx.workerPids();
+    const victim = pids[0];
+    const gen = peer.hellos.find((h) => h.agent.pid === victim)!.agent.generation;
+    process.kill(victim, "SIGKILL");
+    const conn = peer.conns.find((c) => c.hello?.agent.pid === victim && !c.closed)!;
+    await peer.waitFor("victim's connection closed", () => conn.closed);
+    const fresh = await peer.waitFor("respawned worker's hello", () => peer.hellos.find((h) => !pids.includes(h.agent.pid) && h.agent.generation === gen));
+    expect(ngx.workerPids()).toContain(fresh.agent.pid);
+    await peer.waitFor("its snapshots", () => peer.unique(fresh.agent.pid).length >= 2);
+    expect(peer.unique(fresh.agent.pid)[0].msg.seq).toBe(1);
+    // the other worker carried on on its connection
+    const other = pids[1];
+    const before = peer.unique(other).length;
+    await peer.waitFor("the other worker's next snapshot", () => peer.unique(other).length > before);
+    expect(peer.live().map((c) => c.hello!.agent.pid).sort()).toEqual(ngx.workerPids());
   });
 });
