@@ -5,7 +5,7 @@
  * `nginx_instance` rather than `instance`, which Prometheus sets itself.
  */
 import { LiveWorkerUpdate } from "./protocol";
-import { splitSuffix, UNROOTED_SUFFIXES, SIZE_CLASS_SUFFIXES, SHM_SUFFIXES, REGION_SUFFIXES } from "./summary";
+import { splitSuffix, OWNER_SUFFIXES, UNROOTED_SUFFIXES, SIZE_CLASS_SUFFIXES, SHM_SUFFIXES, REGION_SUFFIXES } from "./summary";
 
 interface Family {
   help: string;
@@ -40,7 +40,9 @@ export function promName(name: string, owners: Record<string, { owner: string }>
   if ((m = /^pool\.connections\.(\w+)$/.exec(name))) return { family: `memdiag_connections_${m[1]}`, help: `nginx connections ${m[1]}`, labels: {} };
   if ((m = /^pool\.unrooted_total\.(\w+)$/.exec(name))) return { family: `memdiag_unrooted_total_${m[1]}`, help: `all unrooted pool groups: ${m[1]}`, labels: {} };
   if ((m = /^size_class_total\.(\w+)$/.exec(name))) return { family: `memdiag_size_class_total_${m[1]}`, help: `glibc chunks over all size classes: ${m[1]}`, labels: {} };
-  let s = splitSuffix(name, "pool.unrooted.", UNROOTED_SUFFIXES);
+  let s = splitSuffix(name, "pool.unrooted_owner.", OWNER_SUFFIXES);
+  if (s) return { family: `memdiag_unrooted_owner_${s.suffix}`, help: `all unrooted pool groups of one owner (deep scan): ${s.suffix}`, labels: { owner: s.middle } };
+  s = splitSuffix(name, "pool.unrooted.", UNROOTED_SUFFIXES);
   if (s) return { family: `memdiag_unrooted_${s.suffix}`, help: `unrooted pool group (deep scan): ${s.suffix}`, labels: { signature: s.middle, owner: owners[s.middle]?.owner ?? "" } };
   s = splitSuffix(name, "size_class.", SIZE_CLASS_SUFFIXES);
   if (s) return { family: `memdiag_size_class_${s.suffix}`, help: `glibc chunks by log2 size class (deep scan): ${s.suffix}`, labels: { min_bytes: s.middle } };

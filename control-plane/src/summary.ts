@@ -10,6 +10,7 @@
  *   pool.<kind>.{pools,blocks,block_bytes,used_bytes,large_blocks,large_bytes,bytes}   rooted groups
  *   pool.connections.{active,connection_n}
  *   pool.unrooted.<signature>.{pools,bytes,block_bytes,large_blocks,large_bytes}        deep scan only
+ *   pool.unrooted_owner.<owner>.{pools,bytes,large_blocks}   all groups of one owner   deep scan only
  *   pool.unrooted_total.{pools,bytes,groups}                                            deep scan only
  *   size_class.<min_bytes>.{chunks,bytes,in_use_chunks,in_use_bytes}                   deep scan only
  *   size_class_total.{chunks,bytes}                                                     deep scan only
@@ -117,6 +118,11 @@ export function summarize(s: Obj): Summary {
       put(`${k}.block_bytes`, u.block_bytes);
       put(`${k}.large_blocks`, u.large_blocks);
       put(`${k}.large_bytes`, u.large_bytes);
+      const owner = typeof u.owner === "string" ? u.owner : "unknown";
+      // per owner: stable even when the agent splits one kind of pool into several signatures
+      put(`pool.unrooted_owner.${owner}.pools`, u.pools);
+      put(`pool.unrooted_owner.${owner}.bytes`, bytes);
+      put(`pool.unrooted_owner.${owner}.large_blocks`, u.large_blocks);
       put("pool.unrooted_total.pools", u.pools);
       put("pool.unrooted_total.bytes", bytes);
       m["pool.unrooted_total.groups"]++;
@@ -124,7 +130,7 @@ export function summarize(s: Obj): Summary {
         ? u.cleanups.filter(isObj).map((c) => String(c.handler))
         : [];
       unrooted[u.signature] = {
-        owner: typeof u.owner === "string" ? u.owner : "unknown",
+        owner,
         retainer: typeof u.retainer === "string" ? u.retainer : "",
         create_size: num(u.create_size),
         cleanups,
@@ -144,7 +150,7 @@ export function summarize(s: Obj): Summary {
 
 /** True for metric names that only deep-scan snapshots carry. */
 export function isDeepMetric(name: string): boolean {
-  return name.startsWith("pool.unrooted.") || name.startsWith("pool.unrooted_total.") || name.startsWith("size_class.") || name.startsWith("size_class_total.");
+  return name.startsWith("pool.unrooted.") || name.startsWith("pool.unrooted_owner.") || name.startsWith("pool.unrooted_total.") || name.startsWith("size_class.") || name.startsWith("size_class_total.");
 }
 
 /** Split "<prefix><middle>.<suffix>" where suffix is one of `suffixes`; undefined when it does not fit. */
@@ -158,6 +164,7 @@ export function splitSuffix(name: string, prefix: string, suffixes: readonly str
 }
 
 export const UNROOTED_SUFFIXES = ["pools", "bytes", "block_bytes", "large_blocks", "large_bytes"] as const;
+export const OWNER_SUFFIXES = ["pools", "bytes", "large_blocks"] as const;
 export const SIZE_CLASS_SUFFIXES = ["chunks", "bytes", "in_use_chunks", "in_use_bytes"] as const;
 export const SHM_SUFFIXES = ["size_bytes", "used_bytes", "free_bytes"] as const;
 export const REGION_SUFFIXES = ["rss_bytes", "mappings"] as const;

@@ -19,16 +19,24 @@ export interface WorkerWindow {
   snapshots: { time: number; deep: boolean; metrics: Record<string, number>; unrooted: Record<string, UnrootedInfo> }[];
 }
 
+/** 0: one pool group, rooted pools, LuaJIT, a shm zone; 1: all unrooted groups of one owner; 2: allocator; 3: regions, process */
 function tier(metric: string): number {
+  if (metric.startsWith("pool.unrooted_owner.")) return 1;
   if (metric.startsWith("pool.") || metric.startsWith("luajit.") || metric.startsWith("shm.")) return 0;
-  if (metric.startsWith("glibc.") || metric.startsWith("size_class.")) return 1;
-  return 2;
+  if (metric.startsWith("glibc.") || metric.startsWith("size_class.")) return 2;
+  return 3;
 }
+
+const OWNER_RE = /^pool\.unrooted_owner\.(.+)\.bytes$/;
 
 /** the byte metrics that can be suspects, and the count metric beside each */
 function candidates(names: Iterable<string>): Map<string, string | undefined> {
   const out = new Map<string, string | undefined>();
   for (const n of names) {
+    if (OWNER_RE.test(n)) {
+      out.set(n, n.replace(/\.bytes$/, ".pools"));
+      continue;
+    }
     const s = slotOf(n);
     if (!s || s.role !== "bytes") continue;
     let count: string | undefined;
@@ -53,6 +61,7 @@ function seriesOf(w: WorkerWindow, metric: string): Point[] {
 }
 
 function subjectOf(metric: string, info: UnrootedInfo | undefined, label: string): string {
+  if (metric.startsWith("pool.unrooted_owner.")) return "unrooted pools (all groups of this owner)";
   if (metric.startsWith("pool.unrooted.")) {
     const cs = info?.create_size !== undefined ? `create size ${info.create_size}` : "create size ?";
     const cl = info && info.cleanups.length ? info.cleanups.join(", ") : "–";
@@ -62,6 +71,8 @@ function subjectOf(metric: string, info: UnrootedInfo | undefined, label: string
 }
 
 function ownerOf(metric: string, info: UnrootedInfo | undefined): string {
+  const o = OWNER_RE.exec(metric);
+  if (o) return o[1];
   if (metric.startsWith("pool.unrooted.")) return info?.owner ?? "unknown";
   if (metric.startsWith("pool.")) return `nginx (${metric.split(".")[1]} pools)`;
   if (metric.startsWith("luajit.")) return "lua";
@@ -111,29 +122,33 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
       if (v.ok) passing.push({ metric, count, tr: v.trend, pts });
     }
     passing.sort((x, y) => tier(x.metric) - tier(y.metric) || y.tr.slope_per_min - x.tr.slope_per_min);
-    const accepted: { tier: number; growth: number }[] = [];
+    const accepted: { tier: number; growth: number; owner: string }[] = [];
     const scEvidence = sizeClassEvidence(w);
     for (const p of passing) {
       const t = tier(p.metric);
-      if (t > 0) {
+      const sig = p.metric.startsWith("pool.unrooted.") ? p.metric.slice(14, -".bytes".length) : undefined;
+      const info = sig !== undefined ? owners[sig] : undefined;
+      const owner = ownerOf(p.metric, info);
+      if (t === 1) {
+        // the owner's total is news only when its single groups do not already tell it
+        const explained = accepted.filter((a) => a.tier === 0 && a.owner === owner).reduce((s, a) => s + a.growth, 0);
+        if (explained >= 0.5 * p.tr.fitted_delta) continue;
+      } else if (t > 1) {
         const explained = accepted.filter((a) => a.tier <= t).reduce((s, a) => s + a.growth, 0);
         if (explained >= 0.5 * p.tr.fitted_delta) continue;
       }
-      accepted.push({ tier: t, growth: p.tr.fitted_delta });
-      const sig = p.metric.startsWith("pool.unrooted.") ? p.metric.slice(14, -".bytes".length) : undefined;
-      const info = sig !== undefined ? owners[sig] : undefined;
-      const row = slotOf(p.metric)!.row;
-      const label = rowLabel(row, owners);
+      accepted.push({ tier: t, growth: p.tr.fitted_delta, owner });
+      const label = t === 1 ? `unrooted pools held by ${owner}` : rowLabel(slotOf(p.metric)!.row, owners);
       let countDelta: number | undefined;
       if (p.count) {
         const cp = seriesOf(w, p.count);
         if (cp.length >= 2) countDelta = cp[cp.length - 1].v - cp[0].v;
       }
       const noun = p.metric.startsWith("pool.") ? "pools" : p.count ? "chunks" : undefined;
-      const extra = p.metric.startsWith("pool.unrooted.") || p.metric.startsWith("glibc.") ? scEvidence : undefined;
+      const extra = p.metric.startsWith("pool.unrooted") || p.metric.startsWith("glibc.") ? scEvidence : undefined;
       all.push({
         subject: subjectOf(p.metric, info, label),
-        owner: ownerOf(p.metric, info),
+        owner,
         growth_bytes_per_min: p.tr.slope_per_min,
         r2: p.tr.r2,
         evidence: evidence(label, p.tr, countDelta, noun, extra),

@@ -88,4 +88,28 @@ describe("leak suspects", () => {
     expect(s[0].owner).toBe("lua");
     expect(s[0].growth_bytes_per_min).toBeCloseTo(1.5 * MB, 3);
   });
+
+  test("a leak whose pools the agent splits across changing signatures is reported once, per owner", () => {
+    const snaps: WorkerWindow["snapshots"] = [];
+    let total = 0;
+    for (let i = 0; i <= 60; i++) {
+      const n = 1 + i * 2; // leaked pools so far
+      // the scan puts them under 1–3 signatures that change from scan to scan
+      const k = 1 + (i % 3);
+      const groups = Array.from({ length: k }, (_, j) => {
+        const pools = j < k - 1 ? Math.floor(n / k) : n - Math.floor(n / k) * (k - 1);
+        return { signature: `s${(i + j) % 5}`, owner: OWNER, pools, block_bytes: pools * 16384, large_blocks: pools, large_bytes: pools * LARGE };
+      });
+      total = n;
+      const sum = summarize(buildSnapshot({ seq: i + 1, time: T0 + i * 10, deep: true, unrooted: groups, size_classes: defaultSizeClasses() }));
+      snaps.push({ time: T0 + i * 10, deep: true, metrics: sum.metrics, unrooted: sum.unrooted });
+    }
+    const s = findSuspects([{ worker: "w", instance: "i", snapshots: snaps }], 600);
+    expect(s.map((x) => x.metric)).toEqual([`pool.unrooted_owner.${OWNER}.bytes`]);
+    expect(s[0].owner).toBe(OWNER);
+    expect(s[0].subject).toBe("unrooted pools (all groups of this owner)");
+    expect(s[0].delta_count).toBe(total - 1);
+    expect(s[0].growth_bytes_per_min).toBeCloseTo(12 * (16384 + LARGE), 4);
+    expect(s[0].evidence).toMatch(new RegExp(`^unrooted pools held by ${OWNER.replace(/[().+]/g, "\\$&")}: \\+120 pools, \\+36\\.2 MB in 10 min`));
+  });
 });

@@ -236,7 +236,7 @@ async function interactive(cp: ControlPlane, st: ConsoleState, color: boolean): 
         if (!key) return;
         setStatus(st, `deep scan requested from pid ${lastWorkers.find((w) => w.key === key)?.pid ?? "?"}…`);
         cp.command(key, "deep").then(
-          () => undefined,
+          (r) => followCommand(cp, st, (r as { id?: string } | null)?.id, () => void draw()),
           (e) => setStatus(st, `deep scan request failed: ${(e as Error).message}`),
         ).finally(() => void draw());
         void draw();
@@ -246,6 +246,28 @@ async function interactive(cp: ControlPlane, st: ConsoleState, color: boolean): 
     });
     void draw();
   });
+}
+
+/** follow a command (GET /api/commands/:id) until a snapshot answers it, it fails, or 2 min pass */
+async function followCommand(cp: ControlPlane, st: ConsoleState, id: string | undefined, redraw: () => void): Promise<void> {
+  if (!id) return;
+  for (let i = 0; i < 120; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    let c: { state?: string; snapshot_id?: number; error?: string };
+    try {
+      c = await cp.get(`/api/commands/${encodeURIComponent(id)}`);
+    } catch {
+      continue;
+    }
+    if (c.snapshot_id) {
+      setStatus(st, `deep scan done at ${clock(Date.now() / 1000)} (snapshot ${c.snapshot_id})`);
+      return redraw();
+    }
+    if (c.state === "failed" || c.state === "timeout") {
+      setStatus(st, `deep scan ${c.state === "timeout" ? "timed out" : "failed"}${c.error ? ": " + c.error : ""}`);
+      return redraw();
+    }
+  }
 }
 
 function setStatus(st: ConsoleState, s: string): void {
