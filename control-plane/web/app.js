@@ -561,37 +561,41 @@ async function showGroup(sig, workerKey) {
   $("group-title").textContent = "";
   $("group").innerHTML = `<p class="empty">Loading the latest deep scan…</p>`;
   const w = state.workers.get(workerKey);
-  let snapId = null, snapTime = null;
-  const h = state.hist;
-  if (workerKey === state.selected) {
-    for (let i = h.deep.length - 1; i >= 0; i--) if (h.deep[i]) { snapId = h.id[i]; snapTime = h.t[i]; break; }
-  }
   try {
-    if (snapId === null && w) {
-      const snaps = listOf(await api(`/api/workers/${encodeURIComponent(workerKey)}/snapshots?limit=5000`), "snapshots");
-      const deep = snaps.filter((s) => s.deep).sort((a, b) => b.time - a.time)[0];
-      if (deep) { snapId = deep.id; snapTime = deep.time; }
+    // the worker's deep snapshots, newest first (from the chart when it shows this worker)
+    let deep = [];
+    const h = state.hist;
+    if (workerKey === state.selected) {
+      for (let i = h.deep.length - 1; i >= 0; i--) if (h.deep[i]) deep.push({ id: h.id[i], time: h.t[i] });
     }
-    if (snapId === null) {
+    if (!deep.length && w) {
+      const snaps = listOf(await api(`/api/workers/${encodeURIComponent(workerKey)}/snapshots?limit=5000`), "snapshots");
+      deep = snaps.filter((s) => s.deep).sort((a, b) => b.time - a.time);
+    }
+    if (!deep.length) {
       $("group").innerHTML = `<p class="empty">This worker has no deep scan yet: press <b>Scan now</b>.</p>`;
       return;
     }
-    const s = await api(`/api/snapshots/${snapId}`);
-    const snap = s.snapshot || s;
-    const groups = (snap.pools && snap.pools.unrooted) || [];
-    const g = groups.find((x) => x.signature === sig);
-    if (!g) {
-      $("group").innerHTML = `<p class="empty">The deep scan at ${fmtTime(snapTime)} has no pool group <code>${esc(sig)}</code> any more (it was freed, or the scan predates it).</p>`;
-      return;
+    // the latest scan that reports the group (a group can drop out of one scan, e.g. when its owner changes)
+    for (let k = 0; k < Math.min(deep.length, 8); k++) {
+      const s = await api(`/api/snapshots/${deep[k].id}`);
+      if (state.group.signature !== sig) return; // the user moved on
+      const snap = s.snapshot || s;
+      const g = ((snap.pools && snap.pools.unrooted) || []).find((x) => x.signature === sig);
+      if (g) {
+        renderGroup(g, deep[k].time, w, k > 0 ? deep[0].time : null);
+        return;
+      }
     }
-    renderGroup(g, snapTime, w);
+    $("group").innerHTML = `<p class="empty">The recent deep scans (latest ${fmtTime(deep[0].time)}) have no pool group <code>${esc(sig)}</code> any more: it was freed, or its owner changed (a new group).</p>`;
   } catch (e) {
     $("group").innerHTML = `<p class="empty">Could not load the pool group: ${esc(e.message)}</p>`;
   }
 }
 
-function renderGroup(g, t, w) {
-  $("group-title").textContent = `· deep scan at ${fmtTime(t)}${w ? ` · pid ${w.pid}` : ""}`;
+function renderGroup(g, t, w, latest) {
+  $("group-title").textContent = `· deep scan at ${fmtTime(t)}${w ? ` · pid ${w.pid}` : ""}` +
+    (latest ? ` (the scan at ${fmtTime(latest)} does not report it)` : "");
   const hops = String(g.retainer || "").split(/\s*→\s*|\s*->\s*/).filter(Boolean);
   const lost = g.owner === "unreferenced" && hops.length <= 1;
   const retainer = lost
@@ -623,28 +627,50 @@ function renderGroup(g, t, w) {
 }
 
 // ---------- scan now ----------
+/** POST a deep command, then follow it (GET /api/commands/:id) until the worker's snapshot answers it */
 async function scanNow() {
   const key = state.selected;
   if (!key) return;
   $("scan-now").disabled = true;
-  state.scan = { key, since: Date.now() / 1000 };
-  $("scan-status").textContent = `deep scan requested at ${fmtTime(state.scan.since)} — waiting for the worker…`;
+  const scan = { key, since: Date.now() / 1000, id: null };
+  state.scan = scan;
+  $("scan-status").textContent = `deep scan requested at ${fmtTime(scan.since)} — waiting for the worker…`;
   try {
     const r = await api(`/api/workers/${encodeURIComponent(key)}/command`, { method: "POST", body: { command: "deep" } });
-    if (r && r.id) state.scan.id = r.id;
+    scan.id = r && r.id;
   } catch (e) {
     $("scan-status").textContent = `scan request failed: ${e.message}`;
     state.scan = null;
     $("scan-now").disabled = false;
     return;
   }
-  setTimeout(() => {
-    if (state.scan && state.scan.key === key && Date.now() / 1000 - state.scan.since >= 59) {
-      $("scan-status").textContent = "no deep snapshot after 60 s — is the worker still connected? (see Workers)";
+  for (let i = 0; i < 120 && state.scan === scan && scan.id; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    let st;
+    try { st = await api(`/api/commands/${encodeURIComponent(scan.id)}`); } catch { continue; }
+    if (state.scan !== scan) return; // finished through the live feed
+    if (st.snapshot_id) return scanDone(scan, st.snapshot_id);
+    if (st.state === "failed" || st.state === "timeout") {
+      $("scan-status").textContent = `deep scan ${st.state === "timeout" ? "timed out" : "failed"}${st.error ? ": " + st.error : ""}`;
       state.scan = null;
       $("scan-now").disabled = false;
+      return;
     }
-  }, 60000);
+  }
+  if (state.scan === scan) {
+    $("scan-status").textContent = "no answer from the worker after 2 min — is it still connected? (see Workers)";
+    state.scan = null;
+    $("scan-now").disabled = false;
+  }
+}
+
+function scanDone(scan, snapshotId) {
+  if (state.scan !== scan) return;
+  state.scan = null;
+  $("scan-now").disabled = false;
+  $("scan-status").textContent = `deep scan done at ${fmtTime(Date.now() / 1000)}${snapshotId ? ` (snapshot ${snapshotId})` : ""}`;
+  if (!state.diff) renderClassesFromSnapshot();
+  if (state.group) showGroup(state.group.signature, state.group.worker);
 }
 
 // ---------- live feed ----------
@@ -693,13 +719,7 @@ function onLive(msg) {
         drawChart(false);
         updateWorkerChange();
         if (deep) classesSoon();
-        if (deep && state.scan && state.scan.key === msg.worker.key && t >= state.scan.since - 1) {
-          $("scan-status").textContent = `deep scan done at ${fmtTime(t)}`;
-          state.scan = null;
-          $("scan-now").disabled = false;
-          if (!state.diff) renderClassesFromSnapshot();
-          if (state.group) showGroup(state.group.signature, state.group.worker);
-        }
+
       }
     } else {
       renderWorkers();
@@ -710,7 +730,7 @@ function onLive(msg) {
     renderWorkers();
     if (msg.worker.key === state.selected) $("scan-now").disabled = true;
   } else if (msg.type === "command_result") {
-    if (state.scan && msg.worker === state.scan.key && !msg.ok) {
+    if (state.scan && msg.id === state.scan.id && !msg.ok) {
       $("scan-status").textContent = `deep scan failed: ${msg.error || "the worker refused"}`;
       state.scan = null;
       $("scan-now").disabled = false;

@@ -153,7 +153,7 @@ describe("web console in headless Chromium against a real control plane", () => 
     await page.click("#scan-now");
     await answered;
     expect(leak.commands.map((c) => c.command)).toEqual(["deep"]);
-    await page.waitForFunction(() => /deep scan done/.test(document.querySelector("#scan-status")!.textContent!));
+    await page.waitForFunction(() => /deep scan done at .* \(snapshot \d+\)/.test(document.querySelector("#scan-status")!.textContent!));
     await page.waitForFunction(() => document.querySelector("#chart")!.getAttribute("data-points") === "59");
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(pageErrors).toEqual([]);
@@ -222,17 +222,21 @@ describe("web console with real nginx, agent push and the leak fixture", () => {
     await page.waitForFunction(() => Number(document.querySelector("#chart")!.getAttribute("data-points")) > 0);
     const points0 = Number(await page.getAttribute("#chart", "data-points"));
 
-    // upstream updates, twice a second, until the page names the suspect
+    // upstream updates every 2 s (as in the demo), until the page names the suspect
     let stop = false;
     const driver = (async () => {
       while (!stop) {
         await call("/leaky/update");
-        await new Promise((r) => setTimeout(r, 500));
+        await new Promise((r) => setTimeout(r, 2000));
       }
     })();
     const suspect = page.locator(".suspect", { hasText: "create size 16384" }).first();
     try {
       await suspect.waitFor({ timeout: 150000 });
+    } catch (e) {
+      await page.screenshot({ path: SCREENSHOT_REAL, fullPage: true });
+      const api = await (await fetch(`${cp.base}/api/suspects?window=60`)).json();
+      throw new Error(`no pool-group suspect on the page (screenshot ${SCREENSHOT_REAL}); page: ${await page.textContent("#suspects")}; API: ${JSON.stringify(api).slice(0, 2000)}`);
     } finally {
       stop = true;
       await driver;
@@ -247,7 +251,9 @@ describe("web console with real nginx, agent push and the leak fixture", () => {
     const status = await call("/leaky/status");
     expect(status.pid).toBe(pid);
     await suspect.click();
-    await page.waitForSelector("#group dl.kv");
+    await page.waitForSelector("#group dl.kv").catch(async (e) => {
+      throw new Error(`${e.message}\n#group: ${await page.textContent("#group")}\nsuspect: ${await suspect.textContent()}`);
+    });
     const kv = await page.$$eval("#group dl.kv dt, #group dl.kv dd", (els) => els.map((e) => e.textContent!.trim()));
     const field = (k: string): string => kv[kv.indexOf(k) + 1];
     const pools = Number(field("pools").replace(/,/g, ""));
@@ -261,6 +267,10 @@ describe("web console with real nginx, agent push and the leak fixture", () => {
     expect(field("held by")).toBe(owner);
     expect((await page.textContent("#group .retainer"))!.trim().length).toBeGreaterThan(0);
     if (owner !== "unreferenced") expect(await page.textContent("#group .hop.root")).toBe(owner);
+    // scan now: the worker runs a deep scan on command and its snapshot answers it
+    await page.click("#scan-now");
+    await page.waitForFunction(() => /deep scan (done|failed|timed out)|no answer/.test(document.querySelector("#scan-status")!.textContent!), undefined, { timeout: 150000 });
+    expect(await page.textContent("#scan-status")).toMatch(/deep scan done at .* \(snapshot \d+\)/);
     await page.screenshot({ path: SCREENSHOT_REAL, fullPage: true });
     expect(pageErrors).toEqual([]);
     expect(ngx.errors().filter((l) => !/ngx.sleep\(0\)/.test(l))).toEqual([]);
