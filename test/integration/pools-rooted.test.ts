@@ -295,23 +295,30 @@ describe("rooted pools: cycle, connections, requests", () => {
     const K = 3;
     const session = http2.connect(`http://127.0.0.1:${h2Port}`);
     const streams: http2.ClientHttp2Stream[] = [];
+    /** open a holding stream; resolves with the worker pid once its allocations are done */
+    const openStream = (query: string) =>
+      new Promise<number>((resolve, reject) => {
+        const st = session.request({ ":path": `/t/hold?${query}` });
+        streams.push(st);
+        let body = "";
+        st.on("data", (d) => {
+          body += d.toString();
+          if (body.includes("allocated\n")) resolve(Number(body.split("\n")[0]));
+        });
+        st.on("error", reject);
+        st.on("end", () => reject(new Error(`stream ended early: ${body}`)));
+      });
     try {
+      // baseline: a stream's request pool without test allocations
+      const basePid = await openStream("n=0&tag=h2base");
+      const sb = await ngx.nextSnapshotOf(basePid);
+      const base = sb.pools.top.find((t: any) => t.kind === "request" && t.uri === "/t/hold");
+      expect(base).toBeDefined();
+      await httpGet(ngx.appPort, "/t/release?tag=h2base");
+
       // K concurrent streams on one connection, each holding 2 × 300 KB in its request pool
-      const pids = await Promise.all(
-        Array.from({ length: K }, (_, i) =>
-          new Promise<number>((resolve, reject) => {
-            const st = session.request({ ":path": `/t/hold?n=2&size=${LARGE}&tag=h2s${i}` });
-            streams.push(st);
-            let body = "";
-            st.on("data", (d) => {
-              body += d.toString();
-              if (body.includes("allocated\n")) resolve(Number(body.split("\n")[0]));
-            });
-            st.on("error", reject);
-            st.on("end", () => reject(new Error(`stream ended early: ${body}`)));
-          }),
-        ),
-      );
+      const pids = await Promise.all(Array.from({ length: K }, (_, i) => openStream(`n=2&size=${LARGE}&tag=h2s${i}`)));
+      expect(pids.every((p) => p === basePid)).toBe(true);
       // one connection: one worker
       expect(new Set(pids).size).toBe(1);
       const s = await ngx.nextSnapshotOf(pids[0]);
@@ -323,11 +330,11 @@ describe("rooted pools: cycle, connections, requests", () => {
       expect(new Set(reqs.map((t: any) => t.address)).size).toBe(K);
       const [heap, mapped] = usableChoices(LARGE);
       for (const t of reqs) {
-        expect(t.large_blocks).toBeGreaterThanOrEqual(2);
-        expect(t.large_bytes).toBeGreaterThanOrEqual(2 * heap);
+        // exactly the two test allocations more than the baseline stream's pool
+        expect(t.large_blocks - base.large_blocks).toBe(2);
+        expect([2 * heap, heap + mapped, 2 * mapped]).toContain(t.large_bytes - base.large_bytes);
         expect(t.listen).toBe(`127.0.0.1:${h2Port}`);
       }
-      void mapped;
       expect(appListen(s, h2Port)).toBe(1);
     } finally {
       for (let i = 0; i < K; i++) await httpGet(ngx.appPort, `/t/release?tag=h2s${i}`);
