@@ -4,6 +4,7 @@
  *   collect_ms    worker time of one whole collection (sum of slices, yields excluded)
  *   max_slice_ms  longest time the collection held the event loop
  *   walk_ms       thread CPU time of the rooted pool walk alone; ns/pool = walk_ms / pools_walked
+ *   walk max slice  longest CPU stretch of the walk between two yields (worst of the samples)
  *   regions_ms    the region classification layer (system.regions_ms), for comparison
  * One nginx worker, connections opened from this process and held open.
  * Usage: npm run bench   (or: bash bench/run.sh collect-cost)
@@ -69,7 +70,7 @@ async function main(): Promise<void> {
     for (const n of LEVELS) {
       await openKeepalive(ngx.appPort, n - socks.length, socks);
       for (let i = 0; i < 3; i++) await sample(ngx); // warm up (JIT)
-      const c: number[] = [], slice: number[] = [], walk: number[] = [], ns: number[] = [], slices: number[] = [], regions: number[] = [];
+      const c: number[] = [], slice: number[] = [], walk: number[] = [], ns: number[] = [], slices: number[] = [], regions: number[] = [], walkSlice: number[] = [];
       let active = 0, walked = 0;
       for (let i = 0; i < SAMPLES; i++) {
         const s = await sample(ngx);
@@ -78,6 +79,7 @@ async function main(): Promise<void> {
         slice.push(s.max_slice_ms);
         slices.push(s.slices);
         walk.push(s.pools.walk_ms);
+        walkSlice.push(s.pools.walk_max_slice_ms);
         regions.push(s.system.regions_ms ?? NaN);
         walked = s.pools.pools_walked;
         ns.push((s.pools.walk_ms * 1e6) / s.pools.pools_walked);
@@ -87,7 +89,8 @@ async function main(): Promise<void> {
         `${String(n).padStart(6)} conns | active ${String(active).padStart(6)} | pools walked ${String(walked).padStart(6)} | ` +
         `collect ${median(c).toFixed(3)} ms (min ${min(c).toFixed(3)}) | rooted walk ${median(walk).toFixed(3)} ms (min ${min(walk).toFixed(3)}) | ` +
         `${median(ns).toFixed(0)} ns/pool (min ${min(ns).toFixed(0)}) | ` +
-        `slices ${median(slices)} | max slice ${median(slice).toFixed(3)} ms | regions layer ${median(regions).toFixed(3)} ms`;
+        `walk max slice ${Math.max(...walkSlice).toFixed(3)} ms | slices ${median(slices)} | max slice ${median(slice).toFixed(3)} ms | ` +
+        `regions layer ${median(regions).toFixed(3)} ms`;
       rows.push(row);
       console.log(row);
     }

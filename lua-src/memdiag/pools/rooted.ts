@@ -337,11 +337,14 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
 
   // CPU time of this walk, yields and preemption excluded (ns per pool in the benchmark)
   let walkMs = 0;
+  /** longest stretch of the walk between two yields */
+  let walkMaxSegMs = 0;
   let segStart = t0;
   const tickTimed = (): boolean => {
     const before = cpuMs();
     if (!tick(ctx)) return false;
     walkMs += before - segStart;
+    if (before - segStart > walkMaxSegMs) walkMaxSegMs = before - segStart;
     segStart = cpuMs();
     return true;
   };
@@ -558,7 +561,9 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     }
     visit(deferred[k], false);
   }
-  walkMs += cpuMs() - segStart;
+  const lastSeg = cpuMs() - segStart;
+  walkMs += lastSeg;
+  if (lastSeg > walkMaxSegMs) walkMaxSegMs = lastSeg;
   if (aborted) return { available: false, error: aborted };
 
   const byListener: { listen: string; active: number }[] = [];
@@ -583,5 +588,6 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     },
     pools_walked: walked,
     walk_ms: walkMs,
+    walk_max_slice_ms: walkMaxSegMs,
   };
 }
