@@ -27,7 +27,7 @@ TMP="$OUT.tmp.$$"
 trap 'rm -f "$TMP"' EXIT
 "$CC" -std=gnu11 -O2 -g -fPIC -shared -fvisibility=hidden -fno-omit-frame-pointer \
   -Wall -Wextra -Wno-unused-parameter -Werror \
-  -Wl,-z,relro -Wl,-z,now -Wl,--build-id \
+  -Wl,-z,relro -Wl,-z,now -Wl,-z,nodelete -Wl,--build-id \
   -o "$TMP" "$SRC" -pthread -ldl -lm
 mv -f "$TMP" "$OUT"
 echo "build-native: built $OUT"

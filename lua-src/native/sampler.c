@@ -28,8 +28,10 @@
  * Thread safety: one mutex around table updates (taken only for recorded
  * allocations and frees of possibly recorded pointers); per-thread sampling
  * state and a re-entrancy guard in initial-exec TLS (no allocation on access).
- * The library is never unloaded, so a hook reached through a stale pointer
- * after disarm just forwards to the real function.
+ * The library is never unloaded (-z nodelete, and pinned with RTLD_NODELETE at
+ * first use): LuaJIT dlcloses ffi.load'ed libraries when the worker's Lua VM
+ * is closed at exit, while slots may still point at the hooks. A hook reached
+ * through a stale pointer after disarm just forwards to the real function.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -720,6 +722,13 @@ static int resolve(void)
     Dl_info di;
     if (!dladdr((void *) hook_malloc, &di)) return -1;
     self_base = (uintptr_t) di.dli_fbase;
+    /*
+     * Never unloaded: GOT slots (or pointers copied from them) may reach the
+     * hooks until the process ends, also after the Lua VM that loaded us is
+     * closed at worker exit (its clib finalizer calls dlclose). The build links
+     * with -z nodelete as well; this pins a library built without it.
+     */
+    if (di.dli_fname && !dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE)) return -1;
     dl_iterate_phdr(self_cb, NULL);
     if (!self_text_lo) return -1;
     for (int i = 0; i < MS_NFUNCS; i++) {

@@ -3,6 +3,12 @@ import { config } from "../config";
 import { publishedPids } from "../publish";
 import { decode, encode } from "../util/json";
 import { arm, clear, disarm, got, lookup, poolCreationSites, status, top } from "./sampler";
+import * as ffi from "ffi";
+import { cdef } from "../util/cdef";
+
+cdef(`int kill(int pid, int sig);`);
+const C = ffi.C;
+const ESRCH = 3;
 import { lastSnapshotJson } from "../agent";
 
 /**
@@ -156,6 +162,11 @@ function poll(this: void, premature: boolean): void {
   if (!sok) d.set(RES + cmd.id, `507 ${encode({ error: `answer of ${text.length} bytes does not fit the shared dict: ${serr}` })}`, 30);
 }
 
+/** A published pid whose process is gone (its snapshot outlives it until the TTL): kill(pid, 0) says ESRCH. */
+function gone(pid: number): boolean {
+  return C.kill(pid, 0) !== 0 && ffi.errno() === ESRCH;
+}
+
 function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
   const me = ngx.worker.pid();
   ngx.header["X-Memdiag-Answered-By"] = me;
@@ -163,15 +174,17 @@ function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
     const waits: [number, string][] = [];
     const parts: string[] = [];
     for (const pid of publishedPids()) {
-      if (pid === me) continue;
+      if (pid === me || gone(pid)) continue;
       const [key, err] = post(pid, args);
       if (key !== undefined) waits.push([pid, key]);
       else parts.push(encode({ pid, error: err }) ?? "{}");
     }
     const [status, body] = local(args);
     parts.push(status >= 400 && type(body) === "string" ? encode({ pid: me, error: body })! : encode(body) ?? "{}");
+    // one deadline for all: the answers come in parallel
+    const deadline = ngx.now() + 5;
     for (const [pid, key] of waits) {
-      const [, raw] = await_(pid, key, 5);
+      const [, raw] = await_(pid, key, Math.max(0, deadline - ngx.now()));
       parts.push(raw);
     }
     return $multi(200, `{"workers":[${parts.join(",")}]}`);
@@ -179,7 +192,7 @@ function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
   if (args.pid !== undefined && args.pid !== me) {
     let known = false;
     for (const p of publishedPids()) if (p === args.pid) known = true;
-    if (!known) return $multi(404, `no worker with pid ${args.pid} (workers publishing snapshots: ${publishedPids().join(", ")})`);
+    if (!known || gone(args.pid)) return $multi(404, `no worker with pid ${args.pid} (workers publishing snapshots: ${publishedPids().join(", ")})`);
     const [key, err] = post(args.pid, args);
     if (key === undefined) return $multi(503, err!);
     const [status, raw] = await_(args.pid, key, 10);
