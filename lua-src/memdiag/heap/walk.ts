@@ -40,6 +40,8 @@ const MALLOC_STATE_SIZE = 2200;
 const MAX_CHUNK = 1099511627776;
 /** chunks between two budget checks */
 const CHECK_EVERY = 1024;
+/** bytes a forEachInUseChunk callback may read between two budget checks */
+const TICK_BYTES = 65536;
 
 /** bytes walked or scanned by the running deep scan, for progress reports (reset by the scan) */
 export const progress = { bytes: 0 };
@@ -101,18 +103,27 @@ const MIN_MMAPPED = 131072;
  * size a page multiple with IS_MMAPPED set and PREV_INUSE/NON_MAIN_ARENA clear.
  * Everything else in the mapping goes to `other`.
  */
+/** state of the page probe below (module level: a closure per mapping would stop the JIT) */
+const MP = { start: 0, end: 0, otherStart: 0, out: [] as HeapRegion[], other: [] as AnonRange[] };
+
+function probeMmapped(this: void, a: number, prevSize: number, raw: number): number {
+  if (raw % 8 !== IS_MMAPPED || prevSize % 16 !== 0 || prevSize >= 4096) return 0;
+  const size = raw - IS_MMAPPED;
+  if (size < MIN_MMAPPED || size % 4096 !== 0 || a + size > MP.end) return 0;
+  if (a > MP.otherStart) MP.other.push({ start: MP.otherStart, end: a, mapping: MP.start });
+  MP.out.push({ kind: KIND_MMAP, start: a, first: a, end: a + size });
+  MP.otherStart = a + size;
+  return size;
+}
+
 function mmappedChunks(start: number, end: number, out: HeapRegion[], other: AnonRange[]): void {
-  let otherStart = start;
-  probePages(start, end, (a, prevSize, raw) => {
-    if (raw % 8 !== IS_MMAPPED || prevSize % 16 !== 0 || prevSize >= 4096) return 0;
-    const size = raw - IS_MMAPPED;
-    if (size < MIN_MMAPPED || size % 4096 !== 0 || a + size > end) return 0;
-    if (a > otherStart) other.push({ start: otherStart, end: a, mapping: start });
-    out.push({ kind: KIND_MMAP, start: a, first: a, end: a + size });
-    otherStart = a + size;
-    return size;
-  });
-  if (end > otherStart) other.push({ start: otherStart, end, mapping: start });
+  MP.start = start;
+  MP.end = end;
+  MP.otherStart = start;
+  MP.out = out;
+  MP.other = other;
+  probePages(start, end, probeMmapped);
+  if (end > MP.otherStart) other.push({ start: MP.otherStart, end, mapping: start });
 }
 
 /** A thread arena heap: 64 MB aligned, heap_info with a sane size, chunks from after the arena header. */
@@ -383,6 +394,7 @@ export function forEachInUseChunk(
     if (cur + 16 > end) continue;
     let raw = rdU64(cur + 8);
     let n = 0;
+    let sinceTick = 0;
     while (true) {
       const size = raw - (raw % 8);
       if (size < MINSIZE || size % 16 !== 0 || size > MAX_CHUNK) break;
@@ -409,6 +421,7 @@ export function forEachInUseChunk(
         // pointer to the next chunk's header is glibc's, not ours: stop before it)
         fn(cur + 16, size - 16, mmapped);
         nbytes += size;
+        sinceTick += size;
         if (ctx.budget.epoch !== epoch) {
           end = revalidate(ctx, r, cur);
           if (end === 0 || next + 16 > end) break;
@@ -420,7 +433,8 @@ export function forEachInUseChunk(
       cur = next;
       raw = nextRaw;
       n++;
-      if (n % CHECK_EVERY === 0 && tick(ctx)) {
+      // the callback reads the chunks: check the budget by bytes read as well as by chunks walked
+      if ((n % CHECK_EVERY === 0 || sinceTick >= TICK_BYTES) && ((sinceTick = 0), tick(ctx))) {
         end = revalidate(ctx, r, cur);
         if (end === 0 || cur + 16 > end) break;
         raw = rdU64(cur + 8);

@@ -14,7 +14,8 @@ import { ConfStart, confAt, nameInSegment, SegmentRoot } from "./roots";
  * hold a pointer into one; any 8-aligned word pointing into a node's memory
  * (interior pointers included) is a reference. Named roots (data segments,
  * module confs inside the cycle pool, connection/request pools, LuaJIT memory)
- * are scanned last; a multi-source BFS from the roots gives every pool its
+ * are scanned last; a BFS from the roots, tier by tier (nginx and module data, then
+ * connection/request pools, then Lua), gives every pool its
  * owner (the root at the head of its chain) and the shortest retainer path.
  *
  * Scan order, each range read once:
@@ -243,6 +244,106 @@ function poolRanges(p: FoundPool, fn: (this: void, s: number, e: number, used: n
   for (let j = 0; j < m.larges.length; j++) fn(m.larges[j], m.larges[j] + m.largeSizes[j] - 8, m.larges[j] + m.largeSizes[j] - 8);
 }
 
+interface PassState {
+  ctx: Ctx;
+  ix: RangeIndex;
+  poolChunk: LuaTable<number, boolean>;
+  edges: LuaTable<number, number[]>;
+  seen: LuaTable<number, LuaTable<number, boolean>>;
+  nextNode: number;
+  chunkNode: LuaTable<number, number>;
+  chunkStart: number[];
+  chunkEnd: number[];
+  curChunk: number;
+  curEnd: number;
+  curPool: number;
+  refBytes: number;
+}
+
+function newPassState(ctx: Ctx, ix: RangeIndex, poolChunk: LuaTable<number, boolean>, firstNode: number): PassState {
+  return {
+    ctx, ix, poolChunk, edges: new LuaTable(), seen: new LuaTable(), nextNode: firstNode,
+    chunkNode: new LuaTable(), chunkStart: [], chunkEnd: [], curChunk: 0, curEnd: 0, curPool: 0, refBytes: 0,
+  };
+}
+
+/** the pass under way (one deep scan at a time per worker) */
+let S: PassState | undefined;
+
+function addEdgeS(st: PassState, src: number, dst: number): void {
+  if (src === dst) return;
+  let s = st.seen.get(src);
+  if (s === undefined) {
+    s = new LuaTable();
+    st.seen.set(src, s);
+    st.edges.set(src, []);
+  }
+  if (s.get(dst)) return;
+  s.set(dst, true);
+  st.edges.get(src)!.push(dst);
+}
+
+function chunkHit(this: void, _at: number, node: number): void {
+  const st = S!;
+  let src = st.chunkNode.get(st.curChunk);
+  if (src === undefined) {
+    src = st.nextNode++;
+    st.chunkNode.set(st.curChunk, src);
+    st.chunkStart.push(st.curChunk);
+    st.chunkEnd.push(st.curEnd);
+  }
+  addEdgeS(st, src, node);
+}
+
+function poolHit(this: void, _at: number, node: number): void {
+  const st = S!;
+  addEdgeS(st, st.curPool, node);
+}
+
+function visitChunk(this: void, user: number, usable: number, mmapped: boolean): void {
+  const st = S!;
+  if (st.poolChunk.get(user)) return;
+  st.curChunk = user;
+  st.curEnd = user + usable;
+  if (mmapped) st.refBytes += scanRangeCopied(st.ctx, st.ix, user, user + usable, chunkHit);
+  else st.refBytes += scanRange(st.ctx, st.ix, user, user + usable, chunkHit);
+}
+
+interface RootState {
+  confs: ConfStart[];
+  seen: LuaTable<number, boolean>;
+  name: string[];
+  node: number[];
+  at: number[];
+  /** root kind of each hit (segment, cycle, connection pool, request pool, lua) */
+  kinds: string[];
+  luaStale: number;
+  segPath: string;
+  segFile: number;
+  floor: number;
+  kind: string;
+}
+
+let RS: RootState | undefined;
+
+function rootHit(this: void, at: number, node: number): void {
+  const R = RS!;
+  if (R.seen.get(node)) return;
+  if (R.kind === "lua" && !inCdata(at)) {
+    R.luaStale++;
+    return;
+  }
+  R.seen.set(node, true);
+  let name: string;
+  if (R.kind === "segment") name = nameInSegment(at, R.segPath, R.segFile);
+  else if (R.kind === "cycle") name = confAt(R.confs, at, R.floor) ?? "cycle pool";
+  else name = R.kind;
+  R.name.push(name);
+  R.node.push(node);
+  R.at.push(at);
+  R.kinds.push(R.kind);
+}
+
 export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void, what: string) => void): OwnerResult {
   const pools = inp.pools;
   // node ids: unrooted pool k (0-based in `pools`) → k + 1; heap chunks after
@@ -258,46 +359,20 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   }
   ix.build();
 
-  const edges = new LuaTable<number, number[]>();
-  const seen = new LuaTable<number, LuaTable<number, boolean>>();
-  const addEdge = (src: number, dst: number): void => {
-    if (src === dst) return;
-    let s = seen.get(src);
-    if (s === undefined) {
-      s = new LuaTable();
-      seen.set(src, s);
-      edges.set(src, []);
-    }
-    if (s.get(dst)) return;
-    s.set(dst, true);
-    edges.get(src)!.push(dst);
-  };
+  // pass state lives at module level and the callbacks are module-level functions:
+  // fresh closures per scan would defeat the JIT's traces (they guard on function identity)
+  const st = newPassState(ctx, ix, poolChunk, nPools + 1);
+  S = st;
+  (ctx.budget as unknown as { phase: string }).phase = "owners: setup done";
+  tick(ctx);
 
   // 1. plain in-use heap chunks
-  let nextNode = nPools + 1;
-  const chunkNode = new LuaTable<number, number>();
-  const chunkStart: number[] = [];
-  const chunkEnd: number[] = [];
-  let curChunk = 0;
-  let curEnd = 0;
-  let refBytes = 0;
-  const chunkHit: HitFn = (_at, node) => {
-    let src = chunkNode.get(curChunk);
-    if (src === undefined) {
-      src = nextNode++;
-      chunkNode.set(curChunk, src);
-      chunkStart.push(curChunk);
-      chunkEnd.push(curEnd);
-    }
-    addEdge(src, node);
-  };
-  const heapBytes = forEachInUseChunk(ctx, inp.regions, (user, usable, mmapped) => {
-    if (poolChunk.get(user)) return;
-    curChunk = user;
-    curEnd = user + usable;
-    if (mmapped) refBytes += scanRangeCopied(ctx, ix, user, user + usable, chunkHit);
-    else refBytes += scanRange(ctx, ix, user, user + usable, chunkHit);
-  });
+  const heapBytes = forEachInUseChunk(ctx, inp.regions, visitChunk);
+  const edges = st.edges;
+  const chunkNode = st.chunkNode;
+  const chunkStart = st.chunkStart;
+  const chunkEnd = st.chunkEnd;
+  const addEdge = (src: number, dst: number): void => addEdgeS(st, src, dst);
 
   if (trace) trace(`owners: plain chunks (${heapBytes} bytes)`);
   // chunks holding pool pointers become nodes too
@@ -305,66 +380,47 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   ix.build();
 
   // 2. unrooted pools' memory
-  let curPool = 0;
-  const poolHit: HitFn = (_at, node) => addEdge(curPool, node);
   for (let k = 0; k < nPools; k++) {
     const p = pools[k];
     if (p.rooted !== undefined) continue;
-    curPool = k + 1;
+    st.curPool = k + 1;
     poolRanges(p, (s, _e, used) => {
-      if (ctx.maps.readable(s, used - s)) refBytes += scanRange(ctx, ix, s, used, poolHit);
+      if (ctx.maps.readable(s, used - s)) st.refBytes += scanRange(ctx, ix, s, used, poolHit);
       else skip(ctx, "scan_pool_unreadable");
     });
   }
 
   if (trace) trace("owners: pools");
   // 3. roots, in priority order: data segments, cycle pool (module confs), connection/request pools, LuaJIT
-  const rootName: string[] = [];
-  const rootNode: number[] = [];
-  const rootAt: number[] = [];
-  const rootSeen = new LuaTable<number, boolean>();
-  let luaStale = 0;
-  let segPath = "";
-  let rangeFloor = 0;
-  let rootKind = "";
-  const rootHit: HitFn = (at, node) => {
-    if (rootSeen.get(node)) return;
-    if (rootKind === "lua" && !inCdata(at)) {
-      luaStale++;
-      return;
-    }
-    rootSeen.set(node, true);
-    let name: string;
-    if (rootKind === "segment") name = nameInSegment(at, segPath);
-    else if (rootKind === "cycle") name = confAt(inp.confs, at, rangeFloor) ?? "cycle pool";
-    else name = rootKind;
-    rootName.push(name);
-    rootNode.push(node);
-    rootAt.push(at);
-  };
+  const R: RootState = { confs: inp.confs, seen: new LuaTable(), name: [], node: [], at: [], kinds: [], luaStale: 0, segPath: "", segFile: 0, floor: 0, kind: "" };
+  RS = R;
+  const rootName = R.name;
+  const rootNode = R.node;
+  const rootAt = R.at;
   const scanRoot = (s: number, e: number): void => {
     if (e <= s) return;
-    if (ctx.maps.readable(s, e - s)) refBytes += scanRange(ctx, ix, s, e, rootHit);
+    if (ctx.maps.readable(s, e - s)) st.refBytes += scanRange(ctx, ix, s, e, rootHit);
     else skip(ctx, "scan_root_unreadable");
   };
   const [winStart, winEnd] = copyWindow();
-  rootKind = "segment";
+  R.kind = "segment";
   for (const seg of inp.segments) {
-    segPath = seg.path;
+    R.segPath = seg.path;
+    R.segFile = seg.fileStart ?? seg.start;
     scanRoot(seg.start, seg.end);
   }
   for (const kind of ["cycle", "connection", "request"]) {
-    rootKind = kind === "cycle" ? "cycle" : `${kind} pool`;
+    R.kind = kind === "cycle" ? "cycle" : `${kind} pool`;
     for (const p of pools) {
       if (p.rooted !== kind) continue;
       poolRanges(p, (s, _e, used) => {
-        rangeFloor = s;
+        R.floor = s;
         scanRoot(s, used);
       });
     }
   }
   if (trace) trace(`owners: ${inp.segments.length} segments + rooted pools, ${rootNode.length} root hits, index ${ix.n} ranges`);
-  rootKind = "lua";
+  R.kind = "lua";
   // Dead cdata not yet swept still pass inCdata: forcing a GC cycle here would cost a
   // pause proportional to the Lua heap (collectgarbage("step") runs a whole mark phase
   // in one call), so a pool dropped by Lua shows as "lua" until the GC has swept it.
@@ -373,43 +429,50 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     // LuaJIT memory can be unmapped by our own allocations at any time: scan a copy,
     // and not the copy window itself
     if (r.start < winEnd && winStart < r.end) {
-      refBytes += scanRangeCopied(ctx, ix, r.start, winStart, rootHit);
-      refBytes += scanRangeCopied(ctx, ix, winEnd, r.end, rootHit);
-    } else refBytes += scanRangeCopied(ctx, ix, r.start, r.end, rootHit);
+      st.refBytes += scanRangeCopied(ctx, ix, r.start, winStart, rootHit);
+      st.refBytes += scanRangeCopied(ctx, ix, winEnd, r.end, rootHit);
+    } else st.refBytes += scanRangeCopied(ctx, ix, r.start, r.end, rootHit);
   }
   if (trace) trace("owners: lua");
-  if (luaStale > 0) ctx.skipped["lua_refs_outside_cdata"] = luaStale;
+  if (R.luaStale > 0) ctx.skipped["lua_refs_outside_cdata"] = R.luaStale;
 
-  // BFS from the roots
+  // BFS from the roots, tier by tier: what nginx's and the modules' own data (data
+  // segments, configuration structs, the cycle pool) reach at any depth belongs to
+  // them; connection/request pools, then Lua, only claim what is left. A stale word in
+  // a request pool must not cut a module's chain of leaked pools in two.
   const owner = new LuaTable<number, string>();
   const ownerAt = new LuaTable<number, number>();
   const parent = new LuaTable<number, number>();
-  const queue: number[] = [];
-  for (let j = 0; j < rootNode.length; j++) {
-    const node = rootNode[j];
-    if (owner.get(node) !== undefined) continue;
-    owner.set(node, rootName[j]);
-    ownerAt.set(node, rootAt[j]);
-    parent.set(node, 0);
-    queue.push(node);
-  }
-  let qi = 0;
-  while (qi < queue.length) {
-    const n = queue[qi++];
-    const out = edges.get(n);
-    if (out === undefined) continue;
-    const o = owner.get(n)!;
-    for (const m of out) {
-      if (owner.get(m) === undefined) {
-        owner.set(m, o);
-        ownerAt.set(m, ownerAt.get(n)!);
-        parent.set(m, n);
-        queue.push(m);
+  const tierOf = (kind: string): number => (kind === "lua" ? 2 : kind === "connection pool" || kind === "request pool" ? 1 : 0);
+  for (let tier = 0; tier <= 2; tier++) {
+    const queue: number[] = [];
+    for (let j = 0; j < rootNode.length; j++) {
+      if (tierOf(R.kinds[j]) !== tier) continue;
+      const node = rootNode[j];
+      if (owner.get(node) !== undefined) continue;
+      owner.set(node, rootName[j]);
+      ownerAt.set(node, rootAt[j]);
+      parent.set(node, 0);
+      queue.push(node);
+    }
+    let qi = 0;
+    while (qi < queue.length) {
+      const n = queue[qi++];
+      const out = edges.get(n);
+      if (out === undefined) continue;
+      const o = owner.get(n)!;
+      for (const m of out) {
+        if (owner.get(m) === undefined) {
+          owner.set(m, o);
+          ownerAt.set(m, ownerAt.get(n)!);
+          parent.set(m, n);
+          queue.push(m);
+        }
       }
     }
   }
 
-  const res: OwnerResult = { owner: new LuaTable(), retainer: new LuaTable(), rootRef: new LuaTable(), heapBytes, refBytes };
+  const res: OwnerResult = { owner: new LuaTable(), retainer: new LuaTable(), rootRef: new LuaTable(), heapBytes, refBytes: st.refBytes };
   for (let k = 0; k < nPools; k++) {
     if (pools[k].rooted !== undefined) continue;
     const node = k + 1;

@@ -80,6 +80,53 @@ export interface ConfStart {
  * when the layout knows ngx_http_core_main_conf_t.servers, every server{}.
  * Sorted by address.
  */
+/**
+ * Basenames of the files that hold nginx modules (the ngx_module_t structs of
+ * cycle->modules): the nginx binary and every loaded dynamic module. Their data
+ * segments are roots; other libraries' (lua-cjson, OpenSSL, ...) are not: they hold
+ * no pools, but stale pointers into memory glibc has since given to a pool.
+ */
+export function moduleFiles(ctx: Ctx, L: Layout): LuaTable<string, boolean> {
+  const out = new LuaTable<string, boolean>();
+  const maps = ctx.maps;
+  const cycle = cycleAddr();
+  if (!maps.readable(cycle, sizeOf(L, "ngx_cycle_t"))) return out;
+  const modules = rdPtr(cycle + off(L, "ngx_cycle_t", "modules"));
+  const modulesN = rdU64(cycle + off(L, "ngx_cycle_t", "modules_n"));
+  if (modulesN > MAX_MODULES || !maps.readable(modules, modulesN * 8)) return out;
+  for (let i = 0; i < modulesN; i++) {
+    const m = rdPtr(modules + i * 8);
+    const sym = symbolize(m);
+    if (sym.module !== "") out.set(sym.module, true);
+  }
+  return out;
+}
+
+let filesCache: LuaTable<string, boolean> | undefined;
+let filesCycle = 0;
+
+export function moduleFilesCached(ctx: Ctx, L: Layout): LuaTable<string, boolean> {
+  const cycle = cycleAddr();
+  if (filesCache === undefined || filesCycle !== cycle) {
+    filesCache = moduleFiles(ctx, L);
+    filesCycle = cycle;
+  }
+  return filesCache;
+}
+
+let confsCache: ConfStart[] | undefined;
+let confsCycle = 0;
+
+/** moduleConfs, computed once per cycle: configuration structs do not move while a cycle lives */
+export function moduleConfsCached(ctx: Ctx, L: Layout): ConfStart[] {
+  const cycle = cycleAddr();
+  if (confsCache === undefined || confsCycle !== cycle) {
+    confsCache = moduleConfs(ctx, L);
+    confsCycle = cycle;
+  }
+  return confsCache;
+}
+
 export function moduleConfs(ctx: Ctx, L: Layout): ConfStart[] {
   const maps = ctx.maps;
   const out: ConfStart[] = [];
@@ -253,6 +300,8 @@ export interface SegmentRoot {
   end: number;
   /** file the segment belongs to */
   path: string;
+  /** start of the file-backed part (dladdr knows it; the .bss tail may be past what it covers) */
+  fileStart?: number;
 }
 
 function basename(p: string): string {
@@ -260,37 +309,25 @@ function basename(p: string): string {
   return b ?? p;
 }
 
-/** libc's and the loader's data hold the allocator's own free lists (pointers to chunk headers): not roots */
-function isAllocatorLib(path: string): boolean {
-  const b = basename(path);
-  const [c] = string.find(b, "^libc[.-]");
-  const [l] = string.find(b, "^ld%-linux");
-  return c !== undefined || l !== undefined;
-}
-
 /**
- * Writable data segments of nginx and every loaded object (file-backed rw-p
- * mappings) plus the anonymous mapping right after each (the rest of .bss).
- * `bss` marks those anonymous mappings (start → true) so they are not taken for LuaJIT memory.
+ * Writable data segments (file-backed rw-p mappings) of the files in `files` (nginx
+ * and its modules) plus the anonymous mapping right after each (the rest of .bss).
+ * `bss` marks the anonymous tails of every object, modules or not, so they are not
+ * taken for LuaJIT memory.
  */
-export function dataSegments(maps: Maps): LuaMultiReturn<[SegmentRoot[], LuaTable<number, boolean>]> {
+export function dataSegments(maps: Maps, files: LuaTable<string, boolean>): LuaMultiReturn<[SegmentRoot[], LuaTable<number, boolean>]> {
   const out: SegmentRoot[] = [];
   const bss = new LuaTable<number, boolean>();
   const list = maps.list;
   for (let i = 0; i < list.length; i++) {
     const m = list[i];
     if (!m.readable || string.sub(m.path, 1, 1) !== "/" || string.sub(m.perms, 1, 2) !== "rw" || string.sub(m.perms, 4, 4) !== "p") continue;
-    if (isAllocatorLib(m.path)) {
-      const nx = list[i + 1];
-      if (nx !== undefined && nx.start === m.end && nx.path === "") bss.set(nx.start, true);
-      continue;
-    }
-    out.push({ start: m.start, end: m.end, path: m.path });
     const nx = list[i + 1];
-    if (nx !== undefined && nx.start === m.end && nx.path === "" && nx.readable && string.sub(nx.perms, 1, 2) === "rw") {
-      out.push({ start: nx.start, end: nx.end, path: m.path });
-      bss.set(nx.start, true);
-    }
+    const tail = nx !== undefined && nx.start === m.end && nx.path === "" && nx.readable && string.sub(nx.perms, 1, 2) === "rw";
+    if (tail) bss.set(nx.start, true);
+    if (!files.get(basename(m.path))) continue;
+    out.push({ start: m.start, end: m.end, path: m.path, fileStart: m.start });
+    if (tail) out.push({ start: nx.start, end: nx.end, path: m.path, fileStart: m.start });
   }
   return $multi(out, bss);
 }
@@ -299,17 +336,23 @@ export function dataSegments(maps: Maps): LuaMultiReturn<[SegmentRoot[], LuaTabl
  * "ngx_http_x_module.so (.bss+0x40)" for a word at `addr` in a data segment of `path`;
  * an exported variable's name only when the address lies inside it.
  */
-export function nameInSegment(addr: number, path: string): string {
+export function nameInSegment(addr: number, path: string, fileStart?: number): string {
   const s = symbolize(addr);
   const file = basename(path);
   if (s.exact) return `${file} (${s.name})`;
-  if (s.module === "") return `${file} (${hex(addr)})`;
+  let offset = s.offset;
+  if (s.module === "") {
+    // past what dladdr covers (the anonymous .bss tail): offset from the file's load base
+    const f = fileStart !== undefined ? symbolize(fileStart) : undefined;
+    if (f === undefined || f.module === "") return `${file} (${hex(addr)})`;
+    offset = addr - (fileStart! - f.offset);
+  }
   for (const sec of writableSections(path)) {
-    if (s.offset >= sec.addr && s.offset < sec.addr + sec.size) {
-      return `${file} (${sec.name}+${hex(s.offset - sec.addr)})`;
+    if (offset >= sec.addr && offset < sec.addr + sec.size) {
+      return `${file} (${sec.name}+${hex(offset - sec.addr)})`;
     }
   }
-  return `${file} (${hex(s.offset)})`;
+  return `${file} (${hex(offset)})`;
 }
 
 /**

@@ -13,6 +13,9 @@ const YIELD_S = 0.001;
 
 export class DeepBudget extends Budget {
   public maxSliceCpuMs = 0;
+  /** what was running when the longest (CPU) slice ended */
+  public phase = "";
+  public maxSlicePhase = "";
   public cpuTotalMs = 0;
   private wall0: number;
   private cpu0: number;
@@ -23,8 +26,15 @@ export class DeepBudget extends Budget {
     this.cpu0 = cpuMs();
   }
 
+  public checks = 0;
+  public maxGapMs = 0;
+  private lastCheck = 0;
   check(): boolean {
-    const elapsed = monoMs() - this.wall0;
+    this.checks++;
+    const now = monoMs();
+    if (this.lastCheck > 0 && now - this.lastCheck > this.maxGapMs) this.maxGapMs = now - this.lastCheck;
+    this.lastCheck = now;
+    const elapsed = now - this.wall0;
     if (elapsed < this.sliceMs) return false;
     this.close(elapsed);
     ngx.sleep(YIELD_S);
@@ -41,11 +51,21 @@ export class DeepBudget extends Budget {
     this.cpu0 = cpuMs();
   }
 
+  /** CPU time of all slices so far, the current one included */
+  cpuSoFar(): number {
+    return this.cpuTotalMs + (cpuMs() - this.cpu0);
+  }
+
   private close(elapsed: number): void {
     const cpu = cpuMs() - this.cpu0;
     this.totalMs += elapsed;
     if (elapsed > this.maxSliceMs) this.maxSliceMs = elapsed;
     this.cpuTotalMs += cpu;
-    if (cpu > this.maxSliceCpuMs) this.maxSliceCpuMs = cpu;
+    if (cpu > this.maxSliceCpuMs) {
+      this.maxSliceCpuMs = cpu;
+      this.maxSlicePhase = `${this.phase} (${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)`;
+    }
+    this.checks = 0;
+    this.maxGapMs = 0;
   }
 }

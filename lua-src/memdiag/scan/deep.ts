@@ -1,6 +1,6 @@
 import * as ffi from "ffi";
 import { config } from "../config";
-import { Ctx, refreshMaps } from "../context";
+import { Ctx, refreshMaps, tick } from "../context";
 import { Maps } from "../safe/maps";
 import { rdPtr } from "../safe/mem";
 import { DeepBudget } from "./budget";
@@ -13,7 +13,7 @@ import { cycleAddr } from "../identity";
 import { heapRegions, progress, sizeClassesJson, walkHeap } from "../heap/walk";
 import { poolOffsets } from "../pools/walk";
 import { discoverPools } from "../pools/discover";
-import { dataSegments, luaRegions, moduleConfs, rootedPoolSet } from "../pools/roots";
+import { dataSegments, luaRegions, moduleConfsCached, moduleFilesCached, rootedPoolSet } from "../pools/roots";
 import { attributeOwners, groupUnrooted } from "../pools/owners";
 
 /**
@@ -43,6 +43,10 @@ export interface ScanStatus {
   slices: number;
   pools_found?: number;
   unrooted_pools?: number;
+  /** thread CPU time per phase: heap walk (with pool-head pre-filter), pool discovery, owner attribution */
+  phase_cpu_ms?: { walk: number; discover: number; owners: number };
+  /** the step that was running when the longest CPU slice ended */
+  max_slice_phase?: string;
   error?: string;
 }
 
@@ -85,7 +89,10 @@ let tracing = false;
 export function setTrace(on: boolean): void {
   tracing = on;
 }
-function trace(what: string): void {
+function trace(what: string, ctx?: Ctx): void {
+  if (budget) budget.phase = `after ${what}`;
+  // a step boundary is a good place to yield: the steps between checks are short but add up
+  if (ctx !== undefined) tick(ctx);
   if (!tracing) return;
   const now = monoMs();
   ngx.log(ngx.NOTICE, `memdiag deep: ${what} +${string.format("%.3f", now - phaseT)} ms, max slice ${string.format("%.3f", budget?.maxSliceMs ?? 0)} (cpu ${string.format("%.3f", budget?.maxSliceCpuMs ?? 0)}), cpu total ${string.format("%.3f", budget?.cpuTotalMs ?? 0)}`);
@@ -106,10 +113,13 @@ function scanOnce(): void {
 
   phaseT = monoMs();
   const [regions] = heapRegions(ctx.maps);
-  trace("regions");
+  trace("regions", ctx);
+  const phases = { walk: 0, discover: 0, owners: 0 };
+  let c0 = b.cpuSoFar();
   const walk = walkHeap(ctx, regions, ps, MAX_CANDIDATES);
+  phases.walk = b.cpuSoFar() - c0;
   status.heap_bytes = walk.bytes;
-  trace("heap walk");
+  trace("heap walk", ctx);
   const out: NonNullable<typeof result> = { size_classes: sizeClassesJson(walk.classes), skipped: ctx.skipped };
 
   if (ctx.mapsEpoch !== b.epoch) refreshMaps(ctx);
@@ -118,10 +128,12 @@ function scanOnce(): void {
     out.unrooted_error = lerr ?? "no struct layout";
   } else {
     status.phase = "pools";
+    c0 = b.cpuSoFar();
     const rooted = rootedPoolSet(ctx, L);
-    trace("rooted set");
+    trace("rooted set", ctx);
     const pools = discoverPools(ctx, poolOffsets(L), walk.candidates, ps, rooted);
-    trace("discover");
+    trace("discover", ctx);
+    phases.discover = b.cpuSoFar() - c0;
     status.pools_found = pools.length;
     let unrooted = 0;
     for (const p of pools) if (p.rooted === undefined) unrooted++;
@@ -129,16 +141,22 @@ function scanOnce(): void {
 
     status.phase = "owners";
     if (ctx.mapsEpoch !== b.epoch) refreshMaps(ctx);
-    const confs = moduleConfs(ctx, L);
-    trace("confs");
-    const [segments, bss] = dataSegments(ctx.maps);
+    c0 = b.cpuSoFar();
+    b.phase = "owners: confs";
+    const confs = moduleConfsCached(ctx, L);
+    trace("confs", ctx);
+    b.phase = "owners: segments";
+    const [segments, bss] = dataSegments(ctx.maps, moduleFilesCached(ctx, L));
+    b.phase = "owners: regions";
     const [regions2, other] = heapRegions(ctx.maps);
+    b.phase = "owners: lua regions";
     const lua = luaRegions(other, bss);
-    trace("roots");
+    trace("roots", ctx);
     const cycle = cycleAddr();
     const cycleLog = ctx.maps.readable(cycle, sizeOf(L, "ngx_cycle_t")) ? rdPtr(cycle + off(L, "ngx_cycle_t", "log")) : 0;
-    const own = attributeOwners(ctx, { pools, regions: regions2, segments, lua, confs, cycleLog }, tracing ? trace : undefined);
+    const own = attributeOwners(ctx, { pools, regions: regions2, segments, lua, confs, cycleLog }, trace);
     status.ref_bytes = own.refBytes;
+    phases.owners = b.cpuSoFar() - c0;
     trace("owners");
     const groups = groupUnrooted(pools, own, cycleLog);
     trace("groups");
@@ -162,6 +180,8 @@ function scanOnce(): void {
     slices: b.slices,
     pools_found: status.pools_found,
     unrooted_pools: status.unrooted_pools,
+    phase_cpu_ms: phases,
+    max_slice_phase: b.maxSlicePhase,
   };
   result = out;
 }

@@ -1,0 +1,124 @@
+/**
+ * Deep scan throughput (issue 3): heap walk with pool recognition and reference
+ * scan, in MB/s of thread CPU time, on heaps inflated to 10 MB, 100 MB and 1 GB,
+ * and the longest slice. One nginx worker; a test location inflates the heap with
+ * small chunks (32..2048 bytes, a quarter of their words pointers to other chunks:
+ * the reference scan has to look those up) and one pool per 4 MB (16 KB block +
+ * a small allocation), held through a malloc'd registry that a Lua cdata points at
+ * (so ownership runs lua → heap chunk → pool).
+ *   walk MB/s  = scan.heap_bytes / scan.phase_cpu_ms.walk
+ *   ref MB/s   = scan.ref_bytes  / scan.phase_cpu_ms.owners
+ *   max slice  = scan.max_slice_cpu_ms (CPU) and scan.max_slice_ms (wall, includes other processes)
+ * Usage: bash bench/run.sh deep-scan    (MEMDIAG_BENCH_SIZES=10,100,1024 in MB; MEMDIAG_BENCH_SCANS=3)
+ * Targets: walk ≥ 1 GB/s, reference scan ≥ 300 MB/s, longest slice ≤ 1.5 ms.
+ */
+import { Nginx, httpGet } from "../test/harness/nginx";
+
+const SIZES = (process.env.MEMDIAG_BENCH_SIZES ?? "10,100,1024").split(",").map(Number);
+const SCANS = Number(process.env.MEMDIAG_BENCH_SCANS ?? 3);
+
+const INFLATE = `
+    location = /t/inflate {
+      content_by_lua_block {
+        local ffi = require "ffi"
+        pcall(ffi.cdef, [[
+          void *malloc(size_t size);
+          void *ngx_create_pool(size_t size, void *log);
+          void *ngx_palloc(void *pool, size_t size);
+          extern void *ngx_cycle;
+        ]])
+        local C = ffi.C
+        local B = package.loaded.memdiag_bench or { added = 0, prev = 0, seed = 12345, npools = 0 }
+        package.loaded.memdiag_bench = B
+        local log = ffi.cast("void **", C.ngx_cycle)[2]
+        if not B.registry then
+          -- pool registry: a malloc'd array of pool pointers that a Lua cdata holds
+          B.registry = ffi.cast("uint64_t *", C.malloc(8 * 8192))
+          ffi.fill(B.registry, 8 * 8192, 0)
+        end
+        local want = tonumber(ngx.var.arg_mb) * 1048576
+        local nextPool = (B.npools + 1) * 4194304
+        while B.added < want do
+          B.seed = (B.seed * 1103515245 + 12345) % 2147483648
+          local size = 32 + (B.seed % 2017)
+          local p = C.malloc(size)
+          local w = ffi.cast("uint64_t *", p)
+          local a = tonumber(ffi.cast("uintptr_t", p))
+          local n = math.floor(size / 8)
+          for i = 0, n - 1 do
+            if i % 4 == 0 then w[i] = B.prev + (i * 8) % 64 else w[i] = i end
+          end
+          B.prev = a
+          B.added = B.added + size + 16
+          if B.added >= nextPool and B.npools < 8192 then
+            local pool = C.ngx_create_pool(16384, log)
+            C.ngx_palloc(pool, 200)
+            B.registry[B.npools] = tonumber(ffi.cast("uintptr_t", pool))
+            B.npools = B.npools + 1
+            nextPool = (B.npools + 1) * 4194304
+          end
+        end
+        ngx.say(string.format('{"added":%d,"pools":%d}', B.added, B.npools))
+      }
+    }
+`;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function deep(ngx: Nginx): Promise<any> {
+  const r = await httpGet(ngx.memdiagPort, "/_memdiag?deep=1", 600000);
+  if (r.status !== 200) throw new Error(`deep=1: ${r.status} ${r.body.slice(0, 300)}`);
+  const w = JSON.parse(r.body).workers[0];
+  if (w.scan.state !== "done") throw new Error(`scan ${w.scan.state}: ${w.scan.error}`);
+  return w;
+}
+
+async function main(): Promise<void> {
+  const ngx = new Nginx({ workers: 1, agent: { interval_s: 3600 }, memdiagLocations: INFLATE });
+  await ngx.start();
+  const rows: string[] = [];
+  try {
+    await ngx.snapshots();
+    await deep(ngx); // warm up (JIT)
+    for (const mb of SIZES) {
+      const inf = await httpGet(ngx.memdiagPort, `/t/inflate?mb=${mb}`, 600000);
+      if (inf.status !== 200) throw new Error(`inflate: ${inf.status} ${inf.body.slice(0, 300)}`);
+      const walk: number[] = [], ref: number[] = [], sliceCpu: number[] = [], sliceWall: number[] = [], cpu: number[] = [], wall: number[] = [], slices: number[] = [];
+      let last: any;
+      for (let i = 0; i < SCANS; i++) {
+        const s = await deep(ngx);
+        const sc = s.scan;
+        walk.push(sc.heap_bytes / 1048576 / (sc.phase_cpu_ms.walk / 1000));
+        ref.push(sc.ref_bytes / 1048576 / (sc.phase_cpu_ms.owners / 1000));
+        sliceCpu.push(sc.max_slice_cpu_ms);
+        sliceWall.push(sc.max_slice_ms);
+        cpu.push(sc.cpu_ms);
+        wall.push(sc.wall_ms);
+        slices.push(sc.slices);
+        last = s;
+      }
+      const sc = last.scan;
+      const row =
+        `heap ${String(Math.round(sc.heap_bytes / 1048576)).padStart(5)} MB | ref scanned ${String(Math.round(sc.ref_bytes / 1048576)).padStart(5)} MB | ` +
+        `pools ${String(sc.pools_found).padStart(5)} | walk ${median(walk).toFixed(0).padStart(6)} MB/s | ref scan ${median(ref).toFixed(0).padStart(5)} MB/s | ` +
+        `cpu ${median(cpu).toFixed(1)} ms (walk ${sc.phase_cpu_ms.walk.toFixed(1)}, discover ${sc.phase_cpu_ms.discover.toFixed(1)}, owners ${sc.phase_cpu_ms.owners.toFixed(1)}) | ` +
+        `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
+      rows.push(row);
+      console.log(row);
+      const big = last.pools.unrooted[0];
+      if (big) console.log(`   largest unrooted group: ${big.pools} pools, owner ${big.owner}, retainer ${big.retainer}`);
+    }
+  } finally {
+    await ngx.stop();
+  }
+  console.log(`\ndeep-scan (median of ${SCANS} scans per size; targets: walk ≥ 1024 MB/s, ref scan ≥ 300 MB/s, longest slice ≤ 1.5 ms)`);
+  for (const r of rows) console.log(r);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
