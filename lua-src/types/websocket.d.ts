@@ -13,7 +13,7 @@ interface WebSocketClient {
   close(): LuaMultiReturn<[number | undefined, string | undefined]>;
   fatal: boolean;
   /** the underlying cosocket (settimeouts: connect, send, read in ms) */
-  sock: { settimeouts(connect: number, send: number, read: number): void; settimeout(ms: number): void };
+  sock: { settimeouts(connect: number, send: number, read: number): void; settimeout(ms: number): void; close(): LuaMultiReturn<[1 | undefined, string | undefined]> };
 }
 
 /** `new` is called with a colon (`client:new(opts)`): with a dot the options would be taken for `self` and ignored. */

@@ -418,7 +418,11 @@ function connect(): LuaMultiReturn<[Conn | undefined, string | undefined, number
   if (!ws) return $multi(undefined, `cannot create websocket: ${nerr}`, undefined);
   const url = normalizeUrl(config.control_plane_url);
   const [ok, err] = ws.connect(url);
-  if (!ok) return $multi(undefined, `cannot reach control plane at ${config.control_plane_url}: ${err}`, undefined);
+  if (!ok) {
+    // a failed handshake can leave the TCP connection open: do not wait for the GC to close it
+    ws.sock.close();
+    return $multi(undefined, `cannot reach control plane at ${config.control_plane_url}: ${err}`, undefined);
+  }
   ws.sock.settimeouts(CONNECT_TIMEOUT_MS, SEND_TIMEOUT_MS, HELLO_TIMEOUT_MS);
   const [sok, serr] = ws.send_text(helloFrame(config.token, lastIdent!));
   if (!sok) {
