@@ -40,6 +40,8 @@ export interface PeerConn {
   closedBy?: "agent" | "peer";
   /** the code the peer closed with (closeCode is what the agent answered or sent) */
   peerCode?: number;
+  /** pings received from the agent (keepalive) */
+  pings: number;
 }
 
 export class WsPeer {
@@ -128,7 +130,8 @@ export class WsPeer {
   }
 
   private accept(ws: WebSocket): void {
-    const c: PeerConn = { id: this.nextConn++, ws, closed: false };
+    const c: PeerConn = { id: this.nextConn++, ws, closed: false, pings: 0 };
+    ws.on("ping", () => c.pings++);
     this.conns.push(c);
     const helloTimer = setTimeout(() => {
       if (!c.hello) ws.close(Close.HELLO_REQUIRED, "hello required");

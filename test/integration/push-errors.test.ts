@@ -114,3 +114,26 @@ describe("push: the control plane cannot store for now (error 'resend later')", 
     expect(ngx.errorLog()).toMatch(/\[warn\].*could not store snapshot 3 for now: storage unavailable/);
   });
 });
+
+describe("push: an idle connection (long interval)", () => {
+  const peer = new WsPeer({ token: "t" });
+  let ngx: Nginx;
+  beforeAll(async () => {
+    await peer.start(await freePort());
+    ngx = new Nginx({ workers: 1, agent: { control_plane_url: peer.url, token: "t", interval_s: 60 } });
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    await peer.stop();
+  });
+
+  test("is kept alive with pings (every 20 s when nothing else is sent) and not reconnected", async () => {
+    const pid = ngx.workerPids()[0];
+    await peer.waitFor("first snapshot", () => peer.unique(pid).length >= 1);
+    const conn = peer.live().find((c) => c.hello!.agent.pid === pid)!;
+    await peer.waitFor("a keepalive ping", () => conn.pings >= 1, 40000);
+    expect(conn.closed).toBe(false);
+    expect(peer.conns.filter((c) => c.hello?.agent.pid === pid).length).toBe(1);
+  });
+});
