@@ -20,6 +20,8 @@ export class LiveHub {
   private suspects: Suspect[] = [];
   private suspectsJson = "[]";
   dropped = 0;
+  /** called when a console connects (the server refreshes stale suspects for it) */
+  onConnect: (() => void) | undefined;
 
   constructor(private log: Logger) {
     this.wss = new WebSocketServer({
@@ -47,6 +49,7 @@ export class LiveHub {
     // consoles only listen; anything they send is ignored
     for (const u of this.latest.values()) ws.send(JSON.stringify(u));
     ws.send(JSON.stringify({ type: "suspects", suspects: this.suspects }));
+    this.onConnect?.();
   }
 
   private broadcast(msg: LiveMsg): void {

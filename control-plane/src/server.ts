@@ -75,6 +75,7 @@ export class ControlPlane {
   private checkpointer: Checkpointer | undefined;
   private suspectsTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private suspectsAt = 0;
   private started = Date.now();
   port = 0;
 
@@ -185,6 +186,7 @@ export class ControlPlane {
       if (this.live.clients > 0) {
         const t = performance.now();
         this.live.setSuspects(suspectsFor(this.store, {}, this.opts.suspectsWindowS));
+        this.suspectsAt = Date.now();
         wait = Math.max(wait, 20 * (performance.now() - t));
       }
     } catch (e) {
@@ -213,6 +215,14 @@ export class ControlPlane {
     if (this.opts.suspectsIntervalMs > 0) {
       this.suspectsTimer = setTimeout(() => this.tickSuspects(), this.opts.suspectsIntervalMs);
       this.suspectsTimer.unref();
+      // a console that connects after a quiet spell gets fresh suspects right away
+      this.live.onConnect = () => {
+        if (this.stopped || Date.now() - this.suspectsAt < this.opts.suspectsIntervalMs) return;
+        this.suspectsAt = Date.now();
+        clearTimeout(this.suspectsTimer);
+        this.suspectsTimer = setTimeout(() => this.tickSuspects(), 0);
+        this.suspectsTimer.unref();
+      };
     }
     for (const t of this.timers) t.unref();
     this.log.info(`memdiag control plane ${VERSION} listening on http://${this.opts.host.includes(":") ? `[${this.opts.host}]` : this.opts.host}:${this.port} (db ${this.opts.db}, token ${this.opts.token ? "set" : "not set"})`);
