@@ -197,6 +197,22 @@ describe("allocation sampler with the leak fixture", () => {
     await sampler(ngx, "disarm");
   });
 
+  test("sampler_depth bounds the frames; sampler_aligned=0 samples pool blocks by bytes like malloc", async () => {
+    const a = await sampler(ngx, "arm&sampler_depth=4&sampler_aligned=0&sampler_rate=1048576");
+    expect(a).toMatchObject({ depth: 4, record_aligned: false, mean_bytes: 1048576 });
+    await leaky(ngx, "/leaky/update-leak?n=100");
+    const top = await sampler(ngx, "top&sampler_limit=500");
+    for (const p of top.paths) expect(p.frames.length).toBeLessThanOrEqual(4);
+    const st = top.sampler;
+    expect(st.recorded_aligned).toBe(0);
+    // 100 pool blocks of 16 KB at a 1 MiB mean: about 1.5 expected samples among them, never all 100
+    const pm = top.paths.filter((p: any) => p.fn === "posix_memalign").reduce((n: number, p: any) => n + p.records, 0);
+    expect(pm).toBeLessThan(100);
+    await leaky(ngx, "/leaky/reset");
+    await sampler(ngx, "disarm");
+    await sampler(ngx, "clear");
+  });
+
   test("parameters are validated; no errors in the log; the worker never restarted", async () => {
     expect((await ngx.memdiag("?sampler=bogus")).status).toBe(400);
     expect((await ngx.memdiag("?sampler=arm&sampler_depth=99")).status).toBe(400);
