@@ -182,6 +182,17 @@ describe("region classification (synthetic address space)", () => {
     expect(r.by.other_anon.bytes).toBe(expect_.other_anon + 0x20000);
   });
 
+  test("a thread stack or .bss that crosses a 64 MB boundary (no arena there) keeps its class", () => {
+    const G = 0x7f0013f00000; // 1 MB below a 64 MB boundary
+    const s2: Spec[] = [
+      { start: G, size: 4 * K, perms: "---p" },
+      { start: G + 4 * K, size: 8 * M },
+    ];
+    const r = classify(s2, new Map());
+    expect(r.by.stack.bytes).toBe(8 * M + 4 * K);
+    expect(r.by.other_anon.bytes).toBe(0);
+  });
+
   test("unreadable memory is never read and stays other_anon", () => {
     const X = 0x7f0050000000;
     const s2: Spec[] = [{ start: X, size: 0x41000, perms: "-w-p" }];

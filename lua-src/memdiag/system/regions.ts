@@ -179,6 +179,7 @@ function walkAnon(inp: ClassifyInput, m: Mapping, unknownCls: string, unknownNam
   let pos = m.start;
   const end = m.end;
   let k = knownFrom(known, pos);
+  let recognised = false;
   for (let guard = 0; pos < end && guard < 100000; guard++) {
     while (k < known.length && known[k].end <= pos) k++;
     const kr = k < known.length ? known[k] : undefined;
@@ -186,24 +187,28 @@ function walkAnon(inp: ClassifyInput, m: Mapping, unknownCls: string, unknownNam
       const e = Math.min(kr.end, end);
       out.push({ start: pos, end: e, cls: kr.cls, name: kr.name });
       pos = e;
+      recognised = true;
       continue;
     }
     if (pos % HEAP_MAX === 0 && glibcArenaAt(mem, pos, end)) {
       const e = Math.min(pos + HEAP_MAX, end);
       out.push({ start: pos, end: e, cls: "glibc_heap" });
       pos = e;
+      recognised = true;
       continue;
     }
     let n = glibcMmappedAt(mem, pos, end);
     if (n > 0) {
       out.push({ start: pos, end: pos + n, cls: "glibc_heap" });
       pos += n;
+      recognised = true;
       continue;
     }
     n = ljDirectAt(mem, pos, end);
     if (n > 0) {
       out.push({ start: pos, end: pos + n, cls: "luajit" });
       pos += n;
+      recognised = true;
       continue;
     }
     // unknown: up to the next place where a block is known to start
@@ -211,7 +216,9 @@ function walkAnon(inp: ClassifyInput, m: Mapping, unknownCls: string, unknownNam
     if (kr !== undefined && kr.start < e) e = kr.start;
     const nextArena = (Math.floor(pos / HEAP_MAX) + 1) * HEAP_MAX;
     if (nextArena < e) e = nextArena;
-    if (pos === m.start) out.push({ start: pos, end: e, cls: unknownCls, name: unknownName });
+    // before any recognised block the mapping's own guess holds (.bss, thread stack), also across a
+    // 64 MB boundary that turned out not to start an arena
+    if (!recognised) out.push({ start: pos, end: e, cls: unknownCls, name: unknownName });
     else out.push({ start: pos, end: e, cls: "other_anon" });
     pos = e;
   }
