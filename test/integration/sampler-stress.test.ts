@@ -140,23 +140,26 @@ end
 });
 
 describe("sampler armed while aio threads serve files through a thread pool", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-files-"));
-  fs.chmodSync(dir, 0o755);
-  const file = path.join(dir, "big.bin");
-  fs.writeFileSync(file, Buffer.alloc(2 * MB, 7));
-  fs.chmodSync(file, 0o644);
-  const ngx = new Nginx({
+  let dir = "";
+  const opts = {
     workers: 1,
     main: "thread_pool memdiag_io threads=4 max_queue=65536;",
-    appLocations: `location /files/ { alias ${dir}/; aio threads=memdiag_io; sendfile off; directio off; output_buffers 2 64k; }`,
-  });
+    appLocations: "",
+  };
+  const ngx = new Nginx(opts);
   beforeAll(async () => {
     ensureSampler();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-files-"));
+    fs.chmodSync(dir, 0o755);
+    const file = path.join(dir, "big.bin");
+    fs.writeFileSync(file, Buffer.alloc(2 * MB, 7));
+    fs.chmodSync(file, 0o644);
+    opts.appLocations = `location /files/ { alias ${dir}/; aio threads=memdiag_io; sendfile off; directio off; output_buffers 2 64k; }`;
     await ngx.start();
   });
   afterAll(async () => {
     await ngx.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
   test("every allocation recorded (rate 1) during a wrk run: no crash, frees matched, records back to baseline", async () => {
