@@ -95,9 +95,16 @@ export function copySmall(addr: number, len: number): LuaMultiReturn<[number, nu
  * calls fn(pageAddress, word0, word1) for each readable page, in order. The
  * callback returns how many bytes to skip forward (>= 4096, page multiple) or 0 for one page.
  */
-export function probePages(start: number, end: number, fn: (this: void, page: number, w0: number, w1: number) => number): void {
+export function probePages(
+  start: number,
+  end: number,
+  fn: (this: void, page: number, w0: number, w1: number) => number,
+  between?: (this: void) => void,
+): void {
   let a = start;
   while (a < end) {
+    // each batch makes the kernel resolve up to 512 pages: let the caller yield between batches
+    if (between !== undefined && a > start) between();
     const n = Math.min(PROBE_BATCH, Math.floor((end - a) / 4096));
     if (n <= 0) break;
     for (let k = 0; k < n; k++) {

@@ -60,7 +60,8 @@ export interface AnonRange {
  * mapping: the kernel merges adjacent anonymous mmaps (glibc's and LuaJIT's) into
  * one mapping line.
  */
-export function heapRegions(maps: Maps): LuaMultiReturn<[HeapRegion[], AnonRange[]]> {
+export function heapRegions(maps: Maps, ctx?: Ctx): LuaMultiReturn<[HeapRegion[], AnonRange[]]> {
+  MP.ctx = ctx;
   const out: HeapRegion[] = [];
   const other: AnonRange[] = [];
   // without fault-free copies, anonymous mappings cannot be probed safely: only the brk heap is walked
@@ -104,7 +105,12 @@ const MIN_MMAPPED = 131072;
  * Everything else in the mapping goes to `other`.
  */
 /** state of the page probe below (module level: a closure per mapping would stop the JIT) */
-const MP = { start: 0, end: 0, otherStart: 0, out: [] as HeapRegion[], other: [] as AnonRange[] };
+const MP = { start: 0, end: 0, otherStart: 0, out: [] as HeapRegion[], other: [] as AnonRange[], ctx: undefined as Ctx | undefined };
+
+/** between probe batches: a budget check (the probe reads through copies, a yield cannot hurt it) */
+function probeTick(this: void): void {
+  if (MP.ctx !== undefined) tick(MP.ctx);
+}
 
 function probeMmapped(this: void, a: number, prevSize: number, raw: number): number {
   if (raw % 8 !== IS_MMAPPED || prevSize % 16 !== 0 || prevSize >= 4096) return 0;
@@ -122,7 +128,7 @@ function mmappedChunks(start: number, end: number, out: HeapRegion[], other: Ano
   MP.otherStart = start;
   MP.out = out;
   MP.other = other;
-  probePages(start, end, probeMmapped);
+  probePages(start, end, probeMmapped, probeTick);
   if (end > MP.otherStart) other.push({ start: MP.otherStart, end, mapping: start });
 }
 

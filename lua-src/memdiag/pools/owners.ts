@@ -457,6 +457,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     }
     let qi = 0;
     while (qi < queue.length) {
+      if (qi % 4096 === 4095) tick(ctx);
       const n = queue[qi++];
       const out = edges.get(n);
       if (out === undefined) continue;
@@ -473,7 +474,9 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   }
 
   const res: OwnerResult = { owner: new LuaTable(), retainer: new LuaTable(), rootRef: new LuaTable(), heapBytes, refBytes: st.refBytes };
+  tick(ctx);
   for (let k = 0; k < nPools; k++) {
+    if (k % 1024 === 1023) tick(ctx);
     if (pools[k].rooted !== undefined) continue;
     const node = k + 1;
     const o = owner.get(node);
@@ -530,10 +533,11 @@ function logName(log: number, cycleLog: number): string {
  * Group unrooted pools by a stable signature: creation size, cleanup handler
  * names, log pointer name and owner. Largest groups first.
  */
-export function groupUnrooted(pools: FoundPool[], own: OwnerResult, cycleLog: number): object[] {
+export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cycleLog: number): object[] {
   const groups = new LuaTable<string, Group>();
   const order: Group[] = [];
   for (let k = 0; k < pools.length; k++) {
+    if (k % 256 === 255) tick(ctx);
     const p = pools[k];
     if (p.rooted !== undefined) continue;
     const names: string[] = [];

@@ -112,7 +112,7 @@ function scanOnce(): void {
   const ps = pagesize();
 
   phaseT = monoMs();
-  const [regions] = heapRegions(ctx.maps);
+  const [regions] = heapRegions(ctx.maps, ctx);
   trace("regions", ctx);
   const phases = { walk: 0, discover: 0, owners: 0 };
   let c0 = b.cpuSoFar();
@@ -148,7 +148,7 @@ function scanOnce(): void {
     b.phase = "owners: segments";
     const [segments, bss] = dataSegments(ctx.maps, moduleFilesCached(ctx, L));
     b.phase = "owners: regions";
-    const [regions2, other] = heapRegions(ctx.maps);
+    const [regions2, other] = heapRegions(ctx.maps, ctx);
     b.phase = "owners: lua regions";
     const lua = luaRegions(other, bss);
     trace("roots", ctx);
@@ -157,8 +157,8 @@ function scanOnce(): void {
     const own = attributeOwners(ctx, { pools, regions: regions2, segments, lua, confs, cycleLog }, trace);
     status.ref_bytes = own.refBytes;
     phases.owners = b.cpuSoFar() - c0;
-    trace("owners");
-    const groups = groupUnrooted(pools, own, cycleLog);
+    trace("owners", ctx);
+    const groups = groupUnrooted(ctx, pools, own, cycleLog);
     trace("groups");
     while (groups.length > MAX_GROUPS) groups.pop();
     out.unrooted = groups;
@@ -189,6 +189,8 @@ function scanOnce(): void {
 function runNow(): void {
   running = true;
   const [ok, err] = xpcall(scanOnce, debug.traceback);
+  // the budget stops the GC inside slices: never leave it stopped, whatever happened
+  collectgarbage("restart");
   running = false;
   budget = undefined;
   if (!ok) {
