@@ -125,6 +125,7 @@ export function clear(): LuaMultiReturn<[Obj | undefined, string | undefined]> {
 
 interface ObjectInfo {
   name: string;
+  path: string;
   base: number;
   build_id: string;
 }
@@ -148,7 +149,7 @@ function objectAt(lib: any, pc: number): ObjectInfo | undefined {
     const [b] = string.match(path, "([^/]+)$");
     const idBuf = ffi.new("char[80]");
     const id = lib.memdiag_sampler_build_id(ffi.cast("const void *", pc), idBuf, 80) !== 0 ? ffi.string(idBuf) : "";
-    o = { name: b ?? path, base, build_id: id };
+    o = { name: b ?? path, path, base, build_id: id };
     if (objectCount < 1024) {
       objectsByBase.set(base, o);
       objectCount++;
@@ -174,6 +175,7 @@ function frame(lib: any, ret: number): Obj {
     module,
     offset,
     build_id: o !== undefined && o.build_id !== "" ? o.build_id : NULL,
+    path: o !== undefined ? o.path : NULL,
     name,
     label: s.exact ? s.name : o !== undefined ? `${o.name}+${hex(pc - o.base)}` : hex(pc),
   };
