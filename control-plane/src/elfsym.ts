@@ -7,10 +7,15 @@
  * build-id differs from the frame's is not used (a different build would name
  * the wrong function). Unresolvable frames stay module + offset.
  *
+ * file:line comes from the DWARF line tables through binutils' addr2line when it
+ * is installed and the chosen file has them (a debug file, or an object built
+ * with -g and not stripped).
+ *
  * Offsets are relative to the object's load base, which for shared objects and
  * PIE executables is the ELF virtual address (and for non-PIE executables the
  * base is 0), so they compare directly with st_value.
  */
+import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 
@@ -200,6 +205,38 @@ export class Symbolizer {
       if (hit) return { name: hit.name, source: info.file.endsWith(".debug") ? "debug" : info.table === "symtab" ? "symtab" : "dynsym" };
     }
     return undefined;
+  }
+
+  /**
+   * "file.c:123" for each frame (undefined where unknown), one addr2line run per
+   * file. Needs binutils' addr2line; without it every entry is undefined.
+   */
+  fileLines(frames: FrameIn[]): (string | undefined)[] {
+    const out: (string | undefined)[] = frames.map(() => undefined);
+    const byFile = new Map<string, { idx: number; off: string }[]>();
+    frames.forEach((f, idx) => {
+      if (!f.offset) return;
+      const c = this.candidates(f)[0];
+      if (!c) return;
+      const list = byFile.get(c.file) ?? [];
+      list.push({ idx, off: f.offset });
+      byFile.set(c.file, list);
+    });
+    for (const [file, list] of byFile) {
+      let text = "";
+      try {
+        text = execFileSync("addr2line", ["-e", file, ...list.map((x) => x.off)], { encoding: "utf8", timeout: 10000 });
+      } catch {
+        continue;
+      }
+      const lines = text.split("\n");
+      list.forEach((x, k) => {
+        const l = lines[k];
+        const m = l ? /^(.*):(\d+)(?: \(discriminator \d+\))?$/.exec(l.trim()) : null;
+        if (m && m[1] !== "??" && m[2] !== "0") out[x.idx] = `${path.basename(m[1])}:${m[2]}`;
+      });
+    }
+    return out;
   }
 
   /** The frame's label: a resolved name, else module+offset (as the worker sent it). */

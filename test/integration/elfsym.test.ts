@@ -83,6 +83,15 @@ describe("ELF symbolisation of frames", () => {
       expect(sym.resolve(p.frames[i - 1])).toMatchObject({ source: "symtab" });
       expect(labels[i - 1]).toMatch(/^ngx_http_leaky_upstream_build_table\+0x[0-9a-f]+$/);
       expect(labels[i]).toBe(p.frames[i].name);
+      // file:line from the fixture's DWARF (built with -g): the ngx_palloc call of the static helper
+      const src = require("fs").readFileSync(require("path").join(require("path").dirname(LEAKY_SO), "..", "ngx_http_leaky_upstream_module.c"), "utf8").split("\n");
+      const line = src.findIndex((l: string) => /table = ngx_palloc\(pool, LEAKY_TABLE_SIZE\);/.test(l)) + 1;
+      expect(line).toBeGreaterThan(0);
+      const fl = sym.fileLines(p.frames);
+      expect(fl[i - 1]).toBe(`ngx_http_leaky_upstream_module.c:${line}`);
+      // stripped nginx without a debug file: no line
+      const ngxFrame = p.frames.findIndex((f: any) => f.module === "nginx");
+      expect(fl[ngxFrame]).toBeUndefined();
       // a frame whose build-id does not match the file is left alone
       expect(sym.resolve({ ...p.frames[i - 1], build_id: "00".repeat(20) })).toBeUndefined();
       await ngx.memdiag("?sampler=disarm");
