@@ -19,7 +19,7 @@
  *
  *   npm run bench:overhead            (= bash bench/run.sh overhead)
  *   options (node dist/bench/overhead.js ...): --rounds 3 --seconds 5 --conns 32 --workers 1 --skip-scaling --heap-mb 10,100,1000 --chunk 4096
- *            --conn-levels 10,1000,10000
+ *            --conn-levels 10,1000,10000 --configs agent,deep,sampler (none always runs) --paths static,proxy
  * Writes bench/results/overhead-<time>.json (gitignored).
  */
 import { execFile, spawn } from "child_process";
@@ -44,11 +44,14 @@ const HEAP_MB = arg("heap-mb", "10,100,1000").split(",").map(Number);
 const CHUNK = Number(arg("chunk", "4096"));
 const CONN_LEVELS = arg("conn-levels", "10,1000,10000");
 const SKIP_SCALING = flag("skip-scaling");
+const ONLY_CONFIGS = arg("configs", "");
 
 const CONFIGS = ["none", "agent", "deep", "sampler"] as const;
 type Config = (typeof CONFIGS)[number];
-const PATHS = { static: "/static/small.html", proxy: "/proxy" } as const;
-type PathName = keyof typeof PATHS;
+const ALL_PATHS = { static: "/static/small.html", proxy: "/proxy" } as const;
+type PathName = keyof typeof ALL_PATHS;
+const PATHS: Partial<typeof ALL_PATHS> = {};
+for (const k of Object.keys(ALL_PATHS) as PathName[]) if (!process.argv.includes("--paths") || process.argv[process.argv.indexOf("--paths") + 1].split(",").includes(k)) (PATHS as any)[k] = ALL_PATHS[k];
 
 /** The harness's nginx minus the include line. */
 class BareNginx extends Nginx {
@@ -185,7 +188,7 @@ async function measure(cfg: Config, ngx: Nginx, p: PathName, sample: Sample): Pr
   if (cfg !== "none") bg.push(pollSnapshots(ngx, () => done, sample));
   try {
     const c0 = workerCpuNs(ngx);
-    const r = await wrk(ngx.appPort, PATHS[p]);
+    const r = await wrk(ngx.appPort, PATHS[p]!);
     r.cpu_us_per_req = (workerCpuNs(ngx) - c0) / 1000 / r.requests;
     return r;
   } finally {
@@ -271,7 +274,7 @@ async function main(): Promise<void> {
   fs.chmodSync(dir, 0o755);
   const haveSampler = fs.existsSync(path.join(ROOT, "lua-src/memdiag/sampler"));
   if (haveSampler) ensureSampler();
-  const configs: Config[] = CONFIGS.filter((c) => c !== "sampler" || haveSampler);
+  const configs: Config[] = CONFIGS.filter((c) => (c !== "sampler" || haveSampler) && (!ONLY_CONFIGS || c === "none" || ONLY_CONFIGS.split(",").includes(c)));
 
   const inst: Partial<Record<Config, Nginx>> = {};
   const samples: Record<string, Sample> = {};
@@ -295,7 +298,7 @@ async function main(): Promise<void> {
       if (armed.size < WORKERS) throw new Error(`sampler armed in ${armed.size} of ${WORKERS} workers`);
     }
     // warm-up (JIT, connection pools), not recorded
-    for (const c of configs) for (const p of Object.keys(PATHS) as PathName[]) await wrk(inst[c]!.appPort, PATHS[p], 1);
+    for (const c of configs) for (const p of Object.keys(PATHS) as PathName[]) await wrk(inst[c]!.appPort, PATHS[p]!, 1);
 
     for (let r = 0; r < ROUNDS; r++) {
       for (const p of Object.keys(PATHS) as PathName[]) {
