@@ -47,6 +47,21 @@ return M
 `;
 
 const LOCATIONS = `
+    location = /t/inflate {
+      content_by_lua_block {
+        -- small chunks linked by pointers: a heap the deep scan needs many slices for
+        local ffi = require "ffi"
+        pcall(ffi.cdef, "void *malloc(size_t size);")
+        local prev = 0
+        for i = 1, tonumber(ngx.var.arg_n) do
+          local p = ffi.C.malloc(256)
+          local w = ffi.cast("uint64_t *", p)
+          for j = 0, 31 do w[j] = prev end
+          prev = tonumber(ffi.cast("uintptr_t", p))
+        end
+        ngx.say('{}')
+      }
+    }
     location = /t/trace {
       content_by_lua_block { require("memdiag.scan.deep").setTrace(true) ngx.say('{}') }
     }
@@ -265,6 +280,25 @@ describe("deep scan: heap walk, pool discovery, owners", () => {
       const st = JSON.parse((a.status === 202 ? a : b).body);
       expect(st.scan.state).toBe("running");
     }
+  });
+
+  test("progress is visible in /_memdiag while a deep scan runs", async () => {
+    await get(`/t/inflate?n=200000`); // ~55 MB of small chunks
+    const running = ngx.memdiag("?deep=1");
+    let seen: any;
+    for (let i = 0; i < 200 && !seen; i++) {
+      const r = await ngx.memdiag("?fresh=1");
+      const w = JSON.parse(r.body).workers[0];
+      if (w.scan?.state === "running" && w.scan.bytes_scanned > 0) seen = w.scan;
+    }
+    const done = await running;
+    expect(done.status).toBe(200);
+    expect(seen).toBeDefined();
+    const final = JSON.parse(done.body).workers[0].scan;
+    expect(final.state).toBe("done");
+    expect(final.bytes_scanned).toBeGreaterThanOrEqual(seen.bytes_scanned);
+    expect(final.slices).toBeGreaterThan(1);
+    console.log(`scan of ${(final.heap_bytes / 1048576).toFixed(0)} MB heap: ${final.slices} slices, cpu ${final.cpu_ms.toFixed(1)} ms, longest slice cpu ${final.max_slice_cpu_ms.toFixed(3)} ms / wall ${final.max_slice_ms.toFixed(3)} ms`);
   });
 
   test("no errors in the error log", () => {
