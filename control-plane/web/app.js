@@ -195,8 +195,13 @@ function renderWorkers() {
       <td class="num">${fmtCount(w.snapshots)}</td>
       <td class="muted">${fmtAgo(w.last_seen)}</td></tr>`;
   });
+  const sel = state.workers.get(state.selected);
+  const liveN = ws.filter((w) => w.state === "live").length;
+  const goneNote = sel && sel.state === "gone"
+    ? `<p class="hint">pid ${sel.pid} is gone (nginx reload, or the worker exited); its history stays here.${liveN ? " Click a live worker to follow it." : ""}</p>`
+    : "";
   el.innerHTML = `<table><thead><tr><th>instance</th><th class="num">pid</th><th>state</th><th class="num">RSS</th>
-    <th class="num">change</th><th class="num">snapshots</th><th>last seen</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
+    <th class="num">change</th><th class="num">snapshots</th><th>last seen</th></tr></thead><tbody>${rows.join("")}</tbody></table>${goneNote}`;
   for (const tr of el.querySelectorAll("tr[data-key]")) tr.addEventListener("click", () => selectWorker(tr.dataset.key));
 }
 

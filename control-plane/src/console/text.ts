@@ -76,7 +76,8 @@ export function wrap(text: string, width: number, maxLines = Infinity): string[]
   if (cur) lines.push(cur);
   if (lines.length > maxLines) {
     const kept = lines.slice(0, maxLines);
-    kept[maxLines - 1] = padRight(kept[maxLines - 1] + " …", width);
+    const last = [...kept[maxLines - 1]];
+    kept[maxLines - 1] = (last.length + 2 <= width ? last.join("") : last.slice(0, Math.max(0, width - 2)).join("")) + " …";
     return kept;
   }
   return lines.map((l) => ([...l].length > width ? padRight(l, width) : l));
