@@ -32,6 +32,8 @@ export interface ElfInfo {
   table: "symtab" | "dynsym" | "none";
   /** function symbols sorted by start */
   syms: ElfSymbol[];
+  /** has DWARF line tables (.debug_line with contents) */
+  hasLines: boolean;
 }
 
 const SHT_SYMTAB = 2;
@@ -56,9 +58,11 @@ export function readElf(file: string): ElfInfo {
   const shentsize = buf.readUInt16LE(0x3a);
   const shnum = buf.readUInt16LE(0x3c);
   if (shoff === 0 || shnum === 0 || shoff + shnum * shentsize > buf.length) throw new Error(`${file}: no section headers`);
+  const shstrndx = buf.readUInt16LE(0x3e);
   const sec = (i: number) => {
     const o = shoff + i * shentsize;
     return {
+      name: buf.readUInt32LE(o),
       type: buf.readUInt32LE(o + 4),
       offset: Number(buf.readBigUInt64LE(o + 24)),
       size: Number(buf.readBigUInt64LE(o + 32)),
@@ -67,10 +71,14 @@ export function readElf(file: string): ElfInfo {
     };
   };
   let buildId: string | undefined;
+  let hasLines = false;
+  const names = shstrndx < shnum ? sec(shstrndx) : undefined;
+  const SHT_NOBITS = 8;
   let symtab = -1;
   let dynsym = -1;
   for (let i = 0; i < shnum; i++) {
     const s = sec(i);
+    if (names && names.offset + s.name < buf.length && s.type !== SHT_NOBITS && s.size > 0 && cstr(buf, names.offset + s.name) === ".debug_line") hasLines = true;
     if (s.type === SHT_SYMTAB) symtab = i;
     else if (s.type === SHT_DYNSYM) dynsym = i;
     else if (s.type === SHT_NOTE && buildId === undefined && s.offset + s.size <= buf.length) {
@@ -114,7 +122,7 @@ export function readElf(file: string): ElfInfo {
     }
   }
   syms.sort((a, b) => a.start - b.start || b.size - a.size);
-  return { file, buildId, table: symtab >= 0 ? "symtab" : dynsym >= 0 ? "dynsym" : "none", syms };
+  return { file, buildId, table: symtab >= 0 ? "symtab" : dynsym >= 0 ? "dynsym" : "none", syms, hasLines };
 }
 
 /** The function containing `offset` (within its st_size), as "name+0xoff", or undefined. */
@@ -216,7 +224,7 @@ export class Symbolizer {
     const byFile = new Map<string, { idx: number; off: string }[]>();
     frames.forEach((f, idx) => {
       if (!f.offset) return;
-      const c = this.candidates(f)[0];
+      const c = this.candidates(f).find((x) => x.hasLines);
       if (!c) return;
       const list = byFile.get(c.file) ?? [];
       list.push({ idx, off: f.offset });

@@ -7,6 +7,7 @@ import { execFileSync } from "child_process";
 import { Nginx, httpGet } from "../harness/nginx";
 import { LEAKY_LOCATIONS, LEAKY_SO, ensureSampler, leakyLoadModule } from "../harness/fixtures";
 import { Symbolizer, lookupSymbol, readElf } from "../../control-plane/src/elfsym";
+import { fetchFolded } from "../../control-plane/src/flame";
 
 function buildId(file: string): string {
   return /Build ID: ([0-9a-f]+)/.exec(execFileSync("readelf", ["-n", file], { encoding: "utf8" }))![1];
@@ -94,6 +95,10 @@ describe("ELF symbolisation of frames", () => {
       expect(fl[ngxFrame]).toBeUndefined();
       // a frame whose build-id does not match the file is left alone
       expect(sym.resolve({ ...p.frames[i - 1], build_id: "00".repeat(20) })).toBeUndefined();
+      // folded stacks for FlameGraph, fetched like the CLI does, the helper named, weights = the worker's est_bytes
+      const folded = await fetchFolded(`http://127.0.0.1:${ngx.memdiagPort}`, undefined, true);
+      const fline = folded.split("\n").find((l) => l.includes("ngx_http_leaky_upstream_build_table"));
+      expect(fline).toMatch(/ngx_http_leaky_upstream_update\+0x[0-9a-f]+_\(ngx_http_leaky_upstream_module\.c:\d+\);ngx_http_leaky_upstream_build_table\+0x[0-9a-f]+_\(ngx_http_leaky_upstream_module\.c:\d+\);.*;malloc 1536000$/);
       await ngx.memdiag("?sampler=disarm");
     });
   });
