@@ -92,8 +92,11 @@ describe("push: frames above max_frame_bytes are trimmed and say so", () => {
     await ngx.start();
     try {
       await peer.waitFor("3 snapshots", () => peer.unique().length >= 3);
-      // the first snapshot may have been queued before the welcome (then it is dropped, not sent oversized)
+      // the first snapshot was queued before the welcome: it is trimmed again, not dropped nor sent oversized
       for (const r of peer.received) expect(r.bytes).toBeLessThanOrEqual(limit);
+      expect(peer.unique()[0].msg.seq).toBe(1);
+      expect((peer.unique()[0].msg.snapshot as any).trimmed.length).toBeGreaterThanOrEqual(1);
+      expect(ngx.errors().filter((l) => /memdiag push/.test(l))).toEqual([]);
       const trimmed = peer.received.filter((r) => (r.msg.snapshot as any).trimmed);
       expect(trimmed.length).toBeGreaterThanOrEqual(2);
       for (const r of trimmed) expect(r.valid).toBe(true);

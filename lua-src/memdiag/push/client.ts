@@ -64,6 +64,8 @@ const control: string[] = [];
 const backoff = new Backoff(0.5, 30, 2, seededRand(ngx.worker.pid() * 7919 + ngx.now() * 1000));
 let stopping = false;
 let lastIdent: HelloAgent | undefined;
+/** the latest snapshot as a table (one, not queued ones): lets the newest entry be trimmed again for a smaller limit */
+let lastSnap: { [k: string]: unknown } | undefined;
 let pendingReplyTo: string | undefined;
 let commandBusy = false;
 let deepHandler: DeepHandler | undefined = undefined;
@@ -219,6 +221,7 @@ function enqueueSnapshot(json: string, snap: { [k: string]: unknown }): void {
     nginx_version: snap["nginx_version"] as string,
     agent_version: snap["agent_version"] as string,
   };
+  lastSnap = snap;
   const reply_to = pendingReplyTo;
   pendingReplyTo = undefined;
   if (json.length + ENVELOPE_RESERVE <= frameLimit()) {
@@ -499,8 +502,17 @@ function flush(c: Conn): void {
     }
     if (e.dropped === undefined) e.dropped = q.takeDropped();
     const tf = cpuMs();
-    const frame = snapshotFrame(e.seq, e.json, e.reply_to, e.dropped);
+    let frame = snapshotFrame(e.seq, e.json, e.reply_to, e.dropped);
     account(cpuMs() - tf);
+    if (frame.length > frameLimit() && lastSnap !== undefined && lastSnap["seq"] === e.seq) {
+      // queued before the control plane announced a smaller limit, and still the newest: trim it again
+      const [json, names] = trimToFit(lastSnap, frameLimit() - ENVELOPE_RESERVE);
+      if (json !== undefined) {
+        q.rewrite(e, json, names);
+        stats.trimmed++;
+        frame = snapshotFrame(e.seq, e.json, e.reply_to, e.dropped);
+      }
+    }
     if (frame.length > frameLimit()) {
       // the control plane lowered its limit after this one was queued
       q.discard(e.seq);

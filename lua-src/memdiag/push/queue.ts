@@ -107,6 +107,15 @@ export class Ring {
     return undefined;
   }
 
+  /** Replaces an entry's JSON (trimmed again for a smaller limit), keeping the byte count right. */
+  rewrite(e: Entry, json: string, trimmed?: string[]): void {
+    const bytes = json.length + ENTRY_OVERHEAD;
+    this.bytes += bytes - e.bytes;
+    e.bytes = bytes;
+    e.json = json;
+    e.trimmed = trimmed;
+  }
+
   /** The queued entry with `seq`, if any. */
   find(seq: number): Entry | undefined {
     for (let i = 0; i < this.count; i++) {
