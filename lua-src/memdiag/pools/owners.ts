@@ -28,8 +28,11 @@ import { ConfStart, confAt, nameInSegment, SegmentRoot } from "./roots";
 const u32 = ffi.cast("const uint32_t *", 0);
 const TWO32 = 4294967296;
 const PAGE = 65536;
-/** words between two budget checks (64 KB) */
+/** words scanned in one go (64 KB) */
 const WORDS_PER_TICK = 8192;
+/** bytes read between two budget checks, counted across scanRange calls */
+const TICK_BYTES = 65536;
+let sinceTick = 0;
 
 /** Sorted, disjoint [start, end) ranges → node, with a 64 KB page map in front of a binary search. */
 export class RangeIndex {
@@ -153,10 +156,15 @@ export function scanRange(ctx: Ctx, ix: RangeIndex, start: number, end: number, 
     scanWords(ix, a, stop - ((stop - a) % 8), 0, hit);
     scanned += stop - a;
     progress.bytes += stop - a;
+    sinceTick += stop - a;
     a = stop;
-    if (a < end && tick(ctx) && !ctx.maps.readable(a, end - a)) {
-      skip(ctx, "scan_range_unmapped");
-      break;
+    // budget checks by bytes read across calls: thousands of small ranges (pool blocks) add up
+    if (sinceTick >= TICK_BYTES) {
+      sinceTick = 0;
+      if (tick(ctx) && a < end && !ctx.maps.readable(a, end - a)) {
+        skip(ctx, "scan_range_unmapped");
+        break;
+      }
     }
   }
   return scanned;
@@ -177,12 +185,16 @@ export function scanRangeCopied(ctx: Ctx, ix: RangeIndex, start: number, end: nu
     if (words > 0) scanWords(ix, copy, copy + words, a - copy, hit);
     scanned += words;
     progress.bytes += words;
+    sinceTick += len;
     if (got < len) {
       skip(ctx, "scan_copy_short");
       break;
     }
     a += len;
-    if (a < end) tick(ctx);
+    if (sinceTick >= TICK_BYTES) {
+      sinceTick = 0;
+      tick(ctx);
+    }
   }
   return scanned;
 }

@@ -22,6 +22,7 @@ export class DeepBudget extends Budget {
   /** what was running when the longest (CPU) slice ended */
   public phase = "";
   public maxSlicePhase = "";
+  private startPhase = "start";
   public cpuTotalMs = 0;
   private wall0: number;
   private cpu0: number;
@@ -73,9 +74,10 @@ export class DeepBudget extends Budget {
     this.cpuTotalMs += cpu;
     if (cpu > this.maxSliceCpuMs) {
       this.maxSliceCpuMs = cpu;
-      this.maxSlicePhase = `${this.phase} (${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)`;
+      this.maxSlicePhase = `from "${this.startPhase}" to "${this.phase}" (${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)`;
     }
     this.checks = 0;
     this.maxGapMs = 0;
+    this.startPhase = this.phase;
   }
 }
