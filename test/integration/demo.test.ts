@@ -47,8 +47,9 @@ describe("npm run demo (non-interactive)", () => {
     ensureFixture();
   });
 
-  test("after 60 s the top suspect is the leaking pool group; nothing is left running", async () => {
-    const r = await runDemo({ MEMDIAG_DEMO_SECONDS: "60" });
+  test("after 90 s the top suspect is the leaking pool group; nothing is left running", async () => {
+    // 90 s: the 60 s suspect window then starts after the agents' own warm-up (first deep scans)
+    const r = await runDemo({ MEMDIAG_DEMO_SECONDS: "90" });
     if (r.code !== 0) throw new Error(`demo exited ${r.code}:\n${r.out.slice(-4000)}`);
     expect(r.out).toMatch(/web console: +http:\/\/127\.0\.0\.1:\d+\/\?window=1m/);
     // the console frame printed at the end names the suspect and its evidence

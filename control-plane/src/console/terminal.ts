@@ -92,8 +92,14 @@ async function loadLayers(cp: ControlPlane, key: string, from: number, now: numb
     m.layers = layerRows(ds.rows, dw.rows);
     m.start_time = ds.a.time;
     m.latest_time = ds.b.time;
-    const deep = recent.filter((s) => s.deep).sort((a, b) => b.time - a.time)[0];
-    if (deep) m.latest_deep_time = deep.time;
+    const deep = recent.filter((s) => s.deep).sort((a, b) => b.time - a.time);
+    if (deep.length) m.latest_deep_time = deep[0].time;
+    // pool groups come from deep scans only: when the window starts before the first one, show the
+    // group total from the deep scans in the window (change over their span)
+    if (deep.length && !m.layers.some((l) => l.label === "unrooted pools")) {
+      const d = await cp.diffIds(deep[deep.length - 1].id, deep[0].id);
+      for (const l of layerRows(undefined, d.rows)) if (l.label === "unrooted pools") m.layers.push(deep.length > 1 ? l : { ...l, window: null, count_window: null });
+    }
   } catch (e) {
     const msg = (e as Error).message;
     if (!/no snapshots/.test(msg)) m.error = `layers: ${msg}`;
