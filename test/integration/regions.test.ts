@@ -163,16 +163,23 @@ describe("regions and luajit.gc_bytes against ground truth", () => {
     const n = 4_000_000;
     // independent size: table.new(n, 0) makes an array part of n + 1 TValues of 8 bytes (+ a 64-byte GCtab)
     const expected = (n + 1) * 8 + 64;
+    const other = ngx.workerPids().find((p) => p !== pid)!;
     expect(Number(await conn.get("/t/gc"))).toBe(pid);
     const before = await snapshotAfter(ngx, pid);
+    const otherBefore = await ngx.nextSnapshotOf(other);
     expect(Number(await conn.get(`/t/hold?n=${n}`))).toBe(pid);
     const after = await snapshotAfter(ngx, pid);
+    const otherAfter = await snapshotAfter(ngx, other);
+    // each worker reports its own VM: the other worker did not see the table
+    expect(Math.abs(otherAfter.luajit.gc_bytes - otherBefore.luajit.gc_bytes)).toBeLessThan(expected / 4);
     const delta = after.luajit.gc_bytes - before.luajit.gc_bytes;
     // slack: garbage made between the forced GC and the snapshot (agent's own collection) differs a little
     expect(Math.abs(delta - expected)).toBeLessThan(1 * M);
-    // the array is one LuaJIT direct chunk: the luajit region grows by at least its size
-    expect(after.luajit.regions_bytes - before.luajit.regions_bytes).toBeGreaterThanOrEqual(expected - 64 * 1024);
-    expect(rssOf(after, "luajit") - rssOf(before, "luajit")).toBeGreaterThanOrEqual(expected - 256 * 1024);
+    // the array is one LuaJIT direct chunk: the luajit region holds it and grows by about its size
+    // (minus segments the allocator released meanwhile: garbage freed by the forced GCs)
+    expect(after.luajit.regions_bytes).toBeGreaterThanOrEqual(expected);
+    expect(after.luajit.regions_bytes - before.luajit.regions_bytes).toBeGreaterThanOrEqual(expected - 4 * M);
+    expect(rssOf(after, "luajit") - rssOf(before, "luajit")).toBeGreaterThanOrEqual(expected - 4 * M);
   });
 
   test("a 64 MB malloc (touched) grows glibc_heap by >= 64 MB, other_anon does not grow", async () => {
@@ -180,9 +187,10 @@ describe("regions and luajit.gc_bytes against ground truth", () => {
     const before = await snapshotAfter(ngx, pid);
     expect(Number(await conn.get(`/t/malloc?bytes=${bytes}`))).toBe(pid);
     const after = await snapshotAfter(ngx, pid);
-    expect(bytesOf(after, "glibc_heap") - bytesOf(before, "glibc_heap")).toBeGreaterThanOrEqual(bytes);
+    // >= the block; minus at most one unrelated mmapped chunk freed meanwhile (the agent's own ~250 KB buffers)
+    expect(bytesOf(after, "glibc_heap") - bytesOf(before, "glibc_heap")).toBeGreaterThanOrEqual(bytes - 1 * M);
     // resident: the touched block, give or take what the rest of the heap trimmed meanwhile
-    expect(rssOf(after, "glibc_heap") - rssOf(before, "glibc_heap")).toBeGreaterThanOrEqual(bytes - 256 * 1024);
+    expect(rssOf(after, "glibc_heap") - rssOf(before, "glibc_heap")).toBeGreaterThanOrEqual(bytes - 1 * M);
     expect(bytesOf(after, "other_anon")).toBeLessThanOrEqual(bytesOf(before, "other_anon"));
     expect(rssOf(after, "other_anon") - rssOf(before, "other_anon")).toBeLessThan(256 * 1024);
     // and it agrees with glibc's own count of mmapped chunks
@@ -207,7 +215,7 @@ describe("regions and luajit.gc_bytes against ground truth", () => {
     const stack = mapsAfter.find((l) => l.start === guards[0].end)!;
     expect(stack.perms).toBe("rw-p");
     const stackBytes = Number(stack.end - stack.start + (guards[0].end - guards[0].start));
-    expect(bytesOf(after, "glibc_heap") - bytesOf(before, "glibc_heap")).toBeGreaterThanOrEqual(64 * M);
+    expect(bytesOf(after, "glibc_heap") - bytesOf(before, "glibc_heap")).toBeGreaterThanOrEqual(64 * M - 1 * M);
     expect(bytesOf(after, "stack") - bytesOf(before, "stack")).toBe(stackBytes);
     expect(bytesOf(after, "other_anon")).toBeLessThanOrEqual(bytesOf(before, "other_anon"));
   });
