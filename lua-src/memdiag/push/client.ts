@@ -8,6 +8,7 @@ import { Entry, Ring } from "./queue";
 import { Backoff, seededRand } from "./backoff";
 import { trimToFit } from "./trim";
 import { commandResultFrame, ENVELOPE_RESERVE, helloFrame, HelloAgent, MAX_ID, snapshotFrame } from "./frame";
+import { runSamplerCommand, SAMPLER_COMMANDS, samplerResultFrame } from "./sampler_cmd";
 
 /**
  * Worker → control plane push (docs/protocol.md, control-plane/src/protocol.ts).
@@ -261,9 +262,21 @@ function execute(id: string, command: string): string | undefined {
   return undefined;
 }
 
-function runCommand(this: void, premature: boolean, id: string, command: string): void {
+function runCommand(this: void, premature: boolean, id: string, command: string, args: unknown): void {
   if (premature) {
     commandBusy = false;
+    return;
+  }
+  // [sampler commands] answered by one command_result carrying `result` (push/sampler_cmd.ts)
+  if (SAMPLER_COMMANDS[command]) {
+    const [sok, out] = pcall(() => {
+      const [r, e] = runSamplerCommand(command, args);
+      return { r, e };
+    });
+    commandBusy = false;
+    if (!sok) sendControl(commandResultFrame(id, false, `command failed: ${out}`));
+    else if (out.r === undefined) sendControl(commandResultFrame(id, false, out.e ?? "sampler command failed"));
+    else sendControl(samplerResultFrame(id, out.r, frameLimit() - ENVELOPE_RESERVE) ?? commandResultFrame(id, false, `result does not fit the frame limit ${frameLimit()}`));
     return;
   }
   const [ok, res] = pcall(execute, id, command);
@@ -280,7 +293,7 @@ function handleCommand(msg: { [k: string]: unknown }): void {
     log(ngx.WARN, "command without a usable id ignored");
     return;
   }
-  if (command !== "collect" && command !== "deep") {
+  if (command !== "collect" && command !== "deep" && !(type(command) === "string" && SAMPLER_COMMANDS[command as string])) {
     sendControl(commandResultFrame(id as string, false, `unknown command '${tostring(command)}'`));
     return;
   }
@@ -289,7 +302,7 @@ function handleCommand(msg: { [k: string]: unknown }): void {
     return;
   }
   commandBusy = true;
-  const [ok, err] = ngx.timer.at(0, runCommand, id, command);
+  const [ok, err] = ngx.timer.at(0, runCommand, id, command, msg["args"]);
   if (!ok) {
     commandBusy = false;
     sendControl(commandResultFrame(id as string, false, `cannot schedule: ${err}`));
@@ -379,8 +392,11 @@ function reader(this: void, c: Conn): void {
     if (typ === "text") handleText(c, data);
     else if (typ === "close") {
       c.dead = true;
-      c.closeCode = err as number | undefined;
-      c.err = describeClose(c.closeCode, data);
+      if (c.err === undefined) {
+        // the control plane closed; when we started the close (c.err set), this is only its echo
+        c.closeCode = err as number | undefined;
+        c.err = describeClose(c.closeCode, data);
+      }
       break;
     } else if (typ === "ping") {
       if (control.length < MAX_CONTROL) control.push("\0pong" + data);
@@ -484,7 +500,12 @@ function flush(c: Conn): void {
     let err: string | undefined;
     if (kind === "\0pong") [ok, err] = c.ws.send_pong(string.sub(f, 6));
     else if (kind === "\0ping") [ok, err] = c.ws.send_ping("memdiag");
-    else [ok, err] = c.ws.send_text(f);
+    else {
+      // fragmented when large (sampler_top results)
+      const [sok, serr] = sendFrame(c.ws, f);
+      ok = sok ? 1 : undefined;
+      err = serr;
+    }
     if (!ok) {
       c.dead = true;
       c.err = `send failed: ${err}`;
