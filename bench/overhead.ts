@@ -131,6 +131,8 @@ function nginxOptions(dir: string, backendPort: number, cfg: Config): NginxOptio
       proxy_set_header Connection "";
     }`,
     memdiagLocations: HEAP_LUA,
+    // MEMDIAG_BENCH_CORE_DIR=/dir: workers dump core there when they crash (debugging)
+    main: process.env.MEMDIAG_BENCH_CORE_DIR ? `worker_rlimit_core 2g; working_directory ${process.env.MEMDIAG_BENCH_CORE_DIR};` : undefined,
   };
 }
 
@@ -315,6 +317,9 @@ async function main(): Promise<void> {
     const sstatus = inst.sampler ? await sampler(inst.sampler, "status") : undefined;
     for (const c of configs) {
       for (const l of inst[c]!.errors()) if (/exited on signal/.test(l)) crashes.push(`${c}: ${l}`);
+      // what the dying worker wrote to stderr (glibc's abort message goes there, not to the error log)
+      const err = String((inst[c] as unknown as { stderr: string }).stderr ?? "").trim();
+      if (crashes.some((x) => x.startsWith(`${c}:`)) && err) crashes.push(`${c} stderr: ${err.slice(-2000)}`);
     }
 
     // ---- table
