@@ -59,7 +59,14 @@ const $ = (id) => document.getElementById(id);
 
 // ---------- API ----------
 const params = new URLSearchParams(location.search);
-const TOKEN = params.get("token") || "";
+// The token never goes in a URL (it would end up in history and logs). Beyond loopback the
+// browser's Basic-auth prompt (any user, the token as password) authenticates fetches and the
+// websocket; a token typed into the page once is kept for this tab only.
+if (params.has("token")) {
+  params.delete("token");
+  history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : ""));
+}
+const TOKEN = sessionStorage.getItem("memdiag_token") || "";
 const base = location.pathname.replace(/[^/]*$/, ""); // the folder this page is served from
 async function api(path, opts = {}) {
   const headers = Object.assign({ Accept: "application/json" }, opts.headers || {});
