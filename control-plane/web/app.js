@@ -61,7 +61,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 // The token never goes in a URL (it would end up in history and logs). Beyond loopback the
 // browser's Basic-auth prompt (any user, the token as password) authenticates fetches and the
-// websocket; a token typed into the page once is kept for this tab only.
+// websocket. (sessionStorage "memdiag_token", if a user sets it, is sent as a Bearer header.)
 if (params.has("token")) {
   params.delete("token");
   history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : ""));
