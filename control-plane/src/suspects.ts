@@ -48,15 +48,41 @@ function candidates(names: Iterable<string>): Map<string, string | undefined> {
   return out;
 }
 
-function seriesOf(w: WorkerWindow, metric: string): Point[] {
+/**
+ * Longest run of consecutive deep snapshots a group may be missing from, between two
+ * snapshots that carry it, and still count as unknown there rather than as 0 pools.
+ * The agent can file a group under another signature for a scan or two (pools created
+ * while a sliced scan ran); a group gone for good, or gone longer, counts as 0.
+ */
+export const MAX_DEEP_GAP = 2;
+
+export function seriesOf(w: WorkerWindow, metric: string): Point[] {
   const deep = isDeepMetric(metric);
   const pts: Point[] = [];
-  for (const s of w.snapshots) {
-    if (deep && !s.deep) continue; // deep-scan data is only in deep snapshots
-    const v = s.metrics[metric];
-    if (v === undefined && !deep) continue;
-    pts.push({ t: s.time, v: v ?? 0 }); // a group missing from a deep scan has 0 pools
+  if (!deep) {
+    for (const s of w.snapshots) {
+      const v = s.metrics[metric];
+      if (v !== undefined) pts.push({ t: s.time, v });
+    }
+    return pts;
   }
+  // deep-scan data is only in deep snapshots
+  const ds = w.snapshots.filter((s) => s.deep);
+  let lastSeen = -1; // index in ds of the latest snapshot carrying the metric
+  for (let i = 0; i < ds.length; i++) {
+    const v = ds[i].metrics[metric];
+    if (v === undefined) continue;
+    const gap = i - lastSeen - 1;
+    if (gap > 0) {
+      // before its first appearance the group did not exist yet (0); a short gap between two
+      // appearances is unknown (skipped); a longer one is 0 pools
+      if (lastSeen < 0 || gap > MAX_DEEP_GAP) for (let j = lastSeen + 1; j < i; j++) pts.push({ t: ds[j].time, v: 0 });
+    }
+    pts.push({ t: ds[i].time, v });
+    lastSeen = i;
+  }
+  // missing from the newest deep snapshots: gone (the pools were destroyed), 0
+  for (let j = lastSeen + 1; j < ds.length; j++) pts.push({ t: ds[j].time, v: 0 });
   return pts;
 }
 
