@@ -10,6 +10,8 @@ import { LiveHub } from "./live";
 import { HttpError, query, parseDuration, parseTime, parseId, parseLimit } from "./params";
 import { diffSnapshots, diffTimes, suspectsFor } from "./analysis";
 import { Logger } from "./log";
+import { CallpathStore, diffCallpaths, diffFolded, foldedOf, symbolizePaths } from "./callpaths";
+import { Symbolizer } from "./elfsym";
 
 export interface ApiDeps {
   store: Store;
@@ -93,14 +95,108 @@ export function apiRouter(d: ApiDeps): Router {
   r.post("/workers/:key/command", h((req, res) => {
     query(req, []);
     const key = String(req.params.key);
-    const body = req.body as { command?: unknown } | undefined;
+    const body = req.body as { command?: unknown; args?: unknown } | undefined;
     const cmd = body?.command;
-    if (cmd !== "collect" && cmd !== "deep") throw new HttpError(400, "body: expected {\"command\": \"collect\" | \"deep\"}");
+    // [sampler commands] sampler_status / sampler_arm {args: {rate?, depth?, aligned?}} / sampler_disarm; the answer is in GET /api/commands/:id (result)
+    const sampler = cmd === "sampler_status" || cmd === "sampler_arm" || cmd === "sampler_disarm";
+    if (cmd !== "collect" && cmd !== "deep" && !sampler) {
+      throw new HttpError(400, "body: expected {\"command\": \"collect\" | \"deep\" | \"sampler_status\" | \"sampler_arm\" | \"sampler_disarm\"} (call paths: GET /api/workers/:key/callpaths)");
+    }
+    const args = sampler ? commandArgs(body?.args) : undefined;
     workerOr404(key);
-    const st = d.ingest.sendCommand(key, cmd);
+    const st = d.ingest.sendCommand(key, cmd, args);
     if (!st) throw new HttpError(409, `worker '${key}' is not connected`);
     res.status(202);
     return st;
+  }));
+
+  // ---- [sampler] allocation call paths (issue 5): live from the agent, symbolised, stored per fetch ----
+  let cpStore: CallpathStore | undefined;
+  const callpaths = () => (cpStore ??= new CallpathStore(store.db));
+  let sym = new Symbolizer();
+  let symAt = Date.now();
+  const symbolizer = () => {
+    // re-read ELF files now and then (a rebuilt module has a new build-id: the old cache would not match it)
+    if (Date.now() - symAt > 60000) {
+      sym = new Symbolizer();
+      symAt = Date.now();
+    }
+    return sym;
+  };
+  const async_ = (fn: (req: Request, res: Response) => Promise<unknown>) => (req: Request, res: Response, next: NextFunction): void => {
+    fn(req, res).then((out) => {
+      if (out !== undefined && !res.headersSent) res.json(out);
+    }, next);
+  };
+  const sendFolded = (res: Response, text: string) => res.type("text/plain; charset=utf-8").send(text);
+  const format = (v: string | undefined) => {
+    if (v !== undefined && v !== "json" && v !== "folded") throw new HttpError(400, `format: expected 'json' or 'folded' (got '${v}')`);
+    return v ?? "json";
+  };
+
+  r.get("/workers/:key/callpaths", async_(async (req, res) => {
+    const q = query(req, ["format", "limit", "window", "min_age"]);
+    const fmt = format(q.format);
+    const key = String(req.params.key);
+    workerOr404(key);
+    const args: Record<string, number> = { limit: q.limit !== undefined ? Math.min(parseLimit(q.limit, 200, 1000), 1000) : 200 };
+    if (q.window !== undefined) args.window_s = parseDuration(q.window, "window");
+    if (q.min_age !== undefined) args.min_age_s = parseDuration(q.min_age, "min_age");
+    const p = d.ingest.request(key, "sampler_top", args, 30000);
+    if (!p) throw new HttpError(409, `worker '${key}' is not connected`);
+    const a = await p;
+    if (a.state.state === "timeout") throw new HttpError(504, `worker '${key}' did not answer sampler_top within 30 s`);
+    if (a.state.state !== "done" || !a.result) {
+      const err = a.state.error ?? "no result";
+      // "never armed": the user has to arm first (POST .../command {"command":"sampler_arm"} or /_memdiag?sampler=arm)
+      throw new HttpError(409, `sampler_top: ${err}`);
+    }
+    const r = a.result;
+    const stored = callpaths().add({
+      worker: key,
+      time: Date.now() / 1000,
+      pid: Number(r.pid) || 0,
+      paths_total: Number(r.paths_total) || 0,
+      est_bytes_total: Number(r.est_bytes_total) || 0,
+      ...(typeof r.truncated_paths === "number" ? { truncated_paths: r.truncated_paths } : {}),
+      sampler: (r.sampler as Record<string, unknown>) ?? {},
+      paths: symbolizePaths(r, symbolizer()),
+    });
+    res.setHeader("X-Memdiag-Callpaths-Id", String(stored.id));
+    if (fmt === "folded") return void sendFolded(res, foldedOf(stored.paths));
+    return stored;
+  }));
+
+  r.get("/workers/:key/callpaths/history", h((req) => {
+    query(req, []);
+    const key = String(req.params.key);
+    workerOr404(key);
+    return callpaths().list(key);
+  }));
+
+  r.get("/workers/:key/callpaths/diff", h((req, res) => {
+    const q = query(req, ["a", "b", "format"]);
+    const fmt = format(q.format);
+    const key = String(req.params.key);
+    workerOr404(key);
+    if (q.a === undefined || q.b === undefined) throw new HttpError(400, "a and b (call path fetch ids, from GET .../callpaths or .../callpaths/history) are required");
+    const get = (v: string, n: string) => {
+      const c = callpaths().get(parseId(v, n));
+      if (!c || c.worker !== key) throw new HttpError(404, `${n}: call path fetch ${v} of worker '${key}' not found`);
+      return c;
+    };
+    const diff = diffCallpaths(get(q.a, "a"), get(q.b, "b"));
+    if (fmt === "folded") return void sendFolded(res, diffFolded(diff));
+    return diff;
+  }));
+
+  r.get("/callpaths/:id", h((req, res) => {
+    const q = query(req, ["format"]);
+    const fmt = format(q.format);
+    const c = callpaths().get(parseId(String(req.params.id), "id"));
+    if (!c) throw new HttpError(404, `call path fetch ${req.params.id} not found`);
+    if (fmt === "folded") return void sendFolded(res, foldedOf(c.paths));
+    return c;
   }));
 
   r.get("/commands/:id", h((req) => {
@@ -169,6 +265,23 @@ export function apiRouter(d: ApiDeps): Router {
 
   r.use((req: Request, _res: Response, next: NextFunction) => next(new HttpError(404, `no such endpoint: ${req.method} /api${req.path}`)));
   return r;
+}
+
+/** [sampler commands] args of sampler_arm: {rate?, depth?, aligned?} (numbers / boolean) */
+function commandArgs(v: unknown): Record<string, number | boolean> | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "object" || Array.isArray(v)) throw new HttpError(400, "args: expected an object");
+  const out: Record<string, number | boolean> = {};
+  for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+    if (k === "rate" || k === "depth") {
+      if (typeof x !== "number" || !Number.isInteger(x) || x < 1) throw new HttpError(400, `args.${k}: expected a positive integer`);
+      out[k] = x;
+    } else if (k === "aligned") {
+      if (typeof x !== "boolean") throw new HttpError(400, "args.aligned: expected a boolean");
+      out[k] = x;
+    } else throw new HttpError(400, `args: unknown key '${k}'; valid: rate, depth, aligned`);
+  }
+  return out;
 }
 
 /** JSON errors for the API: HttpError → its status, anything else → 500 (logged) */

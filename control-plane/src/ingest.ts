@@ -10,7 +10,7 @@ import type { IncomingMessage } from "http";
 import type { Duplex } from "stream";
 import * as zlib from "zlib";
 import * as crypto from "crypto";
-import { AgentIdentity, Close, CommandMsg, PROTOCOL_VERSION, ServerToAgentMsg, WorkerInfo } from "./protocol";
+import { AgentIdentity, Close, CommandMsg, CommandName, PROTOCOL_VERSION, ServerToAgentMsg, WorkerInfo } from "./protocol";
 import { validateSnapshot } from "../../schema/validate";
 import { Store, WorkerRow } from "./store";
 import { Writer } from "./writer";
@@ -32,13 +32,21 @@ export interface IngestOptions {
 export interface CommandState {
   id: string;
   worker: string;
-  command: "collect" | "deep";
+  command: CommandName;
   state: "sent" | "done" | "failed" | "timeout";
   sent: number;
   finished?: number;
   error?: string;
   /** the snapshot that answered it (reply_to) */
   snapshot_id?: number;
+  /** sampler_status/arm/disarm: the agent's answer (sampler status); sampler_top results are not kept here */
+  result?: Record<string, unknown>;
+}
+
+/** [sampler commands] the result of a command answered by command_result (not kept in CommandState) */
+export interface CommandAnswer {
+  state: CommandState;
+  result?: Record<string, unknown>;
 }
 
 export interface IngestStats {
@@ -96,6 +104,8 @@ export class Ingest {
   /** connected agents by worker key */
   readonly agents = new Map<string, Conn>();
   readonly commands = new Map<string, CommandState>();
+  /** [sampler commands] callers waiting for a command_result (request()) */
+  private waiting = new Map<string, (a: CommandAnswer) => void>();
   readonly stats: IngestStats = { connections: 0, frames: 0, snapshots: 0, duplicates: 0, rejected: {}, closed: {}, dropped_by_agents: 0 };
   private heartbeat: NodeJS.Timeout;
 
@@ -250,6 +260,12 @@ export class Ingest {
       cmd.state = m.ok ? "done" : "failed";
       cmd.finished = Date.now() / 1000;
       if (error) cmd.error = error;
+      if (cmd.command !== "sampler_top" && isObj(m.result)) cmd.result = m.result;
+      const w = this.waiting.get(m.id);
+      if (w) {
+        this.waiting.delete(m.id);
+        w({ state: cmd, result: isObj(m.result) ? m.result : undefined });
+      }
     }
     this.live.onCommandResult({ type: "command_result", id: m.id, worker: c.worker!.key, command: cmd?.command ?? "collect", ok: m.ok, error });
   }
@@ -324,7 +340,7 @@ export class Ingest {
   }
 
   /** ask a connected worker for a fresh ("collect") or deep snapshot */
-  sendCommand(key: string, command: "collect" | "deep"): CommandState | undefined {
+  sendCommand(key: string, command: CommandName, args?: Record<string, number | boolean>): CommandState | undefined {
     const c = this.agents.get(key);
     if (!c) return undefined;
     const id = crypto.randomUUID();
@@ -332,11 +348,45 @@ export class Ingest {
     this.commands.set(id, st);
     if (this.commands.size > 1000) this.commands.delete(this.commands.keys().next().value!);
     const msg: CommandMsg = { type: "command", id, command };
+    if (args) msg.args = args;
     this.send(c, msg);
     setTimeout(() => {
       if (st.state === "sent") st.state = "timeout";
     }, this.opts.commandTimeoutMs).unref();
     return st;
+  }
+
+  /**
+   * [sampler commands] send a command and wait for its command_result (with `result`);
+   * undefined when the worker is not connected. Resolves with state "timeout" after timeoutMs
+   * or when the agent disconnects first.
+   */
+  request(key: string, command: CommandName, args: Record<string, number | boolean> | undefined, timeoutMs: number): Promise<CommandAnswer> | undefined {
+    const c = this.agents.get(key);
+    const st = this.sendCommand(key, command, args);
+    if (!st || !c) return undefined;
+    return new Promise((resolve) => {
+      const done = (a: CommandAnswer) => {
+        clearTimeout(timer);
+        c.ws.off("close", onClose);
+        resolve(a);
+      };
+      const timer = setTimeout(() => {
+        this.waiting.delete(st.id);
+        if (st.state === "sent") st.state = "timeout";
+        done({ state: st });
+      }, timeoutMs);
+      const onClose = () => {
+        if (!this.waiting.delete(st.id)) return;
+        if (st.state === "sent") {
+          st.state = "failed";
+          st.error = "worker disconnected";
+        }
+        done({ state: st });
+      };
+      c.ws.on("close", onClose);
+      this.waiting.set(st.id, done);
+    });
   }
 
   close(): void {

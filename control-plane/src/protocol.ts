@@ -56,6 +56,8 @@ export interface CommandResultMsg {
   id: string;
   ok: boolean;
   error?: string;
+  /** sampler commands: the answer (same JSON as /_memdiag?sampler=status|arm|disarm|top) */
+  result?: Record<string, unknown>;
 }
 export type AgentMsg = HelloMsg | SnapshotMsg | CommandResultMsg;
 
@@ -77,11 +79,19 @@ export interface ErrorMsg {
   seq?: number;
   error: string;
 }
-/** collect: send a fresh snapshot now; deep: run a deep scan and send its snapshot */
+/** Commands answered by a command_result carrying `result` (allocation sampler, issue 5). */
+export type SamplerCommand = "sampler_status" | "sampler_arm" | "sampler_disarm" | "sampler_top";
+export const SAMPLER_COMMANDS: readonly SamplerCommand[] = ["sampler_status", "sampler_arm", "sampler_disarm", "sampler_top"];
+export type CommandName = "collect" | "deep" | SamplerCommand;
+/**
+ * collect: send a fresh snapshot now; deep: run a deep scan and send its snapshot;
+ * sampler_*: see SamplerCommand (args: sampler_arm {rate?, depth?, aligned?}, sampler_top {limit?, window_s?, min_age_s?})
+ */
 export interface CommandMsg {
   type: "command";
   id: string;
-  command: "collect" | "deep";
+  command: CommandName;
+  args?: Record<string, number | boolean>;
 }
 export type ServerToAgentMsg = WelcomeMsg | AckMsg | ErrorMsg | CommandMsg;
 
@@ -107,7 +117,7 @@ export interface LiveCommandResult {
   /** the id POST returned */
   id: string;
   worker: string;
-  command: "collect" | "deep";
+  command: CommandName;
   ok: boolean;
   error?: string;
 }
@@ -174,4 +184,62 @@ export interface Suspect {
   delta_bytes: number;
   delta_count?: number;
   monotonic_ratio: number;
+}
+
+// ---- allocation call paths (GET /api/workers/:key/callpaths) ----
+export interface CallpathFrame {
+  pc: string | null;
+  module: string | null;
+  offset: string | null;
+  build_id: string | null;
+  path?: string | null;
+  /** the worker's dladdr name (exported functions only) */
+  name?: string | null;
+  /** the name used: resolved, else module+offset */
+  label: string;
+  /** where `label`'s name came from; absent when unresolved */
+  source?: "worker" | "symtab" | "dynsym" | "debug";
+}
+export interface Callpath {
+  /** stable across fetches while the same code runs: allocation function + module+offset of every frame */
+  key: string;
+  fn: string;
+  est_bytes: number;
+  est_count: number;
+  records: number;
+  record_bytes: number;
+  /** innermost first */
+  frames: CallpathFrame[];
+  /** outermost first, the allocation function last (FlameGraph) */
+  folded: string;
+}
+export interface Callpaths {
+  /** stored fetch id (use with /callpaths/diff) */
+  id: number;
+  worker: string;
+  time: number;
+  pid: number;
+  paths_total: number;
+  est_bytes_total: number;
+  /** paths the worker left out to fit the frame limit */
+  truncated_paths?: number;
+  sampler: Record<string, unknown>;
+  paths: Callpath[];
+}
+export interface CallpathDiffRow {
+  key: string;
+  fn: string;
+  folded: string;
+  frames: CallpathFrame[];
+  a_bytes: number;
+  b_bytes: number;
+  delta_bytes: number;
+  a_count: number;
+  b_count: number;
+  delta_count: number;
+}
+export interface CallpathDiff {
+  a: { id: number; time: number; worker: string };
+  b: { id: number; time: number; worker: string };
+  rows: CallpathDiffRow[];
 }

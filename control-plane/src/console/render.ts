@@ -4,6 +4,7 @@
  */
 import { DiffRow, Suspect, WorkerInfo } from "../protocol";
 import { fmtBytes, fmtDuration } from "../format";
+import { CallpathsView, callpathLines } from "./callpaths";
 import { Line, seg, renderLine, padLeft, padRight, signedBytes, signedCount, deltaColor, wrap, fmtWindow, clock } from "./text";
 
 export interface LayerRow {
@@ -33,6 +34,8 @@ export interface Model {
   latest_time?: number;
   latest_deep_time?: number;
   suspects: Suspect[];
+  /** [call paths] the selected worker's newest stored call path fetch, if any */
+  callpaths?: CallpathsView;
   status?: string;
   error?: string;
 }
@@ -158,8 +161,14 @@ export function renderFrame(m: Model, o: FrameOptions): string {
     out.push([seg(`  ${notes.join(" · ")}`, "dim")]);
   }
 
-  // suspects: whatever room is left
+  // [call paths] top allocation call paths of the selected worker (a stored fetch), leaving room for suspects
   const footer = (m.status ? 1 : 0) + (o.keys ? 1 : 0);
+  if (selW && m.callpaths) {
+    const room0 = o.height - out.length - footer - 1 - 3;
+    if (room0 >= 2) out.push(...callpathLines(m.callpaths, W, Math.min(o.height >= 40 ? 10 : 5, room0 - 1)));
+  }
+
+  // suspects: whatever room is left
   let room = o.height - out.length - footer - 1;
   out.push([seg(`SUSPECTS (last ${fmtDuration(m.window_s)})`, "bold")]);
   if (m.suspects.length === 0) {
@@ -179,6 +188,6 @@ export function renderFrame(m: Model, o: FrameOptions): string {
     }
   }
   if (m.status) out.push([seg(m.status, "cyan")]);
-  if (o.keys) out.push([seg("↑↓ worker  w window  d deep scan  r refresh  q quit", "inverse")]);
+  if (o.keys) out.push([seg("↑↓ worker  w window  d deep scan  c call paths  r refresh  q quit", "inverse")]);
   return out.slice(0, o.height).map((l) => renderLine(l, W, o.color)).join("\n") + "\n";
 }

@@ -8,6 +8,7 @@ import { ControlPlane } from "./client";
 import { Model, renderFrame, layerRows } from "./render";
 import { parseFlags, parseWindow, fmtWindow, clock } from "./text";
 import { loadConfig } from "../../../scripts/config";
+import { fetchCallpaths, latestCallpaths } from "./callpaths";
 import { Diff, LiveMsg, Suspect, WorkerInfo } from "../protocol";
 
 const WINDOWS = [60, 300, 600, 1800, 3600, 6 * 3600];
@@ -75,6 +76,8 @@ export async function buildModel(cp: ControlPlane, st: ConsoleState): Promise<Mo
     );
   }
   if (st.selected) jobs.push(loadLayers(cp, st.selected, from, now, m));
+  // [call paths] the newest stored fetch (no request to the worker; key c fetches a fresh one)
+  if (st.selected) jobs.push(latestCallpaths(cp, st.selected).then((v) => void (m.callpaths = v), () => undefined));
   await Promise.all(jobs);
   return m;
 }
@@ -244,6 +247,16 @@ async function interactive(cp: ControlPlane, st: ConsoleState, color: boolean): 
         cp.command(key, "deep").then(
           (r) => followCommand(cp, st, (r as { id?: string } | null)?.id, () => void draw()),
           (e) => setStatus(st, `deep scan request failed: ${(e as Error).message}`),
+        ).finally(() => void draw());
+        void draw();
+      } else if (k === "c") {
+        // [call paths] fetch the outstanding allocations by call path from the worker's sampler
+        const key = st.selected;
+        if (!key) return;
+        setStatus(st, "fetching call paths from the worker…");
+        fetchCallpaths(cp, key).then(
+          (v) => setStatus(st, `call paths fetched: ${v.paths_total} paths`),
+          (e) => setStatus(st, `call paths: ${(e as Error).message}${/never armed/.test((e as Error).message) ? " (arm: /_memdiag?sampler=arm, or the web console)" : ""}`),
         ).finally(() => void draw());
         void draw();
       } else if (k === "r") {
