@@ -135,7 +135,8 @@ export function apiRouter(d: ApiDeps): Router {
   };
 
   r.get("/workers/:key/callpaths", async_(async (req, res) => {
-    const q = query(req, ["format", "limit", "window", "min_age"]);
+    const q = query(req, ["format", "limit", "window", "min_age", "lines"]);
+    if (q.lines !== undefined && q.lines !== "0" && q.lines !== "1") throw new HttpError(400, `lines: expected 0 or 1 (got '${q.lines}')`);
     const fmt = format(q.format);
     const key = String(req.params.key);
     workerOr404(key);
@@ -152,6 +153,15 @@ export function apiRouter(d: ApiDeps): Router {
       throw new HttpError(409, `sampler_top: ${err}`);
     }
     const r = a.result;
+    const sy = symbolizer();
+    const paths = symbolizePaths(r, sy);
+    if (q.lines === "1") {
+      // file:line from DWARF line tables (addr2line, one run per file) where the chosen ELF file has them
+      const frames = paths.flatMap((p) => p.frames);
+      sy.fileLines(frames).forEach((l, i) => {
+        if (l) frames[i].line = l;
+      });
+    }
     const stored = callpaths().add({
       worker: key,
       time: Date.now() / 1000,
@@ -160,7 +170,7 @@ export function apiRouter(d: ApiDeps): Router {
       est_bytes_total: Number(r.est_bytes_total) || 0,
       ...(typeof r.truncated_paths === "number" ? { truncated_paths: r.truncated_paths } : {}),
       sampler: (r.sampler as Record<string, unknown>) ?? {},
-      paths: symbolizePaths(r, symbolizer()),
+      paths,
     });
     res.setHeader("X-Memdiag-Callpaths-Id", String(stored.id));
     if (fmt === "folded") return void sendFolded(res, foldedOf(stored.paths));

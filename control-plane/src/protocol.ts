@@ -199,6 +199,8 @@ export interface CallpathFrame {
   label: string;
   /** where `label`'s name came from; absent when unresolved */
   source?: "worker" | "symtab" | "dynsym" | "debug";
+  /** "file.c:123" (only with ?lines=1, where the object or its debug file has DWARF line tables) */
+  line?: string;
 }
 export interface Callpath {
   /** stable across fetches while the same code runs: allocation function + module+offset of every frame */

@@ -9,6 +9,8 @@
  * `nm` of the fixture .so for the static helper's name.
  */
 import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
 import { Nginx, httpGet, sleep } from "../harness/nginx";
 import { startCP, RunningCP, getJson } from "../harness/control-plane";
 import { ControlPlane } from "../../control-plane/src/console/client";
@@ -171,9 +173,16 @@ describe("call paths from a real worker in the control plane", () => {
     expect(d.result.restored).toBeGreaterThan(0);
     const again = await command("sampler_disarm");
     expect(again).toMatchObject({ state: "failed", error: "not armed" });
-    const c = await getJson(`${api}/callpaths`);
+    const c = await getJson(`${api}/callpaths?lines=1`);
     expect(c.status).toBe(200);
-    expect(fixturePaths(c.body, "malloc")[0].est_bytes).toBe(N * LEAKY_TABLE_SIZE);
+    const t = fixturePaths(c.body, "malloc")[0];
+    expect(t.est_bytes).toBe(N * LEAKY_TABLE_SIZE);
+    // file:line from the fixture's DWARF (built with -g): the helper's ngx_palloc call of the table
+    const src = fs.readFileSync(path.join(path.dirname(LEAKY_SO), "..", "ngx_http_leaky_upstream_module.c"), "utf8").split("\n");
+    const line = src.findIndex((l) => /table = ngx_palloc\(pool, LEAKY_TABLE_SIZE\);/.test(l)) + 1;
+    expect(line).toBeGreaterThan(0);
+    const helper = t.frames.find((f: any) => f.label.startsWith("ngx_http_leaky_upstream_build_table"));
+    expect(helper.line).toBe(`ngx_http_leaky_upstream_module.c:${line}`);
     await leaky(ngx, "/leaky/reset");
     expect(ngx.errors()).toEqual([]);
   });
