@@ -13,6 +13,8 @@ import * as fs from "fs";
 import * as path from "path";
 import { Nginx, httpGet, sleep } from "../harness/nginx";
 import { startCP, RunningCP, getJson } from "../harness/control-plane";
+import * as os from "os";
+import { ROOT } from "../../scripts/config";
 import { ControlPlane } from "../../control-plane/src/console/client";
 import { buildModel } from "../../control-plane/src/console/terminal";
 import { renderFrame } from "../../control-plane/src/console/render";
@@ -184,6 +186,63 @@ describe("call paths from a real worker in the control plane", () => {
     const helper = t.frames.find((f: any) => f.label.startsWith("ngx_http_leaky_upstream_build_table"));
     expect(helper.line).toBe(`ngx_http_leaky_upstream_module.c:${line}`);
     await leaky(ngx, "/leaky/reset");
+    expect(ngx.errors()).toEqual([]);
+  });
+});
+
+/** the agent's Lua copied to a folder with no build/native next to it (as in sampler-absent.test.ts) */
+class NoNativeNginx extends Nginx {
+  luaCopy = "";
+  writeConf(): void {
+    super.writeConf();
+    if (!this.luaCopy) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-nonative-"));
+      fs.chmodSync(dir, 0o755);
+      this.luaCopy = path.join(dir, "lua");
+      fs.cpSync(path.join(ROOT, "build", "lua"), this.luaCopy, { recursive: true });
+    }
+    const f = path.join(this.prefix, "conf", "memdiag.conf");
+    fs.writeFileSync(f, fs.readFileSync(f, "utf8").split(path.join(ROOT, "build", "lua")).join(this.luaCopy));
+  }
+}
+
+describe("call paths from an agent without the native sampler library", () => {
+  let cp: RunningCP;
+  let ngx: NoNativeNginx;
+  beforeAll(async () => {
+    cp = await startCP();
+    ngx = new NoNativeNginx({ workers: 1, agent: { control_plane_url: `${cp.ws}/ingest`, interval_s: 1 } });
+    await ngx.start();
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    await cp?.stop();
+    if (ngx?.luaCopy) fs.rmSync(path.dirname(ngx.luaCopy), { recursive: true, force: true });
+  });
+
+  test("sampler_arm fails with the reason; status says unavailable; callpaths is a 409; snapshots still flow", async () => {
+    const pid = ngx.workerPids()[0];
+    const w = await until("the worker connected", async () => (await getJson(`${cp.base}/api/workers?state=live`)).body.find((x: any) => x.pid === pid));
+    const api = `${cp.base}/api/workers/${encodeURIComponent(w.key)}`;
+    const run = async (command: string) => {
+      const r = await post(`${api}/command`, { command });
+      expect(r.status).toBe(202);
+      return until(command, async () => {
+        const s = (await getJson(`${cp.base}/api/commands/${r.body.id}`)).body;
+        return s.state === "sent" ? undefined : s;
+      });
+    };
+    const st = await run("sampler_status");
+    expect(st.state).toBe("done");
+    expect(st.result).toMatchObject({ available: false, armed: false, lib: path.join(path.dirname(ngx.luaCopy), "native", "libmemdiag_sampler.so") });
+    const arm = await run("sampler_arm");
+    expect(arm.state).toBe("failed");
+    expect(arm.error).toMatch(/cannot load/);
+    const c = await getJson(`${api}/callpaths`);
+    expect(c.status).toBe(409);
+    expect(c.body.error).toMatch(/never armed/);
+    const n = (await getJson(`${api}`)).body.snapshots;
+    await until("another snapshot", async () => ((await getJson(`${api}`)).body.snapshots > n ? true : undefined));
     expect(ngx.errors()).toEqual([]);
   });
 });
