@@ -235,6 +235,17 @@ static uint64_t       st_sampled, st_aligned, st_frees, st_drop_entries, st_drop
 /* our own text, skipped at the top of backtraces */
 static uintptr_t self_base, self_text_lo, self_text_hi;
 
+/*
+ * Text of the Lua module and of LuaJIT. A C function there may have been called
+ * from a JIT-compiled trace (FFI calls such as ngx_http_lua_ffi_shdict_get), and
+ * libgcc's unwinder aborts the process when it steps from such a frame into
+ * trace machine code. Unwinding therefore stops at the first frame inside these
+ * objects: the path ends at the Lua boundary, which is where it stops being C.
+ */
+#define MS_MAX_LUA_RANGES 8
+static uintptr_t lua_lo[MS_MAX_LUA_RANGES], lua_hi[MS_MAX_LUA_RANGES];
+static int lua_ranges;
+
 /* /proc/self/maps, parsed at arm/disarm */
 static char        maps_buf[MS_MAPS_BUF];
 static ms_region_t regions[MS_MAX_REGIONS];
@@ -447,6 +458,9 @@ static _Unwind_Reason_Code uw_cb(struct _Unwind_Context *ctx, void *arg)
     else u->ok = 0;
     u->last_cfa = cfa;
     if (++u->n >= u->max) return _URC_END_OF_STACK;
+    for (int i = 0; i < lua_ranges; i++) {
+        if (ip >= lua_lo[i] && ip < lua_hi[i]) return _URC_END_OF_STACK;
+    }
     return _URC_NO_REASON;
 }
 
@@ -716,6 +730,23 @@ static int self_cb(struct dl_phdr_info *info, size_t sz, void *data)
     return 1;
 }
 
+static int lua_cb(struct dl_phdr_info *info, size_t sz, void *data)
+{
+    (void) sz; (void) data;
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    if (!strstr(name, "ngx_http_lua_module") && !strstr(name, "ngx_stream_lua_module") && !strstr(name, "libluajit"))
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum && lua_ranges < MS_MAX_LUA_RANGES; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            lua_lo[lua_ranges] = info->dlpi_addr + ph->p_vaddr;
+            lua_hi[lua_ranges] = lua_lo[lua_ranges] + ph->p_memsz;
+            lua_ranges++;
+        }
+    }
+    return 0;
+}
+
 static int resolve(void)
 {
     if (resolved) return 0;
@@ -731,6 +762,8 @@ static int resolve(void)
     if (di.dli_fname && !dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE)) return -1;
     dl_iterate_phdr(self_cb, NULL);
     if (!self_text_lo) return -1;
+    lua_ranges = 0;
+    dl_iterate_phdr(lua_cb, NULL);
     for (int i = 0; i < MS_NFUNCS; i++) {
         real_fn[i] = dlsym(RTLD_DEFAULT, fn_names[i]);
     }
