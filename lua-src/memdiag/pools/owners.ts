@@ -1,11 +1,12 @@
 import * as ffi from "ffi";
-import { Ctx, skip, tick } from "../context";
+import { Ctx, refreshMaps, skip, tick } from "../context";
 import { hex, rdU64, rdU8 } from "../safe/mem";
 import { symbolize } from "../util/symbols";
 import { arr } from "../util/json";
-import { HeapRegion, forEachInUseChunk, log2floor, progress } from "../heap/walk";
+import { HeapRegion, KIND_MAIN, forEachInUseChunk, log2floor, progress } from "../heap/walk";
 import { COPY_BYTES, copyIn, copySmall, copyUnavailable, copyWindow } from "../heap/copy";
-import { FoundPool } from "./discover";
+import { FoundPool, discoverPools } from "./discover";
+import { PoolOffsets, looksLikePoolHead } from "./walk";
 import { ConfStart, confAt, nameInSegment, SegmentRoot } from "./roots";
 
 /**
@@ -232,6 +233,11 @@ export interface OwnerInputs {
   lua: SegmentRoot[];
   confs: ConfStart[];
   cycleLog: number;
+  /**
+   * pool layout, page size and the rooted pools as they are now (cycle, connection and
+   * request pools): enables late discovery of pools created while the scan ran
+   */
+  late?: { P: PoolOffsets; pagesize: number; rooted: (this: void) => LuaTable<number, string> };
 }
 
 export interface OwnerResult {
@@ -356,6 +362,256 @@ function rootHit(this: void, at: number, node: number): void {
   R.kinds.push(R.kind);
 }
 
+// ---- late discovery ----
+
+/** words pointing at unknown heap memory followed per round, rounds, and pools found late, at most */
+const MAX_LATE_TARGETS = 4096;
+const MAX_LATE_POOLS = 1024;
+/** each round that goes on adds a pool */
+const MAX_LATE_ROUNDS = MAX_LATE_POOLS;
+/** pool-head-looking chunks no known pool owns, remembered from the one heap walk */
+const MAX_LATE_HEADS = 65536;
+
+interface LateResult {
+  /** node id of late pool j (pools[nPools + j]) */
+  nodeOf: number[];
+  isPool: LuaTable<number, boolean>;
+}
+
+/**
+ * Pools created while the (sliced) scan ran, after the heap walk, were never
+ * discovered; a root that now points at one (the .bss head of a list that just got a
+ * new element) would cut the chain and leave every older pool "unreferenced". So the
+ * roots nginx and the modules own (data segments, the cycle pool) are read again for
+ * words pointing at heap memory that no known pool covers (or at a plain chunk node,
+ * which may have been freed and reused since the chunk pass); one more heap walk lists
+ * the in-use chunks that look like pool heads (looksLikePoolHead), those holding a
+ * target get the full discovery checks, rooted ones (connections/requests opened
+ * meanwhile) are left out, and each pool found is added as a node with its own
+ * references and a root edge. Further rounds follow chains of new pools (several
+ * updates during one scan). Bounded by MAX_LATE_*; every read validated; sliced.
+ */
+function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, nPools: number): LateResult {
+  const res: LateResult = { nodeOf: [], isPool: new LuaTable() };
+  const LP = inp.late;
+  if (LP === undefined) return res;
+  (ctx.budget as unknown as { phase: string }).phase = "owners: late discovery";
+  const pools = inp.pools;
+  const ix = st.ix;
+  // the heap as it is now: pools created during the scan may lie past the end the
+  // earlier passes saw (brk grew). The brk heap is taken from the current mappings
+  // (ctx.maps is re-read after every yield, and nothing runs between a yield and the
+  // reads that follow it); thread arenas and mmapped chunks as the owner pass saw them.
+  refreshMaps(ctx);
+  const others: HeapRegion[] = [];
+  for (const r of inp.regions) if (r.kind !== KIND_MAIN) others.push(r);
+  const currentRegions = (): HeapRegion[] => {
+    const out: HeapRegion[] = [];
+    const list = ctx.maps.list;
+    let i = 0;
+    while (i < list.length) {
+      const m = list[i];
+      i++;
+      if (m.path !== "[heap]" || !m.readable) continue;
+      let end = m.end;
+      while (i < list.length && list[i].path === "[heap]" && list[i].start === end && list[i].readable) end = list[i++].end;
+      out.push({ kind: KIND_MAIN, start: m.start, first: m.start, end });
+    }
+    for (const r of others) out.push(r);
+    return out;
+  };
+  let regions = currentRegions();
+  // every known pool's memory (rooted ones too): pointers there are no news
+  const known = new RangeIndex();
+  const addKnown = (p: FoundPool, node: number, to: RangeIndex): void => {
+    for (const b of p.mem.blocks) to.add(b, b + p.st.create_size, node);
+    for (let j = 0; j < p.mem.larges.length; j++) to.add(p.mem.larges[j], p.mem.larges[j] + p.mem.largeSizes[j], node);
+  };
+  for (let k = 0; k < nPools; k++) addKnown(pools[k], 1, known);
+  known.build();
+  const inHeap = (w: number): boolean => {
+    for (const r of regions) if (w >= r.first && w < r.end) return true;
+    return false;
+  };
+
+  // targets: the word's value, where it is, and who holds it (> 0: a late pool's node;
+  // < 0: data segment -src-1; 0: cycle pool block tFloor)
+  let tWord: number[] = [];
+  let tAt: number[] = [];
+  let tSrc: number[] = [];
+  let tFloor: number[] = [];
+  const collect = (s: number, e: number, src: number, floor: number): void => {
+    if (e <= s) return;
+    if (!ctx.maps.readable(s, e - s)) {
+      skip(ctx, "late_range_unreadable");
+      return;
+    }
+    let a = s + ((8 - (s % 8)) % 8);
+    let n = 0;
+    while (a + 8 <= e) {
+      const w = rdU64(a);
+      // a word into a plain chunk node is followed too: the chunk may have been freed and
+      // reused as a new pool's first block since the chunk pass read it (its edges are stale)
+      const hit = w >= 65536 ? ix.lookup(w) : -1;
+      if ((hit === 0 || hit > nPools) && known.lookup(w) === 0 && inHeap(w)) {
+        if (tWord.length >= MAX_LATE_TARGETS) {
+          skip(ctx, "late_targets_limit");
+          return;
+        }
+        tWord.push(w);
+        tAt.push(a);
+        tSrc.push(src);
+        tFloor.push(floor);
+      }
+      a += 8;
+      n++;
+      if (n % 8192 === 0 && tick(ctx)) {
+        // other code ran: the heap may have grown (new pools past the old end)
+        regions = currentRegions();
+        if (a < e && !ctx.maps.readable(a, e - a)) {
+          skip(ctx, "late_range_unmapped");
+          return;
+        }
+      }
+    }
+  };
+  for (let i = 0; i < inp.segments.length; i++) collect(inp.segments[i].start, inp.segments[i].end, -(i + 1), 0);
+  for (let k = 0; k < nPools; k++) {
+    const p = pools[k];
+    if (p.rooted !== "cycle") continue;
+    poolRanges(p, (s, _e, used) => collect(s, used, 0, s));
+  }
+
+  if (tWord.length === 0) return res;
+  // one walk over the heap as it is now: the in-use chunks no known pool owns that look
+  // like a pool head (pools created since the heap walk, mostly). Every pool a target can
+  // lead to existed when its word was read, before this walk.
+  refreshMaps(ctx);
+  regions = currentRegions();
+  const hs: number[] = [];
+  const he: number[] = [];
+  forEachInUseChunk(ctx, regions, (user, usable) => {
+    if (st.poolChunk.get(user)) return;
+    if (hs.length >= MAX_LATE_HEADS) return;
+    if (looksLikePoolHead(ctx, LP.P, user, LP.pagesize)) {
+      hs.push(user);
+      he.push(user + usable);
+    }
+  });
+  if (hs.length >= MAX_LATE_HEADS) skip(ctx, "late_heads_limit");
+  const order: number[] = [];
+  for (let j = 0; j < hs.length; j++) order.push(j);
+  table.sort(order, (a, b) => hs[a] < hs[b]);
+  const headStart: number[] = [];
+  const headEnd: number[] = [];
+  for (const j of order) {
+    headStart.push(hs[j]);
+    headEnd.push(he[j]);
+  }
+  const nH = headStart.length;
+  // connections and requests opened during the scan have pools too: those are rooted, not late finds
+  const rootedNow = nH > 0 ? LP.rooted() : new LuaTable<number, string>();
+
+  for (let round = 0; round < MAX_LATE_ROUNDS && tWord.length > 0 && nH > 0; round++) {
+    tick(ctx);
+    // the pool-head chunks that hold a target
+    const cands: number[] = [];
+    const candSeen = new LuaTable<number, boolean>();
+    for (const w of tWord) {
+      // last head starting at or below w
+      let l = 0;
+      let h = nH - 1;
+      let at = -1;
+      while (l <= h) {
+        const mid = Math.floor((l + h) / 2);
+        if (headStart[mid] <= w) {
+          at = mid;
+          l = mid + 1;
+        } else h = mid - 1;
+      }
+      if (at < 0 || w >= headEnd[at]) continue;
+      const u = headStart[at];
+      if (candSeen.get(u) || st.poolChunk.get(u)) continue;
+      candSeen.set(u, true);
+      if (rootedNow.get(u) !== undefined) {
+        skip(ctx, "late_pool_rooted");
+        continue;
+      }
+      cands.push(u);
+    }
+    if (cands.length === 0) break;
+    const found = discoverPools(ctx, LP.P, cands, LP.pagesize, new LuaTable());
+    const fresh = new RangeIndex();
+    const added: FoundPool[] = [];
+    const addedNode: number[] = [];
+    for (const fp of found) {
+      let clash = false;
+      for (const b of fp.mem.blocks) if (st.poolChunk.get(b)) clash = true;
+      for (const l of fp.mem.larges) if (st.poolChunk.get(l)) clash = true;
+      if (clash) {
+        skip(ctx, "late_pool_overlap");
+        continue;
+      }
+      if (res.nodeOf.length >= MAX_LATE_POOLS) {
+        skip(ctx, "late_pool_limit");
+        break;
+      }
+      const node = st.nextNode++;
+      fp.rooted = undefined;
+      pools.push(fp);
+      res.nodeOf.push(node);
+      res.isPool.set(node, true);
+      for (const b of fp.mem.blocks) st.poolChunk.set(b, true);
+      for (const l of fp.mem.larges) st.poolChunk.set(l, true);
+      addKnown(fp, node, fresh);
+      addKnown(fp, 1, known);
+      added.push(fp);
+      addedNode.push(node);
+      // its references to the pools and chunks already indexed
+      st.curPool = node;
+      poolRanges(fp, (s, _e, used) => {
+        if (ctx.maps.readable(s, used - s)) st.refBytes += scanRange(ctx, ix, s, used, poolHit);
+        else skip(ctx, "scan_pool_unreadable");
+      });
+    }
+    if (added.length === 0) break;
+    fresh.build();
+    known.build();
+    // the words that led here become root hits or edges from other late pools
+    for (let t = 0; t < tWord.length; t++) {
+      const node = fresh.lookup(tWord[t]);
+      if (node === 0) continue;
+      const src = tSrc[t];
+      if (src > 0) {
+        addEdgeS(st, src, node);
+        continue;
+      }
+      if (R.seen.get(node)) continue;
+      R.seen.set(node, true);
+      const at = tAt[t];
+      let name: string;
+      if (src < 0) {
+        const seg = inp.segments[-src - 1];
+        name = nameInSegment(at, seg.path, seg.fileStart ?? seg.start);
+      } else name = confAt(R.confs, at, tFloor[t]) ?? "cycle pool";
+      R.name.push(name);
+      R.node.push(node);
+      R.at.push(at);
+      R.kinds.push(src < 0 ? "segment" : "cycle");
+    }
+    // next round: what the new pools point at
+    tWord = [];
+    tAt = [];
+    tSrc = [];
+    tFloor = [];
+    for (let j = 0; j < added.length; j++) {
+      const nd = addedNode[j];
+      poolRanges(added[j], (s, _e, used) => collect(s, used, nd, 0));
+    }
+  }
+  return res;
+}
+
 export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void, what: string) => void): OwnerResult {
   const pools = inp.pools;
   // node ids: unrooted pool k (0-based in `pools`) → k + 1; heap chunks after
@@ -432,6 +688,8 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     }
   }
   if (trace) trace(`owners: ${inp.segments.length} segments + rooted pools, ${rootNode.length} root hits, index ${ix.n} ranges`);
+  const late = lateDiscovery(ctx, inp, st, R, nPools);
+  if (trace) trace(`owners: late discovery (${late.nodeOf.length} pools)`);
   R.kind = "lua";
   // Dead cdata not yet swept still pass inCdata: forcing a GC cycle here would cost a
   // pause proportional to the Lua heap (collectgarbage("step") runs a whole mark phase
@@ -487,10 +745,11 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
 
   const res: OwnerResult = { owner: new LuaTable(), retainer: new LuaTable(), rootRef: new LuaTable(), heapBytes, refBytes: st.refBytes };
   tick(ctx);
-  for (let k = 0; k < nPools; k++) {
+  // pools found late were appended to `pools` (index >= nPools) with node ids of their own
+  for (let k = 0; k < pools.length; k++) {
     if (k % 1024 === 1023) tick(ctx);
     if (pools[k].rooted !== undefined) continue;
-    const node = k + 1;
+    const node = k < nPools ? k + 1 : late.nodeOf[k - nPools];
     const o = owner.get(node);
     if (o === undefined) {
       res.owner.set(k, "unreferenced");
@@ -500,7 +759,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     const hops: string[] = [];
     let n = node;
     for (let guard = 0; n !== 0 && guard < 64; guard++) {
-      hops.push(n <= nPools ? "pool" : "heap chunk");
+      hops.push(n <= nPools || late.isPool.get(n) ? "pool" : "heap chunk");
       n = parent.get(n) ?? 0;
     }
     if (n !== 0) hops.push("…");

@@ -154,7 +154,7 @@ function scanOnce(): void {
     trace("roots", ctx);
     const cycle = cycleAddr();
     const cycleLog = ctx.maps.readable(cycle, sizeOf(L, "ngx_cycle_t")) ? rdPtr(cycle + off(L, "ngx_cycle_t", "log")) : 0;
-    const own = attributeOwners(ctx, { pools, regions: regions2, segments, lua, confs, cycleLog }, trace);
+    const own = attributeOwners(ctx, { pools, regions: regions2, segments, lua, confs, cycleLog, late: { P: poolOffsets(L), pagesize: ps, rooted: () => rootedPoolSet(ctx, L) } }, trace);
     status.ref_bytes = own.refBytes;
     phases.owners = b.cpuSoFar() - c0;
     trace("owners", ctx);
