@@ -22,6 +22,7 @@ export function skip(ctx: Ctx, reason: string): void {
 export function tick(ctx: Ctx): boolean {
   if (!ctx.budget.check()) return false;
   refreshMaps(ctx);
+  ctx.budget.mark("maps");
   return true;
 }
 

@@ -16,6 +16,7 @@ import { cpuMs, monoMs } from "../util/clock";
  * call finish() (also on errors) so the GC is never left stopped.
  */
 const YIELD_S = 0.001;
+const SLOW_SLICE_MS = 1.5;
 
 export class DeepBudget extends Budget {
   public maxSliceCpuMs = 0;
@@ -24,6 +25,9 @@ export class DeepBudget extends Budget {
   public maxSlicePhase = "";
   private startPhase = "start";
   public cpuTotalMs = 0;
+  /** slices over SLOW_SLICE_MS of CPU (the issue-3 target for the longest slice) */
+  public slowSlices = 0;
+  private slowWhere = new LuaTable<string, number>();
   private wall0: number;
   private cpu0: number;
 
@@ -34,6 +38,12 @@ export class DeepBudget extends Budget {
     this.cpu0 = cpuMs();
   }
 
+  /** steps marked inside the current slice with their CPU offset (coarse points only: one clock read each) */
+  private marks: string[] = [];
+  mark(what: string): void {
+    if (this.marks.length < 24) this.marks.push(`${what}@${string.format("%.2f", cpuMs() - this.cpu0)}`);
+  }
+
   public checks = 0;
   public maxGapMs = 0;
   private lastCheck = 0;
@@ -41,6 +51,8 @@ export class DeepBudget extends Budget {
     this.checks++;
     const now = monoMs();
     if (this.lastCheck > 0 && now - this.lastCheck > this.maxGapMs) this.maxGapMs = now - this.lastCheck;
+    // a long stretch without a check: mark where (in CPU time) it ended
+    if (this.lastCheck > 0 && now - this.lastCheck > this.sliceMs * 2) this.mark(`gap ${string.format("%.1f", now - this.lastCheck)} ms`);
     this.lastCheck = now;
     const elapsed = now - this.wall0;
     if (elapsed < this.sliceMs) return false;
@@ -58,6 +70,9 @@ export class DeepBudget extends Budget {
   finish(): void {
     collectgarbage("restart");
     this.close(monoMs() - this.wall0);
+    const where: string[] = [];
+    for (const [k, n] of this.slowWhere) if (where.length < 8) where.push(`${k}:${n}`);
+    this.maxSlicePhase += `; ${this.slowSlices} of ${this.slices} slices over ${SLOW_SLICE_MS} ms CPU (${where.join(", ")})`;
     this.wall0 = monoMs();
     this.cpu0 = cpuMs();
   }
@@ -72,12 +87,18 @@ export class DeepBudget extends Budget {
     this.totalMs += elapsed;
     if (elapsed > this.maxSliceMs) this.maxSliceMs = elapsed;
     this.cpuTotalMs += cpu;
+    if (cpu > SLOW_SLICE_MS) {
+      this.slowSlices++;
+      const k = `${this.startPhase}>${this.phase}`;
+      this.slowWhere.set(k, (this.slowWhere.get(k) ?? 0) + 1);
+    }
     if (cpu > this.maxSliceCpuMs) {
       this.maxSliceCpuMs = cpu;
-      this.maxSlicePhase = `from "${this.startPhase}" to "${this.phase}" (${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)`;
+      this.maxSlicePhase = `from "${this.startPhase}" to "${this.phase}" (${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)${this.marks.length > 0 ? " [" + this.marks.join(" ") + "]" : ""}`;
     }
     this.checks = 0;
     this.maxGapMs = 0;
+    this.marks = [];
     this.startPhase = this.phase;
   }
 }

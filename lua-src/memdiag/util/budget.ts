@@ -30,6 +30,9 @@ export class Budget {
     return true;
   }
 
+  /** a named step inside the current slice (diagnostics; no-op here, DeepBudget records it) */
+  mark(_what: string): void {}
+
   finish(): void {
     this.endSlice(monoMs() - this.sliceStart);
     this.sliceStart = monoMs();
