@@ -15,6 +15,10 @@ export interface Mapping {
   readable: boolean;
 }
 
+/** the last /proc/self/maps text Maps.self() parsed, and the result */
+let lastText: string | undefined;
+let lastMaps: Maps | undefined;
+
 export class Maps {
   public readonly list: Mapping[] = [];
   private readonly starts: number[] = [];
@@ -50,13 +54,26 @@ export class Maps {
     return m;
   }
 
-  /** Read and parse /proc/self/maps; undefined with an error if it cannot be read. */
+  /**
+   * Read and parse /proc/self/maps; undefined with an error if it cannot be read.
+   * The file is read every time (the address space may have changed), but parsing is
+   * skipped when the text is the same as last time (LuaJIT interns strings: equal
+   * text is the same string, compared in O(1)): the last result is returned again.
+   * Sliced walks re-read maps after every yield; the parse (a table per mapping) was
+   * most of that cost and of the garbage the scan leaves. A Maps is never mutated
+   * after parsing (apart from its lookup cache), so sharing it is safe.
+   */
   static self(): LuaMultiReturn<[Maps | undefined, string | undefined]> {
     const [f, err] = io.open("/proc/self/maps", "r");
     if (!f) return $multi(undefined, `cannot open /proc/self/maps: ${err}`);
-    const text = f.read("*a") as string;
+    const text = f.read("*a") as string | undefined;
     f.close();
-    return $multi(Maps.parse(text), undefined);
+    if (text === undefined) return $multi(undefined, "cannot read /proc/self/maps");
+    if (text === lastText && lastMaps !== undefined) return $multi(lastMaps, undefined);
+    const m = Maps.parse(text);
+    lastText = text;
+    lastMaps = m;
+    return $multi(m, undefined);
   }
 
   private add(mp: Mapping): void {
