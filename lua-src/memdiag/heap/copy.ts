@@ -18,7 +18,13 @@ cdef(`
 
 const C = ffi.C;
 export const COPY_BYTES = 65536;
-const PROBE_BATCH = 512;
+/**
+ * pages probed per process_vm_readv call, with a budget check (the caller's `between`)
+ * after each: the kernel resolves every page of the batch, and pages LuaJIT or glibc
+ * reserved but never touched cost it a page-table walk or a fault each (measured:
+ * 512-page batches made several-millisecond slices)
+ */
+const PROBE_BATCH = 64;
 const PROBE_LEN = 16;
 
 /**
@@ -103,7 +109,7 @@ export function probePages(
 ): void {
   let a = start;
   while (a < end) {
-    // each batch makes the kernel resolve up to 512 pages: let the caller yield between batches
+    // each batch makes the kernel resolve up to PROBE_BATCH pages: let the caller yield between batches
     if (between !== undefined && a > start) between();
     const n = Math.min(PROBE_BATCH, Math.floor((end - a) / 4096));
     if (n <= 0) break;

@@ -83,6 +83,10 @@ export function heapRegions(maps: Maps, ctx?: Ctx): LuaMultiReturn<[HeapRegion[]
       continue;
     }
     if (!noCopy && m.path === "" && m.readable && string.sub(m.perms, 1, 2) === "rw" && string.sub(m.perms, 4, 4) === "p" && m.end - m.start >= 4096) {
+      // a syscall or more per anonymous mapping (the probe's batches check the budget only
+      // inside one mapping): check between mappings too. Reads here go through copies and
+      // `list` is the snapshot taken on entry, so a maps re-read cannot invalidate them.
+      if (ctx !== undefined) tick(ctx);
       const arena = arenaRegion(m.start, m.end);
       if (arena !== undefined) {
         out.push(arena);
@@ -384,6 +388,7 @@ export function forEachInUseChunk(
 ): number {
   let nbytes = 0;
   for (const r of regions) {
+    if (r.kind !== KIND_MMAP) ctx.budget.mark(r.kind === KIND_MAIN ? "chunks: brk heap" : "chunks: arena");
     let end = r.end;
     if (!ctx.maps.readable(r.start, end - r.start)) {
       const e = revalidate(ctx, r, r.first);

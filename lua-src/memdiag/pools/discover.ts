@@ -28,16 +28,17 @@ export function discoverPools(
   rooted: LuaTable<number, string>,
 ): FoundPool[] {
   const found: FoundPool[] = [];
-  const maps = ctx.maps;
   for (let i = 0; i < candidates.length; i++) {
-    if (i % 256 === 255) tick(ctx);
+    // a candidate costs a header check, a list walk and a few tables (~10-20 us): check often
+    if (i % 16 === 15) tick(ctx);
     const a = candidates[i];
     if (!looksLikePoolHead(ctx, P, a, pagesize)) {
       skip(ctx, "pool_candidate_header");
       continue;
     }
     const log = rdPtr(a + P.log);
-    if (!maps.readable(log, 8)) {
+    // ctx.maps, not a local copy: tick() replaces it after a yield
+    if (!ctx.maps.readable(log, 8)) {
       skip(ctx, "pool_candidate_log");
       continue;
     }
@@ -64,7 +65,7 @@ export function discoverPools(
     // every block must be wholly readable: the reference scan reads them
     let ok = true;
     for (const b of mem.blocks) {
-      if (!maps.readable(b, st.create_size)) {
+      if (!ctx.maps.readable(b, st.create_size)) {
         ok = false;
         break;
       }
