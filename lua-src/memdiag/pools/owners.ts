@@ -440,6 +440,9 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   let tAt: number[] = [];
   let tSrc: number[] = [];
   let tFloor: number[] = [];
+  // words read since the last budget check, across collect() calls: the cycle pool is
+  // many small blocks, each shorter than the check interval (a per-call count never fired)
+  let words = 0;
   const collect = (s: number, e: number, src: number, floor: number): void => {
     if (e <= s) return;
     if (!ctx.maps.readable(s, e - s)) {
@@ -447,7 +450,6 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       return;
     }
     let a = s + ((8 - (s % 8)) % 8);
-    let n = 0;
     while (a + 8 <= e) {
       const w = rdU64(a);
       // a word into a plain chunk node is followed too: the chunk may have been freed and
@@ -464,8 +466,8 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
         tFloor.push(floor);
       }
       a += 8;
-      n++;
-      if (n % 8192 === 0 && tick(ctx)) {
+      words++;
+      if (words % 8192 === 0 && tick(ctx)) {
         // other code ran: the heap may have grown (new pools past the old end)
         regions = currentRegions();
         if (a < e && !ctx.maps.readable(a, e - a)) {
