@@ -1,11 +1,13 @@
-import { Budget, YIELD_S } from "../util/budget";
+import { Budget } from "../util/budget";
 import { cpuMs, monoMs } from "../util/clock";
 
 /**
  * The deep scan's slice budget: like util/budget.ts (yield when a slice has run
  * sliceMs of wall time, so requests wait at most about that long), but it also
  * measures each slice's thread CPU time, which is what the scan costs the worker
- * and what it controls (wall slices include time the OS gave to other processes).
+ * and what it controls (wall slices include time the OS gave to other processes),
+ * and it yields with a 1 ms sleep: ngx.sleep(0) logs a warning on every call in
+ * builds without OpenResty's delayed-events patch (Debian's nginx).
  *
  * The LuaJIT GC is stopped while a slice runs and restarted before every yield:
  * measured, the GC steps our few allocations trigger (paying the whole VM's debt)
@@ -13,6 +15,7 @@ import { cpuMs, monoMs } from "../util/clock";
  * pace by whatever allocates between slices. Whoever creates a DeepBudget must
  * call finish() (also on errors) so the GC is never left stopped.
  */
+const YIELD_S = 0.001;
 const SLOW_SLICE_MS = 1.5;
 
 export class DeepBudget extends Budget {

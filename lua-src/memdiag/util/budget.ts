@@ -2,15 +2,9 @@ import { monoMs } from "./clock";
 
 /**
  * Cuts a long collection into slices of at most `sliceMs` of wall time, yielding to
- * the event loop in between, so requests never wait on us for more than about one
- * slice. Only usable where ngx.sleep is allowed (timers, content).
+ * the event loop in between with ngx.sleep(0), so requests never wait on us for
+ * more than about one slice. Only usable where ngx.sleep is allowed (timers, content).
  */
-
-/**
- * The yield is a 1 ms sleep: without OpenResty's delayed-events patch (Debian's
- * lua-nginx-module) every ngx.sleep(0) logs a [warn] line, about two a second per worker.
- */
-export const YIELD_S = 0.001;
 export class Budget {
   public slices = 1;
   public maxSliceMs = 0;
@@ -29,7 +23,7 @@ export class Budget {
     const elapsed = now - this.sliceStart;
     if (elapsed < this.sliceMs || !this.canYield) return false;
     this.endSlice(elapsed);
-    ngx.sleep(YIELD_S);
+    ngx.sleep(0);
     this.slices++;
     this.epoch++;
     this.sliceStart = monoMs();
