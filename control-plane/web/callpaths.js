@@ -103,6 +103,8 @@ async function cpDiff() {
     const grew = d.rows.filter((r) => r.delta_bytes > 0).reduce((s, r) => s + r.delta_bytes, 0);
     cpStatus(`diff #${d.a.id} (${fmtTime(d.a.time)}) → #${d.b.id} (${fmtTime(d.b.time)}): ${fmtSignedBytes(grew)} on growing paths. Width = bytes at B; red = grew, green = shrank.`);
     cpRender();
+    // the download link follows what is drawn (a fetch finishing meanwhile set it to the fetch)
+    cpButtons();
   } catch (e) {
     cpStatus(`<span class="bad">${esc(e.message)}</span>`);
   }
