@@ -9,6 +9,9 @@ import * as http from "http";
 import { WebSocketServer, WebSocket, RawData } from "ws";
 import { Close, PROTOCOL_VERSION, HelloMsg, SnapshotMsg, CommandResultMsg } from "../../control-plane/src/protocol";
 import { validateSnapshot } from "../../schema/validate";
+import { Nginx } from "./nginx";
+import { freePort } from "./ports";
+import { AgentOptions } from "../../scripts/config";
 
 export interface PeerOptions {
   token: string;
@@ -204,4 +207,23 @@ export class WsPeer {
       this.closeWith(c, Close.UNKNOWN_TYPE, `unknown type ${msg.type}`);
     }
   }
+}
+
+/**
+ * Registers jest hooks that start `peer` on a free port and then a real nginx whose
+ * agent pushes to it (agent options over control_plane_url, token "t", interval 1 s),
+ * and stop both afterwards. `set` receives the nginx before it starts.
+ */
+export function pushingNginx(peer: WsPeer, set: (n: Nginx) => void, opts: { workers?: number; agent?: AgentOptions } = {}): void {
+  let n: Nginx | undefined;
+  beforeAll(async () => {
+    await peer.start(await freePort());
+    n = new Nginx({ workers: opts.workers ?? 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1, ...opts.agent } });
+    set(n);
+    await n.start();
+  });
+  afterAll(async () => {
+    await n?.stop();
+    await peer.stop();
+  });
 }

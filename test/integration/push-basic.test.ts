@@ -1,6 +1,5 @@
 import { Nginx, httpGet } from "../harness/nginx";
-import { WsPeer } from "../harness/ws-peer";
-import { freePort } from "../harness/ports";
+import { WsPeer, pushingNginx } from "../harness/ws-peer";
 
 /**
  * Agent push against a test peer (test/harness/ws-peer.ts) from a real nginx with
@@ -10,15 +9,7 @@ describe("push: snapshots from every worker reach the control plane", () => {
   const peer = new WsPeer({ token: "t" });
   let ngx: Nginx;
 
-  beforeAll(async () => {
-    await peer.start(await freePort());
-    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
-    await ngx.start();
-  });
-  afterAll(async () => {
-    await ngx?.stop();
-    await peer.stop();
-  });
+  pushingNginx(peer, (n) => (ngx = n));
 
   test("both workers say hello with their identity and push valid snapshots in seq order", async () => {
     const pids = ngx.workerPids();

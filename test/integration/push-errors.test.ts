@@ -1,19 +1,10 @@
 import { Nginx, httpGet } from "../harness/nginx";
-import { WsPeer } from "../harness/ws-peer";
-import { freePort } from "../harness/ports";
+import { WsPeer, pushingNginx } from "../harness/ws-peer";
 
 describe("push: the control plane rejects a snapshot (error reply with seq)", () => {
   const peer = new WsPeer({ token: "t", reject: (m) => (m.seq === 3 ? "storage refused it" : undefined) });
   let ngx: Nginx;
-  beforeAll(async () => {
-    await peer.start(await freePort());
-    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
-    await ngx.start();
-  });
-  afterAll(async () => {
-    await ngx?.stop();
-    await peer.stop();
-  });
+  pushingNginx(peer, (n) => (ngx = n));
 
   test("the rejected one is not sent again, is logged with the reason, and the stream goes on", async () => {
     const pids = ngx.workerPids();
@@ -48,15 +39,7 @@ describe("push: a control plane that never acks", () => {
   const Q = 6;
   const peer = new WsPeer({ token: "t", noAck: true });
   let ngx: Nginx;
-  beforeAll(async () => {
-    await peer.start(await freePort());
-    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1, queue_max_snapshots: Q } });
-    await ngx.start();
-  });
-  afterAll(async () => {
-    await ngx?.stop();
-    await peer.stop();
-  });
+  pushingNginx(peer, (n) => (ngx = n), { agent: { queue_max_snapshots: Q } });
 
   test("unacked snapshots stay queued up to the cap, then the oldest go and are announced as dropped", async () => {
     const pids = ngx.workerPids();
@@ -91,15 +74,7 @@ describe("push: the control plane cannot store for now (error 'resend later')", 
     },
   });
   let ngx: Nginx;
-  beforeAll(async () => {
-    await peer.start(await freePort());
-    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
-    await ngx.start();
-  });
-  afterAll(async () => {
-    await ngx?.stop();
-    await peer.stop();
-  });
+  pushingNginx(peer, (n) => (ngx = n));
 
   test("the snapshot is kept and sent again until stored; nothing dropped, a warning not an error", async () => {
     const pids = ngx.workerPids();
@@ -118,15 +93,7 @@ describe("push: the control plane cannot store for now (error 'resend later')", 
 describe("push: an idle connection (long interval)", () => {
   const peer = new WsPeer({ token: "t" });
   let ngx: Nginx;
-  beforeAll(async () => {
-    await peer.start(await freePort());
-    ngx = new Nginx({ workers: 1, agent: { control_plane_url: peer.url, token: "t", interval_s: 60 } });
-    await ngx.start();
-  });
-  afterAll(async () => {
-    await ngx?.stop();
-    await peer.stop();
-  });
+  pushingNginx(peer, (n) => (ngx = n), { workers: 1, agent: { interval_s: 60 } });
 
   test("is kept alive with pings (every 20 s when nothing else is sent) and not reconnected", async () => {
     const pid = ngx.workerPids()[0];

@@ -1,20 +1,11 @@
 import { Nginx } from "../harness/nginx";
-import { WsPeer } from "../harness/ws-peer";
-import { freePort } from "../harness/ports";
+import { WsPeer, pushingNginx } from "../harness/ws-peer";
 
 describe("push: worker lifecycle (nginx -s reload, a worker crash)", () => {
   const peer = new WsPeer({ token: "t" });
   let ngx: Nginx;
 
-  beforeAll(async () => {
-    await peer.start(await freePort());
-    ngx = new Nginx({ workers: 2, agent: { control_plane_url: peer.url, token: "t", interval_s: 1 } });
-    await ngx.start();
-  });
-  afterAll(async () => {
-    await ngx?.stop();
-    await peer.stop();
-  });
+  pushingNginx(peer, (n) => (ngx = n));
 
   test("old workers' clients close, new workers connect with a higher generation", async () => {
     const oldPids = ngx.workerPids();
