@@ -7,6 +7,16 @@
  *
  * Sliced: the slot loop calls tick(ctx); after a yield the address space is
  * re-read and the cycle roots re-checked, and each slot is read afresh.
+ *
+ * Counts are a snapshot at visit: between two slices connections close and their
+ * slots are reused, so nginx's own counters (free_connection_n) read once would not
+ * match slots counted later. Each slot index is classified exactly once, when the
+ * first pass reaches it: free (on the free list), active (a socket) or socket-less;
+ * `free` is the number of slots seen free, so active + free + fake <= connection_n
+ * whatever happens between slices. Slots revisited in the second pass (outgoing and
+ * socket-less ones) are only walked if they still hold what the first visit saw
+ * (same fd and pool); one freed or reused in between is skipped ("slot_reused"),
+ * never counted again under another kind.
  */
 import * as ffi from "ffi";
 import { Ctx, skip, tick } from "../context";
@@ -313,7 +323,6 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
   // connection slots
   const connections = rdPtr(cycle + off(L, "ngx_cycle_t", "connections"));
   const connectionN = rdU64(cycle + off(L, "ngx_cycle_t", "connection_n"));
-  const freeN = rdU64(cycle + off(L, "ngx_cycle_t", "free_connection_n"));
   const cSize = R.cSize;
   const arrEnd = connections + connectionN * cSize;
   if (!rangeReadable(ctx.maps, connections, connectionN * cSize)) {
@@ -327,6 +336,8 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
   const nowWall = ngx.now() * 1000;
 
   let active = 0;
+  /** slots seen on the free list when visited (not nginx's counter: see the header) */
+  let free = 0;
   let fake = 0;
   let walked = 1;
   const cFd = R.cFd;
@@ -356,8 +367,16 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
   // pools of requests walked in this collection: an outgoing connection may borrow its
   // request's pool (lua cosockets), which must not be counted twice
   const reqPools = new LuaTable<number, boolean>();
-  // outgoing connections (no listener) and socket-less ones, visited after every request pool is known
+  // outgoing connections (no listener) and socket-less ones, visited after every request pool is
+  // known, with the fd and pool their slot held at the first visit
   const deferred: number[] = [];
+  const deferredFd: number[] = [];
+  const deferredPool: number[] = [];
+  const defer = (i: number, fd: number, c: number): void => {
+    deferredFd[deferred.length] = fd;
+    deferredPool[deferred.length] = rdPtr(c + cPool);
+    deferred.push(i);
+  };
   let outgoing = 0;
   let borrowed = 0;
   const fakePools = new LuaTable<number, boolean>();
@@ -449,11 +468,14 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     if (fd < 0) {
       // a free slot (fd -1) links to the next free slot (or NULL); anything else is a
       // fake connection (Lua timers, ...) that owns a pool without a socket
-      if (fd === -1 && (data === 0 || (data >= connections && data < arrEnd))) return;
+      if (fd === -1 && (data === 0 || (data >= connections && data < arrEnd))) {
+        if (firstPass) free++;
+        return;
+      }
       if (firstPass) {
         // visited after the requests: a socket-less slot may point at a pool that another
         // slot or a request owns (seen with Lua timer slots): those are counted once
-        deferred.push(i);
+        defer(i, fd, c);
         return;
       }
     } else {
@@ -465,7 +487,7 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
           // socket connections without a listener are outgoing: visited once requests are known
           if (rdPtr(c + cPool) !== cyclePool) {
             outgoing++;
-            deferred.push(i);
+            defer(i, fd, c);
           }
           return;
         }
@@ -546,7 +568,10 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     const c = connections + i * cSize;
     if (rdI32(c + cFd) === -1) {
       const d = rdPtr(c + cData);
-      if (d === 0 || (d >= connections && d < arrEnd)) continue;
+      if (d === 0 || (d >= connections && d < arrEnd)) {
+        free++;
+        continue;
+      }
     }
     visit(i, true);
   }
@@ -558,6 +583,12 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
         aborted = "the connections array changed during the walk";
         break;
       }
+    }
+    // counted at its first visit; walked only if the slot still holds that connection
+    const c = connections + deferred[k] * cSize;
+    if (rdI32(c + cFd) !== deferredFd[k] || rdPtr(c + cPool) !== deferredPool[k]) {
+      skip(ctx, "slot_reused");
+      continue;
     }
     visit(deferred[k], false);
   }
@@ -578,7 +609,7 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
     connections: {
       active,
       connection_n: connectionN,
-      free: freeN,
+      free,
       fake,
       outgoing,
       borrowed_pools: borrowed,
