@@ -226,6 +226,33 @@ http {
   }
 }
 
+/**
+ * An nginx whose agent runs without the native sampler library (not built, or no
+ * compiler): the agent's Lua is copied to a folder with no build/native next to it,
+ * and the memdiag include points there. stop() removes the copy.
+ */
+export class NoNativeNginx extends Nginx {
+  luaCopy = "";
+
+  writeConf(): void {
+    super.writeConf();
+    const built = path.join(ROOT, "build", "lua");
+    if (!this.luaCopy) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-nonative-"));
+      fs.chmodSync(dir, 0o755);
+      this.luaCopy = path.join(dir, "lua");
+      fs.cpSync(built, this.luaCopy, { recursive: true });
+    }
+    const f = path.join(this.prefix, "conf", "memdiag.conf");
+    fs.writeFileSync(f, fs.readFileSync(f, "utf8").split(built).join(this.luaCopy));
+  }
+
+  async stop(): Promise<void> {
+    await super.stop();
+    if (this.luaCopy) fs.rmSync(path.dirname(this.luaCopy), { recursive: true, force: true });
+  }
+}
+
 /** /proc/<pid>/status memory figures in bytes, read by the test process (ground truth). */
 export function procStatus(pid: number): Record<string, number> {
   const out: Record<string, number> = {};

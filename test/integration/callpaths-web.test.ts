@@ -7,8 +7,9 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { chromium, BrowserContext, Page } from "playwright-core";
+import { Page } from "playwright-core";
 import { startCP, RunningCP } from "../harness/control-plane";
+import { HeadlessPage, openPage } from "../harness/browser";
 import { Nginx, httpGet } from "../harness/nginx";
 import { LEAKY_LOCATIONS, LEAKY_TABLE_SIZE, ensureSampler, leakyLoadModule } from "../harness/fixtures";
 import { ROOT } from "../../scripts/config";
@@ -24,32 +25,22 @@ async function leaky(ngx: Nginx, p: string): Promise<any> {
 describe("web console: call paths panel", () => {
   let cp: RunningCP;
   let ngx: Nginx;
-  let ctx: BrowserContext;
+  let browser: HeadlessPage | undefined;
   let page: Page;
-  let userDir = "";
-  const pageErrors: string[] = [];
 
   beforeAll(async () => {
     ensureSampler();
     cp = await startCP({ staticDir: path.join(ROOT, "control-plane", "web") });
     ngx = new Nginx({ workers: 1, main: leakyLoadModule(), appLocations: LEAKY_LOCATIONS, agent: { control_plane_url: `${cp.ws}/ingest`, interval_s: 1 } });
     await ngx.start();
-    userDir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-chromium-"));
-    ctx = await chromium.launchPersistentContext(userDir, {
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      viewport: { width: 1400, height: 1400 },
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
-    page = await ctx.newPage();
-    page.on("pageerror", (e) => pageErrors.push(e.message));
+    browser = await openPage();
+    page = browser.page;
   });
 
   afterAll(async () => {
-    await ctx?.close();
+    await browser?.close();
     await ngx?.stop();
     await cp?.stop();
-    if (userDir) fs.rmSync(userDir, { recursive: true, force: true });
     if (cp) fs.rmSync(cp.dir, { recursive: true, force: true });
   });
 
@@ -110,7 +101,7 @@ describe("web console: call paths panel", () => {
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     await page.click("#cp-disarm");
     await page.waitForFunction(() => /^disarmed/.test(document.getElementById("cp-status")!.textContent || ""));
-    expect(pageErrors).toEqual([]);
+    expect(browser!.pageErrors).toEqual([]);
     await leaky(ngx, "/leaky/reset");
   });
 });

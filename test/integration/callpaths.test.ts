@@ -11,10 +11,8 @@
 import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { Nginx, httpGet, sleep } from "../harness/nginx";
+import { Nginx, NoNativeNginx, httpGet, sleep } from "../harness/nginx";
 import { startCP, RunningCP, getJson } from "../harness/control-plane";
-import * as os from "os";
-import { ROOT } from "../../scripts/config";
 import { ControlPlane } from "../../control-plane/src/console/client";
 import { buildModel } from "../../control-plane/src/console/terminal";
 import { renderFrame } from "../../control-plane/src/console/render";
@@ -190,22 +188,6 @@ describe("call paths from a real worker in the control plane", () => {
   });
 });
 
-/** the agent's Lua copied to a folder with no build/native next to it (as in sampler-absent.test.ts) */
-class NoNativeNginx extends Nginx {
-  luaCopy = "";
-  writeConf(): void {
-    super.writeConf();
-    if (!this.luaCopy) {
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-nonative-"));
-      fs.chmodSync(dir, 0o755);
-      this.luaCopy = path.join(dir, "lua");
-      fs.cpSync(path.join(ROOT, "build", "lua"), this.luaCopy, { recursive: true });
-    }
-    const f = path.join(this.prefix, "conf", "memdiag.conf");
-    fs.writeFileSync(f, fs.readFileSync(f, "utf8").split(path.join(ROOT, "build", "lua")).join(this.luaCopy));
-  }
-}
-
 describe("call paths from an agent without the native sampler library", () => {
   let cp: RunningCP;
   let ngx: NoNativeNginx;
@@ -217,7 +199,6 @@ describe("call paths from an agent without the native sampler library", () => {
   afterAll(async () => {
     await ngx?.stop();
     await cp?.stop();
-    if (ngx?.luaCopy) fs.rmSync(path.dirname(ngx.luaCopy), { recursive: true, force: true });
   });
 
   test("sampler_arm fails with the reason; status says unavailable; callpaths is a 409; snapshots still flow", async () => {

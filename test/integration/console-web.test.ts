@@ -10,8 +10,9 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import * as http from "http";
-import { chromium, BrowserContext, Page } from "playwright-core";
+import { Page } from "playwright-core";
 import { startCP, RunningCP } from "../harness/control-plane";
+import { HeadlessPage, openPage } from "../harness/browser";
 import { SimAgent, simSnapshot, LEAK_OWNER } from "../harness/sim-agent";
 import { ROOT } from "../../scripts/config";
 import { Nginx } from "../harness/nginx";
@@ -29,14 +30,12 @@ const STEADY_PID = 4102;
 
 describe("web console in headless Chromium against a real control plane", () => {
   let cp: RunningCP;
-  let ctx: BrowserContext;
+  let browser: HeadlessPage | undefined;
   let page: Page;
-  let userDir: string;
   const now = Math.floor(Date.now() / 1000);
   const workerStart = now - 700;
   const agents: Record<number, SimAgent> = {};
   const seq: Record<number, number> = { [LEAK_PID]: 0, [STEADY_PID]: 0 };
-  const pageErrors: string[] = [];
 
   /** one snapshot of a worker at time t (the leaking one has `i` pools in its group) */
   const push = async (pid: number, t: number, i: number, replyTo?: string): Promise<void> => {
@@ -55,22 +54,14 @@ describe("web console in headless Chromium against a real control plane", () => 
     }
     // history so far: 8 snapshots 10 s apart, 7 minutes ago (too short a span for a verdict yet)
     for (let i = 0; i < 8; i++) for (const pid of [LEAK_PID, STEADY_PID]) await push(pid, now - 420 + i * 7, i);
-    userDir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-chromium-"));
-    ctx = await chromium.launchPersistentContext(userDir, {
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      viewport: { width: 1400, height: 1400 },
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
-    page = await ctx.newPage();
-    page.on("pageerror", (e) => pageErrors.push(e.message));
+    browser = await openPage();
+    page = browser.page;
   });
 
   afterAll(async () => {
-    await ctx?.close();
+    await browser?.close();
     for (const a of Object.values(agents)) await a.close();
     await cp?.stop();
-    if (userDir) fs.rmSync(userDir, { recursive: true, force: true });
     if (cp) fs.rmSync(cp.dir, { recursive: true, force: true });
   });
 
@@ -162,7 +153,7 @@ describe("web console in headless Chromium against a real control plane", () => 
     await page.waitForFunction(() => /deep scan done at .* \(snapshot \d+\)/.test(document.querySelector("#scan-status")!.textContent!));
     await page.waitForFunction(() => document.querySelector("#chart")!.getAttribute("data-points") === "59");
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
-    expect(pageErrors).toEqual([]);
+    expect(browser!.pageErrors).toEqual([]);
   });
 });
 
@@ -175,11 +166,9 @@ describe("web console in headless Chromium against a real control plane", () => 
 describe("web console with real nginx, agent push and the leak fixture", () => {
   let cp: RunningCP;
   let ngx: Nginx;
-  let ctx: BrowserContext;
+  let browser: HeadlessPage | undefined;
   let page: Page;
-  let userDir: string;
   const keep = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const pageErrors: string[] = [];
 
   const call = (p: string): Promise<any> =>
     new Promise((resolve, reject) => {
@@ -200,23 +189,15 @@ describe("web console with real nginx, agent push and the leak fixture", () => {
       agent: { control_plane_url: `${cp.ws}/ingest`, interval_s: 1, deep_interval_s: 3 },
     });
     await ngx.start();
-    userDir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-chromium-"));
-    ctx = await chromium.launchPersistentContext(userDir, {
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      viewport: { width: 1400, height: 1400 },
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
-    page = await ctx.newPage();
-    page.on("pageerror", (e) => pageErrors.push(e.message));
+    browser = await openPage();
+    page = browser.page;
   });
 
   afterAll(async () => {
     keep.destroy();
-    await ctx?.close();
+    await browser?.close();
     await ngx?.stop();
     await cp?.stop();
-    if (userDir) fs.rmSync(userDir, { recursive: true, force: true });
     if (cp) fs.rmSync(cp.dir, { recursive: true, force: true });
   });
 
@@ -278,7 +259,7 @@ describe("web console with real nginx, agent push and the leak fixture", () => {
     await page.waitForFunction(() => /deep scan (done|failed|timed out)|no answer/.test(document.querySelector("#scan-status")!.textContent!), undefined, { timeout: 150000 });
     expect(await page.textContent("#scan-status")).toMatch(/deep scan done at .* \(snapshot \d+\)/);
     await page.screenshot({ path: SCREENSHOT_REAL, fullPage: true });
-    expect(pageErrors).toEqual([]);
+    expect(browser!.pageErrors).toEqual([]);
     expect(ngx.errors().filter((l) => !/ngx.sleep\(0\)/.test(l))).toEqual([]);
   }, 240000);
 });

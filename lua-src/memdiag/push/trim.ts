@@ -42,6 +42,18 @@ function num(v: unknown): number {
   return type(v) === "number" ? (v as number) : 0;
 }
 
+/** indexes of `items`, smallest `weight` first (ties: the later entry first) */
+function smallestFirst(items: Obj[], weight: (this: void, o: Obj) => number): number[] {
+  const idx: number[] = [];
+  for (let i = 0; i < items.length; i++) idx.push(i);
+  table.sort(idx, (a, b) => {
+    const wa = weight(items[a]);
+    const wb = weight(items[b]);
+    return wa !== wb ? wa < wb : a > b;
+  });
+  return idx;
+}
+
 /**
  * Removes the entries of `items` with the smallest `weight` until `need` bytes
  * are gone or `min` entries remain; keeps the order of the rest. Returns the
@@ -50,13 +62,7 @@ function num(v: unknown): number {
 function dropSmallest(items: Obj[], weight: (this: void, o: Obj) => number, min: number, need: number): LuaMultiReturn<[Obj[], number]> {
   const n = items.length;
   if (n <= min || need <= 0) return $multi(items, 0);
-  const idx: number[] = [];
-  for (let i = 0; i < n; i++) idx.push(i);
-  table.sort(idx, (a, b) => {
-    const wa = weight(items[a]);
-    const wb = weight(items[b]);
-    return wa !== wb ? wa < wb : a > b;
-  });
+  const idx = smallestFirst(items, weight);
   const gone: { [i: number]: boolean } = {};
   let removed = 0;
   let left = n;
@@ -75,17 +81,6 @@ const poolWeight = (o: Obj): number => num(o["block_bytes"]) + num(o["large_byte
 const regionWeight = (o: Obj): number => num(o["bytes"]);
 const shmWeight = (o: Obj): number => num(o["size_bytes"]);
 
-/** indexes of `gs`, smallest group first (their details go first) */
-function smallestFirst(gs: Obj[]): number[] {
-  const idx: number[] = [];
-  for (let i = 0; i < gs.length; i++) idx.push(i);
-  table.sort(idx, (a, b) => {
-    const wa = poolWeight(gs[a]);
-    const wb = poolWeight(gs[b]);
-    return wa !== wb ? wa < wb : a > b;
-  });
-  return idx;
-}
 
 interface Work {
   s: Obj;
@@ -97,72 +92,53 @@ interface Work {
 
 type Stage = (this: void, w: Work, need: number) => number;
 
-const stages: { name: string; run: Stage }[] = [
-  {
-    name: "pools.unrooted.examples",
+/**
+ * A stage that shortens the list `field` of every unrooted group to its first `keep`
+ * entries, smallest group first (the biggest groups keep their details longest).
+ */
+function groupListStage(name: string, field: string, keep: number): { name: string; run: Stage } {
+  return {
+    name,
     run: (w, need) => {
       let removed = 0;
       const gs = w.groups;
       if (!gs) return 0;
-      for (const g of smallestFirst(gs)) {
+      for (const g of smallestFirst(gs, poolWeight)) {
         if (removed >= need) break;
-        const ex = list(gs[g]["examples"]);
-        if (!ex || ex.length <= 1) continue;
+        const l = list(gs[g][field]);
+        if (!l || l.length <= keep) continue;
         const kept: unknown[] = arr([]);
-        kept.push(ex[0]);
-        for (let i = 1; i < ex.length; i++) removed += encodedLen(ex[i]) + 1;
-        gs[g]["examples"] = kept;
+        for (let i = 0; i < keep; i++) kept.push(l[i]);
+        removed += encodedLen(l) - encodedLen(kept);
+        gs[g][field] = kept;
       }
       return removed;
     },
-  },
-  {
-    name: "pools.unrooted.large_histogram",
+  };
+}
+
+/** A stage that drops the smallest entries of one list (down to `min`), read and written through `at`. */
+function listStage(name: string, weight: (this: void, o: Obj) => number, min: number, at: (this: void, w: Work) => Obj | undefined, field: string): { name: string; run: Stage } {
+  return {
+    name,
     run: (w, need) => {
-      let removed = 0;
-      const gs = w.groups;
-      if (!gs) return 0;
-      for (const g of smallestFirst(gs)) {
-        if (removed >= need) break;
-        const h = list(gs[g]["large_histogram"]);
-        if (!h || h.length === 0) continue;
-        removed += encodedLen(h) - 2;
-        gs[g]["large_histogram"] = arr([]);
-      }
+      const holder = at(w);
+      const items = holder ? list(holder[field]) : undefined;
+      if (!holder || !items) return 0;
+      const [out, removed] = dropSmallest(items, weight, min, need);
+      holder[field] = out;
       return removed;
     },
-  },
-  {
-    name: "pools.top",
-    run: (w, need) => {
-      const top = w.pools ? list(w.pools["top"]) : undefined;
-      if (!top) return 0;
-      const [out, removed] = dropSmallest(top, poolWeight, 0, need);
-      w.pools!["top"] = out;
-      return removed;
-    },
-  },
-  {
-    name: "system.regions",
-    run: (w, need) => {
-      const regions = w.system ? list(w.system["regions"]) : undefined;
-      if (!regions) return 0;
-      const [out, removed] = dropSmallest(regions, regionWeight, 1, need);
-      w.system!["regions"] = out;
-      return removed;
-    },
-  },
-  {
-    // gateways with many lua_shared_dicts (Kong has ~20): the smallest zones go first
-    name: "shm",
-    run: (w, need) => {
-      const zones = list(w.s["shm"]);
-      if (!zones) return 0;
-      const [out, removed] = dropSmallest(zones, shmWeight, 1, need);
-      w.s["shm"] = out;
-      return removed;
-    },
-  },
+  };
+}
+
+const stages: { name: string; run: Stage }[] = [
+  groupListStage("pools.unrooted.examples", "examples", 1),
+  groupListStage("pools.unrooted.large_histogram", "large_histogram", 0),
+  listStage("pools.top", poolWeight, 0, (w) => w.pools, "top"),
+  listStage("system.regions", regionWeight, 1, (w) => w.system, "regions"),
+  // gateways with many lua_shared_dicts (Kong has ~20): the smallest zones go first
+  listStage("shm", shmWeight, 1, (w) => w.s, "shm"),
   {
     name: "pools.unrooted",
     run: (w, need) => {
