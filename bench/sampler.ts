@@ -87,6 +87,13 @@ async function perfShare(ngx: Nginx): Promise<{ sampler_pct: number; unwinder_pc
   const out = await new Promise<string>((resolve) =>
     execFile("perf", ["report", "-i", data, "--stdio", "--sort", "dso", "--no-children"], { encoding: "utf8", maxBuffer: 64 << 20 }, (err, stdout) => resolve(err ? "" : stdout)),
   );
+  if (process.argv.includes("--perf-syms")) {
+    // where inside the sampler the time goes (symbol level), for tuning the hooks
+    const syms = await new Promise<string>((resolve) =>
+      execFile("perf", ["report", "-i", data, "--stdio", "--sort", "dso,sym", "--no-children"], { encoding: "utf8", maxBuffer: 64 << 20 }, (err, stdout) => resolve(err ? "" : stdout)),
+    );
+    process.stderr.write(syms.split("\n").filter((l) => /%/.test(l)).slice(0, 40).join("\n") + "\n");
+  }
   fs.rmSync(path.dirname(data), { recursive: true, force: true });
   if (!out) return undefined;
   const pct = (re: RegExp) => {
@@ -111,7 +118,13 @@ async function main(): Promise<void> {
   ensureSampler();
   const main = leakyLoadModule();
   // /ok: the cheapest request (worst case for relative overhead); /cj: a Lua handler with lua-cjson (malloc/realloc/free)
+  // /static/small.html: the overhead bench's static file (open, fstat, sendfile, close per request)
+  const staticDir = fs.mkdtempSync(path.join(require("os").tmpdir(), "memdiag-bench-static-"));
+  fs.mkdirSync(path.join(staticDir, "static"));
+  fs.chmodSync(staticDir, 0o755);
+  fs.writeFileSync(path.join(staticDir, "static", "small.html"), "<!doctype html><title>memdiag bench</title>" + "x".repeat(450) + "\n");
   const locations = `${LEAKY_LOCATIONS}
+    location /static/ { root ${staticDir}; }
     location = /cj { content_by_lua_block { ngx.say(require("cjson").encode({ a = string.rep("x", 2000), b = { 1, 2, 3 }, c = ngx.var.request_uri })) } }`;
   const opts = { workers: 1, workerConnections: 4096, main, appLocations: locations, agent: { interval_s: 5 } };
   const agent = new Nginx(opts);

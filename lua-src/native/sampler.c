@@ -222,6 +222,12 @@ static uint64_t    restore_mismatch;
 static unsigned char *table_mem;
 static size_t         table_size;
 static uint32_t      *buckets;       /* MS_NBUCKETS: entry index + 1 */
+/*
+ * One bit per bucket, set while the bucket holds a record. Every free() of the
+ * process asks "is this pointer recorded?"; almost always the answer is no, and
+ * a 32 KB bitmap answers that from L1/L2 where the 1 MB bucket array would miss.
+ */
+static uint64_t      *occupied;      /* MS_NBUCKETS / 64 */
 static ms_entry_t    *entries;       /* MS_MAX_ENTRIES */
 static uint32_t      *stack_index;   /* MS_STACK_HASH: stack index + 1 */
 static ms_stack_t    *stacks;        /* MS_MAX_STACKS */
@@ -312,6 +318,7 @@ static int tables_map(void)
 {
     if (table_mem) return 0;
     size_t sz = (size_t) MS_NBUCKETS * sizeof(uint32_t)
+              + (size_t) MS_NBUCKETS / 8
               + (size_t) MS_MAX_ENTRIES * sizeof(ms_entry_t)
               + (size_t) MS_STACK_HASH * sizeof(uint32_t)
               + (size_t) MS_MAX_STACKS * sizeof(ms_stack_t)
@@ -324,6 +331,7 @@ static int tables_map(void)
     table_size = sz;
     unsigned char *p = m;
     buckets = (uint32_t *) p;            p += (size_t) MS_NBUCKETS * sizeof(uint32_t);
+    occupied = (uint64_t *) p;           p += (size_t) MS_NBUCKETS / 8;
     entries = (ms_entry_t *) p;          p += (size_t) MS_MAX_ENTRIES * sizeof(ms_entry_t);
     stack_index = (uint32_t *) p;        p += (size_t) MS_STACK_HASH * sizeof(uint32_t);
     stacks = (ms_stack_t *) p;           p += (size_t) MS_MAX_STACKS * sizeof(ms_stack_t);
@@ -413,12 +421,17 @@ static void entry_remove_locked(uint64_t p)
         }
         link = &e->next;
     }
+    if (buckets[b] == 0) {
+        uint64_t w = __atomic_load_n(&occupied[b >> 6], __ATOMIC_RELAXED);
+        __atomic_store_n(&occupied[b >> 6], w & ~(1ull << (b & 63)), __ATOMIC_RELEASE);
+    }
 }
 
 static void forget(void *ptr)
 {
     uint64_t p = (uint64_t) (uintptr_t) ptr;
-    if (__atomic_load_n(&buckets[ptr_bucket(p)], __ATOMIC_RELAXED) == 0) return;
+    uint32_t b = ptr_bucket(p);
+    if (!(__atomic_load_n(&occupied[b >> 6], __ATOMIC_RELAXED) & (1ull << (b & 63)))) return;
     pthread_mutex_lock(&table_lock);
     entry_remove_locked(p);
     pthread_mutex_unlock(&table_lock);
@@ -614,6 +627,11 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
     uint32_t b = ptr_bucket(e->ptr);
     e->next = buckets[b];
     __atomic_store_n(&buckets[b], idx, __ATOMIC_RELEASE);
+    {
+        /* writers hold table_lock: a plain read-modify-write of the word is enough */
+        uint64_t w = __atomic_load_n(&occupied[b >> 6], __ATOMIC_RELAXED);
+        __atomic_store_n(&occupied[b >> 6], w | (1ull << (b & 63)), __ATOMIC_RELEASE);
+    }
     live_entries++;
     ms_stack_t *st = &stacks[s - 1];
     st->live_count++;
