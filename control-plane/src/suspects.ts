@@ -15,6 +15,8 @@ import { fmtBytes, fmtDuration, fmtRange, classMax, fmtSigned } from "./format";
 export interface WorkerWindow {
   worker: string;
   instance: string;
+  /** the worker's start (agent clock, like snapshot times): its warm-up is not judged (GrowthRules.warmup_s) */
+  worker_start?: number;
   /** the worker's snapshots in the window, oldest first */
   snapshots: { time: number; deep: boolean; metrics: Record<string, number>; unrooted: Record<string, UnrootedInfo> }[];
 }
@@ -55,6 +57,23 @@ function candidates(names: Iterable<string>): Map<string, string | undefined> {
  * while a sliced scan ran); a group gone for good, or gone longer, counts as 0.
  */
 export const MAX_DEEP_GAP = 2;
+
+/**
+ * Unrooted pool groups are pools nothing in nginx refers to, counted one by one: their
+ * growth is retained objects from the first scan on, not warm-up, so they are judged
+ * from the worker's start (and the demo's leak is found within a minute).
+ */
+export function warmupExempt(metric: string): boolean {
+  return metric.startsWith("pool.unrooted.") || metric.startsWith("pool.unrooted_owner.");
+}
+
+/** the points of a series that are judged: after the worker's warm-up unless exempt */
+export function judgedSeries(w: WorkerWindow, metric: string, rules: GrowthRules = DEFAULT_RULES): Point[] {
+  const pts = seriesOf(w, metric);
+  if (w.worker_start === undefined || rules.warmup_s <= 0 || warmupExempt(metric)) return pts;
+  const from = w.worker_start + rules.warmup_s;
+  return pts.filter((p) => p.t >= from);
+}
 
 export function seriesOf(w: WorkerWindow, metric: string): Point[] {
   const deep = isDeepMetric(metric);
@@ -143,7 +162,7 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
     for (const s of w.snapshots) Object.assign(owners, s.unrooted);
     const passing: { metric: string; count?: string; tr: Trend; pts: Point[] }[] = [];
     for (const [metric, count] of candidates(names)) {
-      const pts = seriesOf(w, metric);
+      const pts = judgedSeries(w, metric, rules);
       const v = keepsGrowing(pts, window_s, rules);
       if (v.ok) passing.push({ metric, count, tr: v.trend, pts });
     }
@@ -167,7 +186,7 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
       const label = t === 1 ? `unrooted pools held by ${owner}` : rowLabel(slotOf(p.metric)!.row, owners);
       let countDelta: number | undefined;
       if (p.count) {
-        const cp = seriesOf(w, p.count);
+        const cp = judgedSeries(w, p.count, rules);
         if (cp.length >= 2) countDelta = cp[cp.length - 1].v - cp[0].v;
       }
       const noun = p.metric.startsWith("pool.") ? "pools" : p.count ? "chunks" : undefined;

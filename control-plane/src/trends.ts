@@ -85,6 +85,18 @@ export interface GrowthRules {
   noise_factor: number;
   /** and this many bytes (or units) in absolute terms */
   min_growth: number;
+  /**
+   * the later half of the window must grow at least this share of what the earlier half
+   * grew: growth that slows down towards a stop is a cache or an arena filling up
+   */
+  min_half_ratio: number;
+  /**
+   * seconds after a worker starts during which its process-level series (RSS, regions,
+   * allocator, LuaJIT, shm, rooted pools) are not judged: code pages fault in, caches,
+   * arenas and the JIT fill up, and all of it looks like steady growth for a minute or
+   * so. Unrooted pool groups are judged from the start (suspects.ts warmupExempt).
+   */
+  warmup_s: number;
 }
 
 export const DEFAULT_RULES: GrowthRules = {
@@ -94,12 +106,15 @@ export const DEFAULT_RULES: GrowthRules = {
   min_monotonic_ratio: 0.7,
   noise_factor: 4,
   min_growth: 1 << 20,
+  min_half_ratio: 1 / 3,
+  warmup_s: 60,
 };
 
 /**
  * Does the series keep growing beyond noise across the window? Besides slope,
- * R² and monotonicity, both halves of the window must grow (a dict that filled
- * and then stayed full grows only in the first half).
+ * R² and monotonicity, both halves of the window must grow, the later one at least
+ * min_half_ratio of the earlier one (a dict that filled and then stayed full grows
+ * only in the first half; a cache warming up grows ever slower).
  */
 export function keepsGrowing(points: readonly Point[], window_s: number, rules: GrowthRules = DEFAULT_RULES): { ok: boolean; trend: Trend; reason?: string } {
   const tr = trend(points);
@@ -116,6 +131,7 @@ export function keepsGrowing(points: readonly Point[], window_s: number, rules: 
   if (h1.length >= 2 && h2.length >= 2) {
     const d1 = h1[h1.length - 1].v - h1[0].v, d2 = h2[h2.length - 1].v - h2[0].v;
     if (d1 < half || d2 < half) return { ok: false, trend: tr, reason: "growth stopped within the window" };
+    if (d2 < rules.min_half_ratio * d1) return { ok: false, trend: tr, reason: "growth slowing down to a stop" };
   }
   return { ok: true, trend: tr };
 }

@@ -1,4 +1,5 @@
 import { findSuspects, WorkerWindow } from "../../control-plane/src/suspects";
+import { DEFAULT_RULES } from "../../control-plane/src/trends";
 import { summarize } from "../../control-plane/src/summary";
 import { buildSnapshot, defaultSizeClasses } from "../fixtures/snapshots";
 
@@ -160,5 +161,80 @@ describe("leak suspects", () => {
       const s = findSuspects([w], 600);
       expect({ goneFrom, metrics: s.map((x) => x.metric).filter((m) => m.startsWith("pool.unrooted")) }).toEqual({ goneFrom, metrics: [] });
     }
+  });
+});
+
+describe("warm-up: a young worker's growth", () => {
+  // a worker started at T0, collecting every 2 s (the demo's setting); the window ends at `now`
+  const windowAt = (now: number, f: (t: number) => { rss: number; gc?: number; leaked?: number }, start: number | undefined = T0): WorkerWindow => {
+    const snaps: WorkerWindow["snapshots"] = [];
+    for (let t = T0; t <= now; t += 2) {
+      if (t < now - 60) continue;
+      const x = f(t - T0);
+      const deep = (t - T0) % 6 === 0;
+      const leaked = x.leaked ?? 0;
+      const s = buildSnapshot({
+        seq: (t - T0) / 2 + 1, time: t, deep, rss_bytes: x.rss, anon_bytes: x.rss - 10 * MB, gc_bytes: x.gc ?? 3 * MB,
+        unrooted: [{ signature: "leak", owner: OWNER, pools: 1 + leaked, block_bytes: (1 + leaked) * 16384, large_blocks: 1 + leaked, large_bytes: (1 + leaked) * LARGE }],
+        size_classes: defaultSizeClasses(),
+      });
+      const sum = summarize(s);
+      snaps.push({ time: t, deep: sum.deep, metrics: sum.metrics, unrooted: sum.unrooted });
+    }
+    return { worker: "i/1/1", instance: "i", worker_start: start, snapshots: snaps };
+  };
+  // RSS (KB) of the two workers of a real nginx running the fixture's correct variant, by seconds
+  // since the worker started, recorded by suspects-variants.test.ts: ~6 MB in the first 10 s, then
+  // ~1.7 MB more over the next minute, ever slower, in steps (LuaJIT arena, JIT code, caches)
+  const MEASURED: [number, number][][] = [[[0.1,10464],[2.1,11828],[4.1,13144],[6.1,13692],[8.2,15008],[10.2,15500],[12.2,15520],[14.2,15576],[16.4,15996],[18.4,16056],[20.5,16136],[22.6,16160],[24.7,16152],[26.8,16260],[28.8,16264],[30.9,16288],[33,16252],[35,16264],[37.1,16348],[39.2,16356],[41.3,16312],[43.4,16388],[45.4,16388],[47.4,16404],[49.5,16472],[51.5,16588],[53.6,16684],[55.7,16820],[57.8,16896],[59.8,17024],[61.9,17052],[63.9,17096],[65.9,17112],[67.9,17120],[69.9,17188],[71.9,17192],[73.9,17196],[75.9,17268],[78,17204],[80,17272],[82,17280],[84,17284],[86,17288],[88,17232],[90,17236],[92,17240],[94,17248],[96,17248],[98,17252],[100.1,17256]],[[0.1,10464],[2.1,11460],[4.1,12672],[6.1,13060],[8.1,14056],[10.2,14896],[12.2,15144],[14.2,15304],[16.3,15352],[18.4,15376],[20.4,15460],[22.5,15472],[24.6,15508],[26.6,15544],[28.6,15556],[30.7,15604],[32.8,15700],[35,15708],[37.1,15792],[39.2,15876],[41.2,15888],[43.4,15904],[45.5,15960],[47.6,15992],[49.6,16008],[51.7,16008],[53.7,16020],[55.8,16024],[57.8,16324],[59.8,16428],[61.9,16428],[63.9,16504],[66,16524],[68.1,16500],[70.1,16600],[72.2,16628],[74.2,16676],[76.2,16688],[78.2,16624],[80.2,16628],[82.2,16696],[84.2,16696],[86.2,16640],[88.2,16648],[90.2,16672],[92.2,16720],[94.2,16724],[96.2,16724],[98.3,16664],[100.3,16668]]];
+  const measured = (w: number) => (a: number) => {
+    const pts = MEASURED[w];
+    let v = pts[0][1];
+    for (const [t, kb] of pts) if (t <= a + 0.2) v = kb;
+    return { rss: v * 1024 };
+  };
+  const warming = measured(0);
+
+  test("RSS of a real worker warming up is no suspect at any time", () => {
+    for (const w of [0, 1]) {
+      for (let now = T0 + 20; now <= T0 + 100; now += 10) {
+        expect({ w, now: now - T0, s: findSuspects([windowAt(now, measured(w))], 60).map((x) => x.evidence) }).toEqual({ w, now: now - T0, s: [] });
+      }
+    }
+    // the same numbers judged without the warm-up and slow-down rules: a suspect, as users saw in the first minute
+    const old = { ...DEFAULT_RULES, warmup_s: 0, min_half_ratio: 0 };
+    const seen = [0, 1].flatMap((w) => [40, 50, 60, 70, 80, 90].flatMap((a) => findSuspects([windowAt(T0 + a, measured(w))], 60, old)));
+    expect(seen.map((x) => x.metric)).toContain("system.rss_bytes");
+  });
+
+  test("an unrooted pool group leaking from the start is found within the first minute", () => {
+    // one pool per 2 s update (the demo's rate), RSS warming up as above plus the leak
+    const f = (a: number) => ({ rss: warming(a).rss + Math.floor(a / 2) * (16384 + LARGE), leaked: Math.floor(a / 2) });
+    const s = findSuspects([windowAt(T0 + 45, f)], 60);
+    expect(s[0]?.metric).toBe("pool.unrooted.leak.bytes");
+    expect(s[0].delta_count).toBe(21); // deep snapshots at 0 s … 42 s: 0 … 21 leaked pools
+  });
+
+  test("a process-level leak (RSS alone) is found once the warm-up is over", () => {
+    const f = (a: number) => ({ rss: warming(a).rss + Math.round(a * 40 * 1024) }); // 2.3 MB/min
+    expect(findSuspects([windowAt(T0 + 60, f)], 60)).toEqual([]);
+    const s = findSuspects([windowAt(T0 + 100, f)], 60);
+    expect(s.map((x) => x.metric)).toContain("system.rss_bytes");
+    const rss = s.find((x) => x.metric === "system.rss_bytes")!;
+    expect(rss.growth_bytes_per_min).toBeGreaterThan(2.3 * MB * 0.9);
+  });
+
+  test("growth that slows to a stop within the window is not a leak", () => {
+    // a cache filling: 4.4 MB in the first half of a 10-minute window, 1.1 MB in the second
+    const snaps: WorkerWindow["snapshots"] = [];
+    for (let i = 0; i <= 60; i++) {
+      const v = 50 * MB + Math.round(6 * MB * (1 - Math.exp(-i / 22)));
+      const sum = summarize(buildSnapshot({ seq: i + 1, time: T0 + 1000 + i * 10, rss_bytes: v, gc_bytes: v - 40 * MB }));
+      snaps.push({ time: T0 + 1000 + i * 10, deep: false, metrics: sum.metrics, unrooted: {} });
+    }
+    const w = { worker: "w", instance: "i", worker_start: T0, snapshots: snaps };
+    expect(findSuspects([w], 600)).toEqual([]);
+    // it is the slow-down rule that tells it from a leak
+    expect(findSuspects([w], 600, { ...DEFAULT_RULES, min_half_ratio: 0 }).map((x) => x.metric)).toContain("luajit.gc_bytes");
   });
 });
