@@ -40,9 +40,23 @@ export class ControlPlane {
   }
 
   async get<T = unknown>(path: string): Promise<T> {
+    return this.request<T>("GET", path);
+  }
+
+  async post<T = unknown>(path: string, payload: unknown): Promise<T> {
+    return this.request<T>("POST", path, payload);
+  }
+
+  /** one API call: the JSON body (text when not JSON), or an ApiError with the API's own message */
+  private async request<T>(method: "GET" | "POST", path: string, payload?: unknown): Promise<T> {
+    const init: RequestInit = { method, headers: this.headers(), signal: AbortSignal.timeout(10000) };
+    if (payload !== undefined) {
+      init.headers = { ...this.headers(), "Content-Type": "application/json" };
+      init.body = JSON.stringify(payload);
+    }
     let r: Response;
     try {
-      r = await fetch(this.base + path, { headers: this.headers(), signal: AbortSignal.timeout(10000) });
+      r = await fetch(this.base + path, init);
     } catch (e) {
       const cause = (e as { cause?: { code?: string } }).cause?.code;
       throw new ApiError(`cannot reach the control plane at ${this.base} (${cause ?? (e as Error).message}); is \`memdiag serve\` running?`, 0);
@@ -56,28 +70,7 @@ export class ControlPlane {
     }
     if (!r.ok) {
       const msg = body && typeof body === "object" && "error" in body ? String((body as { error: unknown }).error) : `${r.status} ${r.statusText}`;
-      throw new ApiError(`GET ${path}: ${msg}`, r.status);
-    }
-    return body as T;
-  }
-
-  async post<T = unknown>(path: string, payload: unknown): Promise<T> {
-    const r = await fetch(this.base + path, {
-      method: "POST",
-      headers: { ...this.headers(), "Content-Type": "application/json" },
-      body: JSON.stringify(payload),
-      signal: AbortSignal.timeout(10000),
-    });
-    const text = await r.text();
-    let body: unknown = text;
-    try {
-      body = text ? JSON.parse(text) : null;
-    } catch {
-      /* not JSON */
-    }
-    if (!r.ok) {
-      const msg = body && typeof body === "object" && "error" in body ? String((body as { error: unknown }).error) : `${r.status} ${r.statusText}`;
-      throw new ApiError(`POST ${path}: ${msg}`, r.status);
+      throw new ApiError(`${method} ${path}: ${msg}`, r.status);
     }
     return body as T;
   }
