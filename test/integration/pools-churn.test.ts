@@ -56,23 +56,35 @@ function holdConnections(port: number, n: number): net.Socket[] {
   return held;
 }
 
-describe("rooted walk under connection churn", () => {
-  const ngx = new Nginx({
-    workers: 2,
-    workerConnections: 4096,
-    // slices as small as possible: many yields per collection
-    agent: { slice_ms: 0.05, interval_s: 3600 },
-    appLocations: SLOW_LOCATION,
-  });
+/** An nginx started for the enclosing describe, its collections cut into slices as small as possible (many yields each). */
+function slicedNginx(intervalS: number): Nginx {
+  const ngx = new Nginx({ workers: 2, workerConnections: 4096, agent: { slice_ms: 0.05, interval_s: intervalS }, appLocations: SLOW_LOCATION });
   beforeAll(() => ngx.start());
   afterAll(() => ngx.stop());
+  return ngx;
+}
+
+/** Runs `body` while `held` keepalive connections stay open and `parallel` loops churn short ones; returns the churned count. */
+async function underLoad(ngx: Nginx, held: number, parallel: number, body: () => Promise<void>): Promise<number> {
+  const sockets = holdConnections(ngx.appPort, held);
+  const load = churn(ngx.appPort, parallel);
+  let done = 0;
+  try {
+    await body();
+  } finally {
+    done = await load.stop();
+    for (const s of sockets) s.destroy();
+  }
+  return done;
+}
+
+describe("rooted walk under connection churn", () => {
+  const ngx = slicedNginx(3600);
 
   test("collections during churn: no crash, valid snapshots, sane counts", async () => {
-    const held = holdConnections(ngx.appPort, 300);
-    const load = churn(ngx.appPort, 32);
     let snaps = 0;
     let yielded = 0;
-    try {
+    const churned = await underLoad(ngx, 300, 32, async () => {
       for (let i = 0; i < 40; i++) {
         const r = await httpGet(ngx.memdiagPort, "/_memdiag?fresh=1");
         expect(r.status).toBe(200);
@@ -86,11 +98,8 @@ describe("rooted walk under connection churn", () => {
           if (s.slices > 1) yielded++;
         }
       }
-    } finally {
-      const n = await load.stop();
-      for (const s of held) s.destroy();
-      expect(n).toBeGreaterThan(0);
-    }
+    });
+    expect(churned).toBeGreaterThan(0);
     expect(snaps).toBeGreaterThan(40);
     // the walk really was sliced while the load ran
     expect(yielded).toBeGreaterThan(0);
@@ -102,22 +111,13 @@ describe("rooted walk under connection churn", () => {
 });
 
 describe("sliced collections leave the error log clean", () => {
-  const ngx = new Nginx({
-    workers: 2,
-    workerConnections: 4096,
-    // timer collections 5 times a second, each cut into many slices
-    agent: { slice_ms: 0.05, interval_s: 0.2 },
-    appLocations: SLOW_LOCATION,
-  });
-  beforeAll(() => ngx.start());
-  afterAll(() => ngx.stop());
+  // timer collections 5 times a second, each cut into many slices
+  const ngx = slicedNginx(0.2);
 
   test("hundreds of yields under load (timer and ?fresh=1 collections): no [warn] or worse in the error log", async () => {
-    const held = holdConnections(ngx.appPort, 500);
-    const load = churn(ngx.appPort, 16);
     // yields seen in the snapshots: fresh ones, and the timer's (each seq of each worker once)
     const seen = new Map<string, number>();
-    try {
+    await underLoad(ngx, 500, 16, async () => {
       const deadline = Date.now() + 6000;
       while (Date.now() < deadline) {
         for (const q of ["/_memdiag?fresh=1", "/_memdiag"]) {
@@ -127,10 +127,7 @@ describe("sliced collections leave the error log clean", () => {
         }
         await sleep(50);
       }
-    } finally {
-      await load.stop();
-      for (const s of held) s.destroy();
-    }
+    });
     const yields = [...seen.values()].reduce((a, b) => a + b, 0);
     // the log must have had every chance to fill: many collections, many yields each
     expect(seen.size).toBeGreaterThan(40);
