@@ -248,6 +248,67 @@ static uintptr_t self_base, self_text_lo, self_text_hi;
  * trace machine code. Unwinding therefore stops at the first frame inside these
  * objects: the path ends at the Lua boundary, which is where it stops being C.
  */
+/*
+ * Executable segments of the ELF objects loaded at the last arm, sorted. The
+ * unwinder is only allowed to step out of frames whose code is in one of
+ * them: LuaJIT registers unwind info for its machine code (__register_frame),
+ * and libgcc aborts the process on it when a hooked C function was called
+ * through the FFI from a trace. Code outside every object (JIT traces, objects
+ * loaded after arming) ends the path; it is kept as the last frame.
+ * Two tables, flipped on arm, so a hook in flight on another thread never
+ * reads a half-built one.
+ */
+#define MS_MAX_TEXT 1024
+typedef struct { uintptr_t lo, hi; } ms_text_t;
+static ms_text_t text_tab[2][MS_MAX_TEXT];
+static int       text_n[2];
+static int       text_cur;              /* published table, read lock-free */
+
+static int text_cb(struct dl_phdr_info *info, size_t sz, void *data)
+{
+    (void) sz;
+    int t = *(int *) data;
+    for (int i = 0; i < info->dlpi_phnum && text_n[t] < MS_MAX_TEXT; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && ph->p_memsz) {
+            text_tab[t][text_n[t]].lo = info->dlpi_addr + ph->p_vaddr;
+            text_tab[t][text_n[t]].hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+            text_n[t]++;
+        }
+    }
+    return 0;
+}
+
+static int text_cmp(const void *a, const void *b)
+{
+    uintptr_t x = ((const ms_text_t *) a)->lo, y = ((const ms_text_t *) b)->lo;
+    return x < y ? -1 : x > y;
+}
+
+/* caller holds arm_lock, not armed: fills the spare table and publishes it */
+static void text_refresh(void)
+{
+    int t = !__atomic_load_n(&text_cur, __ATOMIC_ACQUIRE);
+    text_n[t] = 0;
+    dl_iterate_phdr(text_cb, &t);
+    qsort(text_tab[t], (size_t) text_n[t], sizeof(ms_text_t), text_cmp);
+    __atomic_store_n(&text_cur, t, __ATOMIC_RELEASE);
+}
+
+static int in_object_text(uintptr_t ip)
+{
+    int t = __atomic_load_n(&text_cur, __ATOMIC_ACQUIRE);
+    const ms_text_t *tab = text_tab[t];
+    int lo = 0, hi = text_n[t] - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) >> 1;
+        if (ip < tab[mid].lo) hi = mid - 1;
+        else if (ip >= tab[mid].hi) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
 #define MS_MAX_LUA_RANGES 8
 static uintptr_t lua_lo[MS_MAX_LUA_RANGES], lua_hi[MS_MAX_LUA_RANGES];
 static int lua_ranges;
@@ -471,6 +532,7 @@ static _Unwind_Reason_Code uw_cb(struct _Unwind_Context *ctx, void *arg)
     else u->ok = 0;
     u->last_cfa = cfa;
     if (++u->n >= u->max) return _URC_END_OF_STACK;
+    if (!in_object_text(ip)) return _URC_END_OF_STACK;     /* JIT code or unknown: never step out of it */
     for (int i = 0; i < lua_ranges; i++) {
         if (ip >= lua_lo[i] && ip < lua_hi[i]) return _URC_END_OF_STACK;
     }
@@ -1035,6 +1097,7 @@ MS_API int memdiag_sampler_arm(const memdiag_sampler_opts_t *opts)
     if (resolve() != 0) { rc = -2; goto out; }
     if (tables_map() != 0) { rc = -3; goto out; }
     if (read_maps() != 0) { rc = -4; goto out; }
+    text_refresh();
 
     mean_bytes = (opts && opts->mean_bytes) ? opts->mean_bytes : MS_DEFAULT_MEAN;
     if (mean_bytes < 1) mean_bytes = 1;
