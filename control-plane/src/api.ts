@@ -8,7 +8,7 @@ import { Ingest, workerInfo } from "./ingest";
 import { Writer } from "./writer";
 import { LiveHub } from "./live";
 import { HttpError, query, parseDuration, parseTime, parseId, parseLimit } from "./params";
-import { diffSnapshots, diffTimes, suspectsFor } from "./analysis";
+import { diffSnapshots, diffTimes, instanceSeries, suspectsFor } from "./analysis";
 import { Logger } from "./log";
 import { CallpathStore, diffCallpaths, diffFolded, foldedOf, symbolizePaths } from "./callpaths";
 import { Symbolizer } from "./elfsym";
@@ -230,13 +230,15 @@ export function apiRouter(d: ApiDeps): Router {
   }));
 
   r.get("/series", h((req) => {
-    const q = query(req, ["worker", "metric", "from", "to", "limit"]);
-    if (q.worker === undefined || q.metric === undefined) throw new HttpError(400, "worker and metric are required");
-    const w = workerOr404(q.worker);
+    const q = query(req, ["worker", "instance", "metric", "from", "to", "limit"]);
+    if ((q.worker === undefined) === (q.instance === undefined) || q.metric === undefined) throw new HttpError(400, "metric and exactly one of worker and instance are required");
+    const w = q.worker !== undefined ? workerOr404(q.worker) : undefined;
     if (!store.hasMetric(q.metric)) throw new HttpError(404, `metric '${q.metric}' not known (GET /api/metrics/names)`);
     const from = q.from !== undefined ? parseTime(q.from, "from") : 0;
     const to = q.to !== undefined ? parseTime(q.to, "to") : Number.MAX_VALUE;
-    return { worker: w.key, metric: q.metric, points: store.series(w.id, q.metric, from, to, parseLimit(q.limit, 100000, 1000000)) };
+    const limit = parseLimit(q.limit, 100000, 1000000);
+    if (!w) return instanceSeries(store, q.instance!, q.metric, from, to, limit);
+    return { worker: w.key, metric: q.metric, points: store.series(w.id, q.metric, from, to, limit) };
   }));
 
   r.get("/metrics/names", h((req) => {

@@ -155,6 +155,7 @@ export class Store {
       list: db.prepare(`SELECT id, worker, seq, time, deep, rss_bytes FROM snapshots
         WHERE worker = ? AND time >= ? AND time <= ? ORDER BY time DESC LIMIT ?`),
       workersSeenSince: db.prepare(`SELECT ${WORKER_COLS} FROM workers WHERE last_seen >= ? ORDER BY id`),
+      span: db.prepare("SELECT MIN(time) AS first, MAX(time) AS last FROM snapshots WHERE worker = ?"),
     };
     // nothing is connected to a process that just started: every worker is gone until it says hello again
     db.prepare("UPDATE workers SET state = 'gone' WHERE state = 'live'").run();
@@ -341,6 +342,12 @@ export class Store {
       }
     }
     return out;
+  }
+
+  /** times (agent clock) of the worker's first and last stored snapshot; undefined without snapshots */
+  span(worker: number): { first: number; last: number } | undefined {
+    const r = this.st.span.get(worker) as { first: number | null; last: number | null };
+    return r.first === null || r.last === null ? undefined : { first: r.first, last: r.last };
   }
 
   listSnapshots(worker: number, from: number, to: number, limit: number): SnapshotMeta[] {
