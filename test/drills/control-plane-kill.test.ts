@@ -10,29 +10,16 @@
  *   - nginx serves every request while the control plane is down.
  * Kills: 2 (CI), MEMDIAG_DRILL_FULL=1: 10.
  */
-import Database from "better-sqlite3";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { Nginx, sleep } from "../harness/nginx";
 import { freePort } from "../harness/ports";
-import { AckProxy, CPProcess, Load, SEED, ensureDist, pick, rng, tally, tempDir, unexpectedErrors, waitFor } from "./lib";
+import { AckProxy, CPProcess, Load, SEED, ensureDist, pick, rng, storedSeqs, tally, tempDir, unexpectedErrors, waitFor } from "./lib";
 
 const KILLS = pick(2, 10);
 
-function stored(db: string): Map<string, Set<number>> {
-  const d = new Database(db, { readonly: true, fileMustExist: true });
-  try {
-    const out = new Map<string, Set<number>>();
-    for (const r of d.prepare("SELECT w.key AS key, s.seq AS seq FROM snapshots s JOIN workers w ON w.id = s.worker").all() as { key: string; seq: number }[]) {
-      if (!out.has(r.key)) out.set(r.key, new Set());
-      out.get(r.key)!.add(r.seq);
-    }
-    return out;
-  } finally {
-    d.close();
-  }
-}
+const stored = (db: string) => storedSeqs(db, "key");
 
 jest.setTimeout(60000 + KILLS * 40000);
 

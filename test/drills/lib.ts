@@ -3,6 +3,7 @@
  * process (bin/memdiag serve, so that SIGKILL is real), an ack-sniffing TCP proxy
  * between agents and control plane, a bounded load generator, /proc readers.
  */
+import Database from "better-sqlite3";
 import { ChildProcess, execFileSync, spawn } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
@@ -37,6 +38,24 @@ export function ensureDist(): void {
   const src = Math.max(newest(path.join(ROOT, "control-plane/src")), newest(path.join(ROOT, "schema")));
   if (!fs.existsSync(js) || fs.statSync(js).mtimeMs < src) {
     execFileSync(process.execPath, [path.join(ROOT, "node_modules/typescript/bin/tsc"), "-p", path.join(ROOT, "tsconfig.json")], { stdio: "inherit" });
+  }
+}
+
+/** The snapshot seqs a control-plane database holds, by worker key or by pid (read-only, the test's own view). */
+export function storedSeqs(db: string, by: "key"): Map<string, Set<number>>;
+export function storedSeqs(db: string, by: "pid"): Map<number, Set<number>>;
+export function storedSeqs(db: string, by: "key" | "pid"): Map<string | number, Set<number>> {
+  const d = new Database(db, { readonly: true, fileMustExist: true });
+  try {
+    const out = new Map<string | number, Set<number>>();
+    const rows = d.prepare(`SELECT w.${by} AS k, s.seq AS seq FROM snapshots s JOIN workers w ON w.id = s.worker`).all() as { k: string | number; seq: number }[];
+    for (const r of rows) {
+      if (!out.has(r.k)) out.set(r.k, new Set());
+      out.get(r.k)!.add(r.seq);
+    }
+    return out;
+  } finally {
+    d.close();
   }
 }
 

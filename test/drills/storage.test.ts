@@ -22,26 +22,14 @@ import WebSocket from "ws";
 import { Nginx, sleep } from "../harness/nginx";
 import { freePort } from "../harness/ports";
 import { ROOT } from "../../scripts/config";
-import { AckProxy, CPProcess, Load, ensureDist, tally, tempDir, waitFor } from "./lib";
+import { AckProxy, CPProcess, Load, ensureDist, storedSeqs, tally, tempDir, waitFor } from "./lib";
 
 const isRoot = process.getuid?.() === 0;
 const mnt = isRoot ? tempDir("memdiag-drill-fs-") : "";
 const dbFile = path.join(mnt, "memdiag.db");
 
-function stored(): Map<number, Set<number>> {
-  // by pid (one nginx instance, no pid reuse within the drill)
-  const d = new Database(dbFile, { readonly: true, fileMustExist: true });
-  try {
-    const out = new Map<number, Set<number>>();
-    for (const r of d.prepare("SELECT w.pid AS pid, s.seq AS seq FROM snapshots s JOIN workers w ON w.id = s.worker").all() as { pid: number; seq: number }[]) {
-      if (!out.has(r.pid)) out.set(r.pid, new Set());
-      out.get(r.pid)!.add(r.seq);
-    }
-    return out;
-  } finally {
-    d.close();
-  }
-}
+/** by pid (one nginx instance, no pid reuse within the drill) */
+const stored = () => storedSeqs(dbFile, "pid");
 
 async function health(cp: CPProcess): Promise<any> {
   return (await fetch(`${cp.base}/api/health`)).json();

@@ -25,6 +25,16 @@ function layout(): any {
 }
 const R_POOL = layout().structs.ngx_http_request_t.fields.pool;
 
+/** Lua for a request that says "allocated", then holds on (at most 30 s) until /t/release?tag=<its tag>. */
+const HOLD_UNTIL_RELEASED = `ngx.say("allocated")
+            ngx.flush(true)
+            local d = ngx.shared.test_dict
+            local key = "release:" .. (ngx.var.arg_tag or "")
+            for i = 1, 600 do
+                if d:get(key) then break end
+                ngx.sleep(0.05)
+            end`;
+
 /**
  * /t/hold?n=N&size=S: sends its worker pid, then makes N ngx_palloc(r->pool, S)
  * calls (each larger than the pool's max, so each lands on r->pool->large) and
@@ -52,14 +62,7 @@ const APP_LOCATIONS = `
                 local p = ffi.C.ngx_palloc(pool, 1000)
                 if p == nil then ngx.say("palloc failed") return end
             end
-            ngx.say("allocated")
-            ngx.flush(true)
-            local d = ngx.shared.test_dict
-            local key = "release:" .. (ngx.var.arg_tag or "")
-            for i = 1, 600 do
-                if d:get(key) then break end
-                ngx.sleep(0.05)
-            end
+            ${HOLD_UNTIL_RELEASED}
             ngx.say("released")
         }
     }
@@ -71,14 +74,7 @@ const APP_LOCATIONS = `
             sock:send("GET /ok HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n")
             local line = sock:receive("*l")
             ngx.say(ngx.worker.pid())
-            ngx.say("allocated")
-            ngx.flush(true)
-            local d = ngx.shared.test_dict
-            local key = "release:" .. (ngx.var.arg_tag or "")
-            for i = 1, 600 do
-                if d:get(key) then break end
-                ngx.sleep(0.05)
-            end
+            ${HOLD_UNTIL_RELEASED}
             sock:close()
             ngx.say("released ", line)
         }
