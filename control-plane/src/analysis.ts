@@ -143,13 +143,17 @@ export function suspectsFor(store: Store, sel: { instance?: string; worker?: str
   let workers = store.workersSeenSince(since);
   if (sel.instance !== undefined) workers = workers.filter((w) => w.instance === sel.instance);
   if (sel.worker !== undefined) workers = workers.filter((w) => w.key === sel.worker);
-  const windows: WorkerWindow[] = [];
+  // one worker at a time: memory holds one worker's window (≤ 2 × MAX_POINTS decoded snapshots),
+  // however many workers the window saw (reloads and respawns add workers)
+  const out: Suspect[] = [];
   for (const w of workers) {
     const last = store.atOrBefore(w.id, Number.MAX_VALUE);
     if (!last) continue;
     // the window ends at the worker's latest snapshot (agent clocks may differ from ours)
     const snaps = store.windowSampled(w.id, last.time - window_s, last.time, MAX_POINTS);
-    windows.push({ worker: w.key, instance: w.instance, worker_start: w.worker_start, snapshots: snaps });
+    const win: WorkerWindow = { worker: w.key, instance: w.instance, worker_start: w.worker_start, snapshots: snaps };
+    out.push(...findSuspects([win], window_s, rules));
   }
-  return findSuspects(windows, window_s, rules);
+  out.sort((x, y) => y.growth_bytes_per_min - x.growth_bytes_per_min);
+  return out;
 }

@@ -178,6 +178,17 @@ export class ControlPlane {
     }
   }
 
+  /**
+   * How often the retention job runs: every pruneIntervalMs, and at least ten times per
+   * retention period (never more than once a second), so what is kept beyond the
+   * configured retention stays within a tenth of it: the store (and with it the cost of
+   * every query) is bounded by the configuration, not by how long the control plane has run.
+   */
+  pruneEveryMs(): number {
+    const shortest = Math.min(this.opts.fullResolutionHours * 3600, this.opts.retentionDays * 86400) * 1000;
+    return Math.min(this.opts.pruneIntervalMs, Math.max(1000, shortest / 10));
+  }
+
   /** recompute suspects for consoles; never more than ~5 % of the time (the next run waits 20× the last one's duration) */
   private tickSuspects(): void {
     let wait = this.opts.suspectsIntervalMs;
@@ -211,7 +222,7 @@ export class ControlPlane {
     // checkpoints in a thread; the main connection only checkpoints by itself when the WAL is large
     this.store.db.pragma("wal_autocheckpoint = 16384");
     this.checkpointer = new Checkpointer(this.opts.db, this.log);
-    this.timers.push(setInterval(() => this.prune(), this.opts.pruneIntervalMs));
+    this.timers.push(setInterval(() => this.prune(), this.pruneEveryMs()));
     if (this.opts.suspectsIntervalMs > 0) {
       this.suspectsTimer = setTimeout(() => this.tickSuspects(), this.opts.suspectsIntervalMs);
       this.suspectsTimer.unref();

@@ -15,6 +15,7 @@ import { poolOffsets } from "../pools/walk";
 import { discoverPools } from "../pools/discover";
 import { dataSegments, luaRegions, moduleConfsCached, moduleFilesCached, rootedPoolSet } from "../pools/roots";
 import { attributeOwners, groupUnrooted } from "../pools/owners";
+import { annotateCreationSites } from "../sampler/sampler";
 
 /**
  * The deep scan: glibc heap walk (size classes) → pool discovery → owner
@@ -161,6 +162,7 @@ function scanOnce(): void {
     const groups = groupUnrooted(ctx, pools, own, cycleLog);
     trace("groups");
     while (groups.length > MAX_GROUPS) groups.pop();
+    annotateCreationSites(groups as { [k: string]: unknown }[], b);
     out.unrooted = groups;
   }
   b.finish();
