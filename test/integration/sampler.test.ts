@@ -7,6 +7,7 @@
 import { execFileSync } from "child_process";
 import { Nginx, httpGet } from "../harness/nginx";
 import { LEAKY_LOCATIONS, LEAKY_POOL_SIZE, LEAKY_SO, LEAKY_TABLE_SIZE, ensureSampler, gotDifferences, leakyLoadModule, readWords } from "../harness/fixtures";
+import { validateSnapshot } from "../../schema/validate";
 
 const hexn = (s: string) => parseInt(s, 16);
 
@@ -287,6 +288,11 @@ describe("sampler joined with the pool layer: unrooted groups gain created_at", 
     const names = g.created_at.frames.map((f: any) => f.name ?? "");
     expect(names.some((n: string) => n.startsWith("ngx_http_leaky_upstream_update+"))).toBe(true);
     expect(names.some((n: string) => n.startsWith("ngx_create_pool+"))).toBe(true);
+    // the same path rides in the snapshot itself (pools.unrooted[].created_at), for the control plane
+    const w = JSON.parse(deep.body).workers[0];
+    expect(validateSnapshot(w).error).toBeUndefined();
+    const sg = w.pools.unrooted.find((x: any) => x.signature === g.signature);
+    expect(sg.created_at).toEqual(g.created_at.frames.map((f: any) => f.label));
     await sampler(ngx, "disarm");
     expect(ngx.errors()).toEqual([]);
   });

@@ -338,29 +338,13 @@ export function poolCreationSites(snapshotJson: string | undefined): LuaMultiRet
   const budget = newBudget();
   const out: Obj[] = [];
   for (const g of groups as Obj[]) {
-    const counts = new LuaTable<number, number>();
-    let matched = 0;
-    let best = 0;
-    let bestN = 0;
     const examples = (g.examples as string[] | undefined) ?? [];
-    for (const a of examples) {
-      const addr = tonumber(a);
-      if (addr === undefined) continue;
-      const id = num(lib.memdiag_sampler_lookup(ffi.cast("const void *", addr), undefined, undefined));
-      if (id === 0) continue;
-      matched++;
-      const c = (counts.get(id) ?? 0) + 1;
-      counts.set(id, c);
-      if (c > bestN) {
-        bestN = c;
-        best = id;
-      }
-    }
+    const site = creationSite(lib, examples);
     let createdAt: unknown = NULL;
-    if (best !== 0) {
-      const fn = FN_NAMES[num(lib.memdiag_sampler_path_fn(best))] ?? "?";
-      const frames = symbolizeAll(lib, rawFrames(lib, best), budget);
-      createdAt = { path: best, fn, examples_on_path: bestN, frames: arr(frames) };
+    if (site.path !== 0) {
+      const fn = FN_NAMES[num(lib.memdiag_sampler_path_fn(site.path))] ?? "?";
+      const frames = symbolizeAll(lib, rawFrames(lib, site.path), budget);
+      createdAt = { path: site.path, fn, examples_on_path: site.onPath, frames: arr(frames) };
     }
     out.push({
       signature: g.signature,
@@ -369,12 +353,57 @@ export function poolCreationSites(snapshotJson: string | undefined): LuaMultiRet
       pools: g.pools,
       create_size: g.create_size,
       examples: examples.length,
-      matched,
+      matched: site.matched,
       created_at: createdAt,
     });
   }
   budget.finish();
   return $multi({ scan_time: (snap.scan && snap.scan.finished_at) ?? NULL, groups: arr(out) }, undefined);
+}
+
+/**
+ * The call path that created most of these pools: each example's first block is
+ * looked up among the records (pool blocks are recorded in full while armed).
+ */
+function creationSite(lib: any, examples: string[]): { path: number; onPath: number; matched: number } {
+  const counts = new LuaTable<number, number>();
+  let matched = 0;
+  let best = 0;
+  let bestN = 0;
+  for (const a of examples) {
+    const addr = tonumber(a);
+    if (addr === undefined) continue;
+    const id = num(lib.memdiag_sampler_lookup(ffi.cast("const void *", addr), undefined, undefined));
+    if (id === 0) continue;
+    matched++;
+    const c = (counts.get(id) ?? 0) + 1;
+    counts.set(id, c);
+    if (c > bestN) {
+      bestN = c;
+      best = id;
+    }
+  }
+  return { path: best, onPath: bestN, matched };
+}
+
+/**
+ * Deep scan → snapshot: when the sampler has records in this worker, each
+ * unrooted group gains `created_at` (frame labels of the creation path,
+ * innermost first), so the control plane shows where the pools were made
+ * next to who holds them. Pools created while disarmed have no record: the
+ * field is then left out.
+ */
+export function annotateCreationSites(groups: Obj[], budget: Budget): void {
+  const lib = loaded();
+  if (lib === undefined) return;
+  buffers();
+  for (const g of groups) {
+    const site = creationSite(lib, (g.examples as string[] | undefined) ?? []);
+    if (site.path === 0) continue;
+    const labels: string[] = [];
+    for (const f of symbolizeAll(lib, rawFrames(lib, site.path), budget)) labels.push(f.label as string);
+    g.created_at = arr(labels);
+  }
 }
 
 /**
