@@ -16,7 +16,7 @@ import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { Nginx, httpGet } from "../test/harness/nginx";
-import { ensureSampler, LEAKY_LOCATIONS, leakyLoadModule } from "../test/harness/fixtures";
+import { ensureSampler, LEAKY_LOCATIONS, leakyLoadModule, samplerCall as sampler } from "../test/harness/fixtures";
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -107,12 +107,6 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-
-async function sampler(ngx: Nginx, q: string): Promise<any> {
-  const r = await ngx.memdiag(`?sampler=${q}`);
-  if (r.status !== 200) throw new Error(`sampler=${q}: ${r.status} ${r.body}`);
-  return JSON.parse(r.body);
-}
 
 async function main(): Promise<void> {
   ensureSampler();

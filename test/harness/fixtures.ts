@@ -7,6 +7,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { ROOT } from "../../scripts/config";
+import type { Nginx } from "./nginx";
 
 export const LEAKY_SO = path.join(ROOT, "test/fixtures/leaky_upstream/build/ngx_http_leaky_upstream_module.so");
 export const LEAKY_TABLE_SIZE = 300 * 1024;
@@ -82,4 +83,11 @@ export function gotDifferences(before: any[], after: any[]): string[] {
   }
   for (const x of before) if (!after.some((e) => e.slot === x.slot)) out.push(`${x.object} ${x.fn} @${x.slot}: gone`);
   return out;
+}
+
+/** /_memdiag?sampler=<q> of one nginx, parsed; any other status than `status` throws with the body. */
+export async function samplerCall(ngx: Nginx, q: string, status = 200): Promise<any> {
+  const r = await ngx.memdiag(`?sampler=${q}`);
+  if (r.status !== status) throw new Error(`?sampler=${q}: ${r.status} ${r.body}`);
+  return JSON.parse(r.body);
 }

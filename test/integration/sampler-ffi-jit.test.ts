@@ -14,17 +14,11 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Nginx, httpGet } from "../harness/nginx";
-import { ensureSampler } from "../harness/fixtures";
+import { ensureSampler, samplerCall as sampler } from "../harness/fixtures";
 import { ROOT } from "../../scripts/config";
 
 const KEEP = 300;
 const KEEP_SIZE = 777;
-
-async function sampler(ngx: Nginx, q: string): Promise<any> {
-  const r = await ngx.memdiag(`?sampler=${q}`);
-  if (r.status !== 200) throw new Error(`?sampler=${q}: ${r.status} ${r.body}`);
-  return JSON.parse(r.body);
-}
 
 describe("sampler armed while JIT-compiled Lua calls an allocating C library through the FFI", () => {
   let dir = "";

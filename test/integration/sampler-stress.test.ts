@@ -9,16 +9,10 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Nginx, procStatus, sleep } from "../harness/nginx";
-import { LEAKY_LOCATIONS, ensureSampler, gotDifferences, leakyLoadModule, readWords } from "../harness/fixtures";
+import { LEAKY_LOCATIONS, ensureSampler, gotDifferences, leakyLoadModule, readWords, samplerCall as sampler } from "../harness/fixtures";
 
 const CYCLES = 100;
 const MB = 1024 * 1024;
-
-async function sampler(ngx: Nginx, q: string): Promise<any> {
-  const r = await ngx.memdiag(`?sampler=${q}`);
-  if (r.status !== 200) throw new Error(`?sampler=${q}: ${r.status} ${r.body}`);
-  return JSON.parse(r.body);
-}
 
 /** Rss of the anonymous mappings of exactly `size` bytes (the sampler's table mapping), or undefined if none. */
 function mappingRss(pid: number, size: number): number | undefined {

@@ -6,16 +6,10 @@
  */
 import { execFileSync } from "child_process";
 import { Nginx, httpGet } from "../harness/nginx";
-import { LEAKY_LOCATIONS, LEAKY_POOL_SIZE, LEAKY_SO, LEAKY_TABLE_SIZE, ensureSampler, gotDifferences, leakyLoadModule, readWords } from "../harness/fixtures";
+import { LEAKY_LOCATIONS, LEAKY_POOL_SIZE, LEAKY_SO, LEAKY_TABLE_SIZE, ensureSampler, gotDifferences, leakyLoadModule, readWords, samplerCall as sampler } from "../harness/fixtures";
 import { validateSnapshot } from "../../schema/validate";
 
 const hexn = (s: string) => parseInt(s, 16);
-
-async function sampler(ngx: Nginx, q: string, status = 200): Promise<any> {
-  const r = await ngx.memdiag(`?sampler=${q}`);
-  if (r.status !== status) throw new Error(`?sampler=${q}: ${r.status} ${r.body}`);
-  return JSON.parse(r.body);
-}
 
 async function leaky(ngx: Nginx, p: string): Promise<any> {
   const r = await httpGet(ngx.appPort, p);
