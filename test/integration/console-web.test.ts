@@ -22,10 +22,6 @@ const SCREENSHOT = path.join(os.tmpdir(), "memdiag-console-web.png");
 const SCREENSHOT_REAL = path.join(os.tmpdir(), "memdiag-console-web-nginx.png");
 const LEAK_PID = 4101;
 
-// The real-nginx cases depend on the deep scan reporting the leak under one stable group
-// signature; while its owner attribution still flickers between scans (the group briefly turns
-// "unreferenced", see the console work's report) the pool-group suspect can miss a window: retry.
-jest.retryTimes(2, { logErrorsBeforeRetry: true });
 const STEADY_PID = 4102;
 
 describe("web console in headless Chromium against a real control plane", () => {

@@ -11,10 +11,6 @@ import { ensureFixture } from "../harness/fixtures";
 
 const DEMO_DIR = path.join(ROOT, ".tmp", "demo");
 
-// The real-nginx cases depend on the deep scan reporting the leak under one stable group
-// signature; while its owner attribution still flickers between scans (the group briefly turns
-// "unreferenced", see the console work's report) the pool-group suspect can miss a window: retry.
-jest.retryTimes(2, { logErrorsBeforeRetry: true });
 
 function leftovers(): string[] {
   try {
