@@ -12,7 +12,10 @@
  * Usage: bash bench/run.sh deep-scan    (MEMDIAG_BENCH_SIZES=10,100,1024 in MB; MEMDIAG_BENCH_SCANS=3)
  * Targets: walk ≥ 1 GB/s, reference scan ≥ 300 MB/s, longest slice ≤ 1.5 ms.
  */
+import * as fs from "fs";
 import { Nginx, httpGet } from "../test/harness/nginx";
+
+const load = (): string => fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 
 const SIZES = (process.env.MEMDIAG_BENCH_SIZES ?? "10,100,1024").split(",").map(Number);
 const SCANS = Number(process.env.MEMDIAG_BENCH_SCANS ?? 3);
@@ -86,7 +89,7 @@ async function main(): Promise<void> {
     for (const mb of SIZES) {
       const inf = await httpGet(ngx.memdiagPort, `/t/inflate?mb=${mb}`, 600000);
       if (inf.status !== 200) throw new Error(`inflate: ${inf.status} ${inf.body.slice(0, 300)}`);
-      const walk: number[] = [], ref: number[] = [], sliceCpu: number[] = [], sliceWall: number[] = [], cpu: number[] = [], wall: number[] = [], slices: number[] = [];
+      const walk: number[] = [], ref: number[] = [], sliceCpu: number[] = [], p99: number[] = [], slow: number[] = [], mapsReads: number[] = [], sliceWall: number[] = [], cpu: number[] = [], wall: number[] = [], slices: number[] = [];
       let last: any;
       for (let i = 0; i < SCANS; i++) {
         const s = await deep(ngx);
@@ -94,6 +97,9 @@ async function main(): Promise<void> {
         walk.push(sc.heap_bytes / 1048576 / (sc.phase_cpu_ms.walk / 1000));
         ref.push(sc.ref_bytes / 1048576 / (sc.phase_cpu_ms.owners / 1000));
         sliceCpu.push(sc.max_slice_cpu_ms);
+        p99.push(sc.slice_cpu_p99_ms ?? NaN);
+        slow.push(sc.slow_slices ?? NaN);
+        mapsReads.push(sc.maps_reads ?? NaN);
         sliceWall.push(sc.max_slice_ms);
         cpu.push(sc.cpu_ms);
         wall.push(sc.wall_ms);
@@ -105,8 +111,8 @@ async function main(): Promise<void> {
         `heap ${String(Math.round(sc.heap_bytes / 1048576)).padStart(5)} MB | ref scanned ${String(Math.round(sc.ref_bytes / 1048576)).padStart(5)} MB | ` +
         `pools ${String(sc.pools_found).padStart(5)} | walk ${median(walk).toFixed(0).padStart(6)} MB/s | ref scan ${median(ref).toFixed(0).padStart(5)} MB/s | ` +
         `cpu ${median(cpu).toFixed(1)} ms (walk ${sc.phase_cpu_ms.walk.toFixed(1)}, discover ${sc.phase_cpu_ms.discover.toFixed(1)}, owners ${sc.phase_cpu_ms.owners.toFixed(1)}) | ` +
-        `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
-      rows.push(row);
+        `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | slice cpu p99 ${Math.max(...p99).toFixed(1)} ms, over 1.5 ms: ${slow.join("/")} slices | maps reads ${median(mapsReads)} | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
+      rows.push(`${row} | load ${load()}`);
       console.log(row);
       const big = last.pools.unrooted[0];
       if (big) console.log(`   largest unrooted group: ${big.pools} pools, owner ${big.owner}, retainer ${big.retainer}`);

@@ -229,6 +229,11 @@ export interface WalkResult {
  */
 function revalidate(ctx: Ctx, r: HeapRegion, cur: number): number {
   const maps = ctx.maps;
+  if (r.kind === KIND_MAIN) {
+    // the brk heap ends at the current break (no maps re-read needed: see Maps.invalidate)
+    const [bs, be] = maps.brkHeap();
+    if (bs !== 0 && bs === r.start) return cur >= bs && cur + 16 <= be ? be : 0;
+  }
   if (!maps.readable(cur, 16)) return 0;
   if (r.kind === KIND_MAIN) {
     // follow the joined [heap] lines from cur

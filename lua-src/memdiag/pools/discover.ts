@@ -82,10 +82,14 @@ export function discoverPools(
   const owner = new LuaTable<number, number>();
   const out: FoundPool[] = [];
   const secondary = new LuaTable<number, boolean>();
-  for (const p of found) {
+  // (no memory is read below: budget checks cannot invalidate anything)
+  for (let i = 0; i < found.length; i++) {
+    const p = found[i];
     for (let j = 1; j < p.mem.blocks.length; j++) secondary.set(p.mem.blocks[j], true);
+    if (i % 512 === 511) tick(ctx);
   }
   for (let i = 0; i < found.length; i++) {
+    if (i % 512 === 511) tick(ctx);
     const p = found[i];
     if (secondary.get(p.addr)) {
       skip(ctx, "pool_candidate_is_block");

@@ -8,6 +8,7 @@ import { COPY_BYTES, copyIn, copySmall, copyUnavailable, copyWindow } from "../h
 import { FoundPool, discoverPools } from "./discover";
 import { PoolOffsets, looksLikePoolHead } from "./walk";
 import { ConfStart, confAt, nameInSegment, SegmentRoot } from "./roots";
+import { slicedOrder } from "../scan/sort";
 
 /**
  * Owner attribution by conservative reachability, like the mark phase of a
@@ -51,9 +52,17 @@ export class RangeIndex {
     if (end > start) this.pending.push([start, end, node]);
   }
 
-  build(): void {
+  /**
+   * Sort and index the ranges added. With a ctx the work is sliced (budget checks
+   * between sort runs and every few thousand ranges or pages): the index may hold
+   * tens of thousands of ranges. Reads no memory, so a yield cannot hurt it.
+   */
+  build(ctx?: Ctx): void {
     const p = this.pending;
-    table.sort(p, (a, b) => a[0] < b[0]);
+    BT.ctx = ctx;
+    const keys: number[] = [];
+    for (let i = 0; i < p.length; i++) keys[i] = p[i][0];
+    const order = slicedOrder(keys, betweenTick);
     this.starts = [];
     this.ends = [];
     this.nodes = [];
@@ -61,7 +70,9 @@ export class RangeIndex {
     this.pageHi = new LuaTable();
     let n = 0;
     let lastEnd = 0;
-    for (const [s, e, node] of p) {
+    let work = 0;
+    for (let oi = 0; oi < order.length; oi++) {
+      const [s, e, node] = p[order[oi]];
       // overlapping ranges cannot both be real: keep the first
       if (s < lastEnd) continue;
       this.starts[n] = s;
@@ -70,10 +81,13 @@ export class RangeIndex {
       for (let pg = Math.floor(s / PAGE); pg <= Math.floor((e - 1) / PAGE); pg++) {
         if (this.pageLo.get(pg) === undefined) this.pageLo.set(pg, n);
         this.pageHi.set(pg, n);
+        if (++work % 4096 === 0) betweenTick();
       }
       lastEnd = e;
       n++;
+      if (++work % 4096 === 0) betweenTick();
     }
+    BT.ctx = undefined;
     this.n = n;
     this.lo = n > 0 ? this.starts[0] : 0;
     this.hi = n > 0 ? this.ends[n - 1] : 0;
@@ -99,6 +113,12 @@ export class RangeIndex {
 }
 
 type HitFn = (this: void, at: number, node: number) => void;
+
+/** the ctx a sliced build/sort checks the budget of (module level: no closure per call) */
+const BT: { ctx?: Ctx } = {};
+function betweenTick(this: void): void {
+  if (BT.ctx !== undefined) tick(BT.ctx);
+}
 
 /**
  * The hot loop: 8-aligned words of [from, to) that point into the index; hit()
@@ -427,11 +447,20 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
     for (const b of p.mem.blocks) to.add(b, b + p.st.create_size, node);
     for (let j = 0; j < p.mem.larges.length; j++) to.add(p.mem.larges[j], p.mem.larges[j] + p.mem.largeSizes[j], node);
   };
-  for (let k = 0; k < nPools; k++) addKnown(pools[k], 1, known);
-  known.build();
+  for (let k = 0; k < nPools; k++) {
+    addKnown(pools[k], 1, known);
+    if (k % 1024 === 1023) tick(ctx);
+  }
+  known.build(ctx);
+  // heap memory as it is now: the brk heap up to the current break, the other regions as the owner
+  // pass saw them (indexed: a linear search per word cost milliseconds with many mmapped chunks)
+  const othersIx = new RangeIndex();
+  for (const r of others) othersIx.add(r.first, r.end, 1);
+  othersIx.build(ctx);
   const inHeap = (w: number): boolean => {
-    for (const r of regions) if (w >= r.first && w < r.end) return true;
-    return false;
+    const [bs, be] = ctx.maps.brkHeap();
+    if (w >= bs && w < be) return true;
+    return othersIx.lookup(w) !== 0;
   };
 
   // targets: the word's value, where it is, and who holds it (> 0: a late pool's node;
@@ -467,9 +496,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       }
       a += 8;
       words++;
-      if (words % 8192 === 0 && tick(ctx)) {
-        // other code ran: the heap may have grown (new pools past the old end)
-        regions = currentRegions();
+      if (words % 2048 === 0 && tick(ctx)) {
         if (a < e && !ctx.maps.readable(a, e - a)) {
           skip(ctx, "late_range_unmapped");
           return;
@@ -501,14 +528,16 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
     }
   });
   if (hs.length >= MAX_LATE_HEADS) skip(ctx, "late_heads_limit");
-  const order: number[] = [];
-  for (let j = 0; j < hs.length; j++) order.push(j);
-  table.sort(order, (a, b) => hs[a] < hs[b]);
+  BT.ctx = ctx;
+  const order = slicedOrder(hs, betweenTick);
+  BT.ctx = undefined;
   const headStart: number[] = [];
   const headEnd: number[] = [];
-  for (const j of order) {
+  for (let oi = 0; oi < order.length; oi++) {
+    const j = order[oi];
     headStart.push(hs[j]);
     headEnd.push(he[j]);
+    if (oi % 4096 === 4095) tick(ctx);
   }
   const nH = headStart.length;
   // connections and requests opened during the scan have pools too: those are rooted, not late finds
@@ -577,8 +606,8 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       });
     }
     if (added.length === 0) break;
-    fresh.build();
-    known.build();
+    fresh.build(ctx);
+    known.build(ctx);
     // the words that led here become root hits or edges from other late pools
     for (let t = 0; t < tWord.length; t++) {
       const node = fresh.lookup(tWord[t]);
@@ -621,13 +650,20 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   const ix = new RangeIndex();
   /** user pointers of every pool's chunks (rooted too): skipped by the plain-chunk pass */
   const poolChunk = new LuaTable<number, boolean>();
+  let work = 0;
   for (let k = 0; k < nPools; k++) {
     const p = pools[k];
     for (const b of p.mem.blocks) poolChunk.set(b, true);
     for (const l of p.mem.larges) poolChunk.set(l, true);
     if (p.rooted === undefined) poolRanges(p, (s, e) => ix.add(s, e, k + 1));
+    // no memory is read here: a yield cannot invalidate anything
+    work += 1 + p.mem.blocks.length + p.mem.larges.length;
+    if (work >= 2048) {
+      work = 0;
+      tick(ctx);
+    }
   }
-  ix.build();
+  ix.build(ctx);
 
   // pass state lives at module level and the callbacks are module-level functions:
   // fresh closures per scan would defeat the JIT's traces (they guard on function identity)
@@ -644,10 +680,13 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   const chunkEnd = st.chunkEnd;
   const addEdge = (src: number, dst: number): void => addEdgeS(st, src, dst);
 
-  if (trace) trace(`owners: plain chunks (${heapBytes} bytes)`);
+  if (trace) trace(`owners: plain chunks (${heapBytes} bytes, ${chunkStart.length} chunk nodes, ${st.nextNode} nodes)`);
   // chunks holding pool pointers become nodes too
-  for (let j = 0; j < chunkStart.length; j++) ix.add(chunkStart[j], chunkEnd[j], chunkNode.get(chunkStart[j])!);
-  ix.build();
+  for (let j = 0; j < chunkStart.length; j++) {
+    ix.add(chunkStart[j], chunkEnd[j], chunkNode.get(chunkStart[j])!);
+    if (j % 4096 === 4095) tick(ctx);
+  }
+  ix.build(ctx);
 
   // 2. unrooted pools' memory
   for (let k = 0; k < nPools; k++) {

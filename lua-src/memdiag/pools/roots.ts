@@ -1,5 +1,5 @@
 import * as ffi from "ffi";
-import { Ctx, skip } from "../context";
+import { Ctx, skip, tick } from "../context";
 import { Layout, off, sizeOf } from "../layout/types";
 import { Maps } from "../safe/maps";
 import { hex, rdCStr, rdI32, rdPtr, rdU32, rdU64 } from "../safe/mem";
@@ -52,6 +52,12 @@ export function rootedPoolSet(ctx: Ctx, L: Layout): LuaTable<number, string> {
   const rConn = off(L, "ngx_http_request_t", "connection");
   const sig = L.constants["NGX_HTTP_REQUEST_SIGNATURE"] ?? 0x50545448;
   for (let i = 0; i < n; i++) {
+    // one slot costs ~50 ns, a request check more: check the budget every 2048 slots.
+    // After a yield the array (allocated once per cycle) is checked again before reading on.
+    if (i % 2048 === 2047 && tick(ctx) && !ctx.maps.readable(conns, n * cs)) {
+      skip(ctx, "rootset_connections_unreadable");
+      return out;
+    }
     const c = conns + i * cs;
     const fd = rdI32(c + cFd);
     const data = rdPtr(c + cData);
@@ -60,7 +66,7 @@ export function rootedPoolSet(ctx: Ctx, L: Layout): LuaTable<number, string> {
     const pool = rdPtr(c + cPool);
     // a fake connection may borrow the cycle pool (lua-nginx-module's init_worker does): the cycle wins
     if (pool !== 0 && out.get(pool) === undefined) out.set(pool, "connection");
-    if (data !== 0 && data % 8 === 0 && maps.readable(data, rPool + 8) && rdU32(data + rSig) === sig && rdPtr(data + rConn) === c) {
+    if (data !== 0 && data % 8 === 0 && ctx.maps.readable(data, rPool + 8) && rdU32(data + rSig) === sig && rdPtr(data + rConn) === c) {
       const rp = rdPtr(data + rPool);
       if (rp !== 0 && out.get(rp) === undefined) out.set(rp, "request");
     }

@@ -1,3 +1,13 @@
+import * as ffi from "ffi";
+import { cdef } from "../util/cdef";
+
+cdef(`void *sbrk(intptr_t increment);`);
+
+/** current program break (end of the brk heap): glibc's cached __curbrk, no syscall once set */
+function curBrk(): number {
+  return tonumber(ffi.cast("uintptr_t", ffi.C.sbrk(0)))!;
+}
+
 /**
  * The worker's address space as /proc/self/maps shows it, sorted, with a binary
  * search. Every pointer the agent follows is checked here first: a wrong pointer
@@ -15,26 +25,50 @@ export interface Mapping {
   readable: boolean;
 }
 
-/** the last /proc/self/maps text Maps.self() parsed, and the result */
-let lastText: string | undefined;
-let lastMaps: Maps | undefined;
+
+let live: Maps | undefined;
 
 export class Maps {
-  public readonly list: Mapping[] = [];
-  private readonly starts: number[] = [];
-  private readonly ends: number[] = [];
-  private readonly ok: boolean[] = [];
+  /** replaced (never mutated) by a reload: a caller may keep a reference as a snapshot */
+  public list: Mapping[] = [];
+  private starts: number[] = [];
+  private ends: number[] = [];
+  private ok: boolean[] = [];
   public n = 0;
+  /** this is the worker's own address space (Maps.self()), which invalidate()/reload can refresh */
+  private isLive = false;
+  /**
+   * Other code ran since the mappings were read (a yield): anything but the brk heap
+   * below the current break must be checked against a fresh read. See invalidate().
+   */
+  public stale = false;
+  /** start of the brk heap ([heap]), 0 when there is none; its end is sbrk(0) now */
+  private brkStart = 0;
+  /** reads of /proc/self/maps (diagnostics: how often the lazy refresh had to read) */
+  public static reads = 0;
 
   /** Parse maps text (the content of /proc/<pid>/maps). */
   static parse(text: string): Maps {
     const m = new Maps();
+    m.load(text);
+    return m;
+  }
+
+  private load(text: string): void {
+    this.list = [];
+    this.starts = [];
+    this.ends = [];
+    this.ok = [];
+    this.n = 0;
+    this.brkStart = 0;
+    this.hitStart = 0;
+    this.hitEnd = 0;
     // anchored at line starts: an unanchored %x+ is tried at every hex digit of the text (3x slower)
     for (const [s, e, perms, off, inode, path] of string.gmatch(
       "\n" + text,
       "\n(%x+)-(%x+) (%S+) (%x+) %S+ (%d+)[ \t]*([^\n]*)",
     )) {
-      m.add({
+      this.add({
         start: tonumber(s, 16)!,
         end: tonumber(e, 16)!,
         perms,
@@ -44,7 +78,12 @@ export class Maps {
         readable: isReadable(perms, path),
       });
     }
-    return m;
+    for (const mp of this.list) {
+      if (mp.path === "[heap]" && mp.readable && string.sub(mp.perms, 1, 2) === "rw") {
+        this.brkStart = mp.start;
+        break;
+      }
+    }
   }
 
   /** From mappings parsed elsewhere (e.g. the header lines of /proc/self/smaps), sorted by start. */
@@ -55,25 +94,81 @@ export class Maps {
   }
 
   /**
-   * Read and parse /proc/self/maps; undefined with an error if it cannot be read.
-   * The file is read every time (the address space may have changed), but parsing is
+   * The worker's own mappings, read from /proc/self/maps; undefined with an error if
+   * it cannot be read. Always the same object, refreshed in place: the parse is
    * skipped when the text is the same as last time (LuaJIT interns strings: equal
-   * text is the same string, compared in O(1)): the last result is returned again.
-   * Sliced walks re-read maps after every yield; the parse (a table per mapping) was
-   * most of that cost and of the garbage the scan leaves. A Maps is never mutated
-   * after parsing (apart from its lookup cache), so sharing it is safe.
+   * text is the same string, compared in O(1)), and a reload replaces the arrays
+   * rather than mutating them, so a caller holding `list` keeps a consistent snapshot.
    */
-  static self(): LuaMultiReturn<[Maps | undefined, string | undefined]> {
+  static self(mark?: (w: string) => void): LuaMultiReturn<[Maps | undefined, string | undefined]> {
+    if (live === undefined) {
+      live = new Maps();
+      live.isLive = true;
+    }
+    const err = live.reload(mark);
+    if (err !== undefined) return $multi(undefined, err);
+    return $multi(live, undefined);
+  }
+
+  private lastText: string | undefined;
+  /** diagnostics hook: told about every read (the deep scan marks them in its slice record) */
+  public static onRead: ((this: void, what: string) => void) | undefined;
+
+  private reload(mark?: (w: string) => void): string | undefined {
+    if (Maps.onRead !== undefined) Maps.onRead("maps read");
     const [f, err] = io.open("/proc/self/maps", "r");
-    if (!f) return $multi(undefined, `cannot open /proc/self/maps: ${err}`);
+    if (!f) return `cannot open /proc/self/maps: ${err}`;
     const text = f.read("*a") as string | undefined;
     f.close();
-    if (text === undefined) return $multi(undefined, "cannot read /proc/self/maps");
-    if (text === lastText && lastMaps !== undefined) return $multi(lastMaps, undefined);
-    const m = Maps.parse(text);
-    lastText = text;
-    lastMaps = m;
-    return $multi(m, undefined);
+    Maps.reads++;
+    if (text === undefined) return "cannot read /proc/self/maps";
+    if (mark) mark(text === this.lastText ? "maps same" : "maps changed");
+    if (text !== this.lastText) {
+      this.load(text);
+      this.lastText = text;
+    }
+    this.stale = false;
+    return undefined;
+  }
+
+  /**
+   * Other code may have run (the caller yielded): mappings may have gone. Instead of
+   * re-reading /proc/self/maps at once (~0.1-0.2 ms for ~100 mappings, more for
+   * thousands, after every slice), the next check decides:
+   *  - a range inside the brk heap below the current break (sbrk(0), no syscall) is
+   *    mapped read-write: the brk heap only grows or shrinks at its top, and only
+   *    through brk (glibc's main arena), so nothing below the break can be unmapped;
+   *  - anything else makes the first check after the yield re-read the mappings.
+   * So a slice that reads only the brk heap (the chunk walk, the reference scan of
+   * small chunks and pools, pool blocks) never pays for the file, and one that reads
+   * anything else pays at most once. Maps not read from this process (parse,
+   * fromList) cannot be refreshed: invalidate() is a no-op for them.
+   */
+  /** the worker's own maps (if read yet) are stale: call after any yield */
+  static invalidateSelf(): void {
+    if (live !== undefined) live.invalidate();
+  }
+
+  isSelf(): boolean {
+    return this.isLive;
+  }
+
+  invalidate(): void {
+    if (!this.isLive) return;
+    this.stale = true;
+    this.hitStart = 0;
+    this.hitEnd = 0;
+  }
+
+  /** re-read the mappings now if other code ran since they were read */
+  ensureFresh(): void {
+    if (this.stale) this.reload();
+  }
+
+  /** [brk start, current break), or [0, 0) when this process has no brk heap */
+  brkHeap(): LuaMultiReturn<[number, number]> {
+    if (this.brkStart === 0 || !this.isLive) return $multi(0, 0);
+    return $multi(this.brkStart, curBrk());
   }
 
   private add(mp: Mapping): void {
@@ -88,6 +183,7 @@ export class Maps {
 
   /** Index (0-based) of the mapping that contains addr, or -1. */
   find(addr: number): number {
+    if (this.stale) this.reload();
     const starts = this.starts;
     let lo = 0;
     let hi = this.n - 1;
@@ -111,6 +207,7 @@ export class Maps {
   readable(addr: number, len: number): boolean {
     if (addr >= this.hitStart && addr + len <= this.hitEnd) return true;
     if (addr < 4096 || addr !== addr) return false;
+    if (this.stale && this.brkStart !== 0 && addr >= this.brkStart && addr + len <= curBrk() && len >= 0) return true;
     const i = this.find(addr);
     if (i >= 0 && this.ok[i] && addr + len <= this.ends[i]) {
       this.hitStart = this.starts[i];
@@ -122,6 +219,10 @@ export class Maps {
 
   /** End of the readable mapping containing addr, or 0: lets a walker check a whole range once. */
   readableEnd(addr: number): number {
+    if (this.stale && this.brkStart !== 0 && addr >= this.brkStart) {
+      const b = curBrk();
+      if (addr < b) return b;
+    }
     const i = this.find(addr);
     return i >= 0 && this.ok[i] ? this.ends[i] : 0;
   }

@@ -1,5 +1,6 @@
 import { Budget } from "../util/budget";
 import { cpuMs, monoMs } from "../util/clock";
+import { Maps } from "../safe/maps";
 
 /**
  * The deep scan's slice budget: like util/budget.ts (yield when a slice has run
@@ -18,6 +19,12 @@ import { cpuMs, monoMs } from "../util/clock";
 const YIELD_S = 0.001;
 const SLOW_SLICE_MS = 1.5;
 
+/** the running scan's budget (one deep scan per worker), for hooks that have no ctx */
+const CUR: { b?: DeepBudget } = {};
+function markCur(this: void, what: string): void {
+  if (CUR.b !== undefined) CUR.b.mark(what);
+}
+
 export class DeepBudget extends Budget {
   public maxSliceCpuMs = 0;
   /** what was running when the longest (CPU) slice ended */
@@ -33,6 +40,8 @@ export class DeepBudget extends Budget {
 
   constructor(sliceMs: number) {
     super(sliceMs, true);
+    CUR.b = this;
+    Maps.onRead = markCur;
     collectgarbage("stop");
     this.wall0 = monoMs();
     this.cpu0 = cpuMs();
@@ -47,27 +56,39 @@ export class DeepBudget extends Budget {
   public checks = 0;
   public maxGapMs = 0;
   private lastCheck = 0;
+  private lastCheckCpu = 0;
   check(): boolean {
     this.checks++;
     const now = monoMs();
     if (this.lastCheck > 0 && now - this.lastCheck > this.maxGapMs) this.maxGapMs = now - this.lastCheck;
-    // a long stretch without a check: mark where (in CPU time) it ended
-    if (this.lastCheck > 0 && now - this.lastCheck > this.sliceMs * 2) this.mark(`gap ${string.format("%.1f", now - this.lastCheck)} ms`);
+    // a long stretch of CPU without a check: mark where it ended and in which step
+    const cpu = cpuMs();
+    if (this.lastCheckCpu > 0 && cpu - this.lastCheckCpu > this.sliceMs * 0.5) this.mark(`cpugap ${string.format("%.2f", cpu - this.lastCheckCpu)} ms in ${this.phase}`);
     this.lastCheck = now;
+    this.lastCheckCpu = cpu;
     const elapsed = now - this.wall0;
     if (elapsed < this.sliceMs) return false;
     this.close(elapsed);
     collectgarbage("restart");
     ngx.sleep(YIELD_S);
     collectgarbage("stop");
+    // whatever ran meanwhile may have unmapped memory: the next check outside the brk heap re-reads
+    Maps.invalidateSelf();
     this.slices++;
     this.epoch++;
     this.wall0 = monoMs();
     this.cpu0 = cpuMs();
+    // gaps are measured inside slices, not across the yield
+    this.lastCheck = this.wall0;
+    this.lastCheckCpu = this.cpu0;
     return true;
   }
 
   finish(): void {
+    if (CUR.b === this) {
+      CUR.b = undefined;
+      Maps.onRead = undefined;
+    }
     collectgarbage("restart");
     this.close(monoMs() - this.wall0);
     const where: string[] = [];
@@ -82,8 +103,25 @@ export class DeepBudget extends Budget {
     return this.cpuTotalMs + (cpuMs() - this.cpu0);
   }
 
+  /** slices by CPU time in 0.1 ms buckets (the last one: 10 ms and more) */
+  private hist: number[] = [];
+  /** CPU time of the slice at the given quantile (0..1), to 0.1 ms; robust to the odd slice the host stole time from */
+  sliceCpuQuantile(q: number): number {
+    let n = 0;
+    for (let i = 0; i <= 100; i++) n += this.hist[i] ?? 0;
+    if (n === 0) return 0;
+    let want = Math.ceil(n * q);
+    for (let i = 0; i <= 100; i++) {
+      want -= this.hist[i] ?? 0;
+      if (want <= 0) return (i + 1) / 10;
+    }
+    return 10;
+  }
+
   private close(elapsed: number): void {
     const cpu = cpuMs() - this.cpu0;
+    const bucket = Math.min(100, Math.floor(cpu * 10));
+    this.hist[bucket] = (this.hist[bucket] ?? 0) + 1;
     this.totalMs += elapsed;
     if (elapsed > this.maxSliceMs) this.maxSliceMs = elapsed;
     this.cpuTotalMs += cpu;
@@ -94,7 +132,7 @@ export class DeepBudget extends Budget {
     }
     if (cpu > this.maxSliceCpuMs) {
       this.maxSliceCpuMs = cpu;
-      this.maxSlicePhase = `from "${this.startPhase}" to "${this.phase}" (${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)${this.marks.length > 0 ? " [" + this.marks.join(" ") + "]" : ""}`;
+      this.maxSlicePhase = `from "${this.startPhase}" to "${this.phase}" (wall ${string.format("%.2f", elapsed)}, last check cpu ${string.format("%.2f", this.lastCheckCpu - this.cpu0)}, ${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)${this.marks.length > 0 ? " [" + this.marks.join(" ") + "]" : ""}`;
     }
     this.checks = 0;
     this.maxGapMs = 0;

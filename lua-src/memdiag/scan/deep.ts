@@ -46,6 +46,11 @@ export interface ScanStatus {
   unrooted_pools?: number;
   /** thread CPU time per phase: heap walk (with pool-head pre-filter), pool discovery, owner attribution */
   phase_cpu_ms?: { walk: number; discover: number; owners: number };
+  /** slices over 1.5 ms of CPU, and the 99th percentile of slice CPU time (to 0.1 ms) */
+  slow_slices?: number;
+  slice_cpu_p99_ms?: number;
+  /** reads of /proc/self/maps during the scan (they are lazy: only when a check leaves the brk heap after a yield) */
+  maps_reads?: number;
   /** the step that was running when the longest CPU slice ended */
   max_slice_phase?: string;
   error?: string;
@@ -107,6 +112,7 @@ function scanOnce(): void {
   status = { state: "running", phase: "heap", started: ngx.now(), bytes_scanned: 0, heap_bytes: 0, ref_bytes: 0, ms_total: 0, wall_ms: 0, max_slice_ms: 0, cpu_ms: 0, max_slice_cpu_ms: 0, slices: 1 };
   const b = new DeepBudget(config.slice_ms);
   budget = b;
+  const reads0 = Maps.reads;
   const [maps, merr] = Maps.self();
   if (!maps) error(merr ?? "cannot read /proc/self/maps");
   const ctx: Ctx = { maps, budget: b, skipped: {}, mapsEpoch: 0 };
@@ -184,6 +190,9 @@ function scanOnce(): void {
     unrooted_pools: status.unrooted_pools,
     phase_cpu_ms: phases,
     max_slice_phase: b.maxSlicePhase,
+    slow_slices: b.slowSlices,
+    slice_cpu_p99_ms: b.sliceCpuQuantile(0.99),
+    maps_reads: Maps.reads - reads0,
   };
   result = out;
 }
@@ -193,6 +202,7 @@ function runNow(): void {
   const [ok, err] = xpcall(scanOnce, debug.traceback);
   // the budget stops the GC inside slices: never leave it stopped, whatever happened
   collectgarbage("restart");
+  Maps.onRead = undefined;
   running = false;
   budget = undefined;
   if (!ok) {
