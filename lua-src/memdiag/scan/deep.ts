@@ -10,7 +10,7 @@ import { cdef } from "../util/cdef";
 import { currentLayout } from "../layout/select";
 import { off, sizeOf } from "../layout/types";
 import { cycleAddr } from "../identity";
-import { heapRegions, progress, sizeClassesJson, walkHeap } from "../heap/walk";
+import { heapRegions, KIND_ARENA, KIND_MMAP, progress, sizeClassesJson, walkHeap } from "../heap/walk";
 import { poolOffsets } from "../pools/walk";
 import { discoverPools } from "../pools/discover";
 import { dataSegments, luaRegions, moduleConfsCached, moduleFilesCached, rootedPoolSet } from "../pools/roots";
@@ -46,6 +46,11 @@ export interface ScanStatus {
   unrooted_pools?: number;
   /** thread CPU time per phase: heap walk (with pool-head pre-filter), pool discovery, owner attribution */
   phase_cpu_ms?: { walk: number; discover: number; owners: number };
+  /** glibc thread arena heaps walked (64 MB-aligned heaps of non-main arenas) and their bytes */
+  arena_heaps?: number;
+  arena_bytes?: number;
+  /** mmapped chunks found */
+  mmapped_chunks?: number;
   /** slices over 1.5 ms of CPU, and the 99th percentile of slice CPU time (to 0.1 ms) */
   slow_slices?: number;
   slice_cpu_p99_ms?: number;
@@ -120,6 +125,15 @@ function scanOnce(): void {
 
   phaseT = monoMs();
   const [regions] = heapRegions(ctx.maps, ctx);
+  let arenaHeaps = 0;
+  let arenaBytes = 0;
+  let mmapped = 0;
+  for (const r of regions) {
+    if (r.kind === KIND_ARENA) {
+      arenaHeaps++;
+      arenaBytes += r.end - r.first;
+    } else if (r.kind === KIND_MMAP) mmapped++;
+  }
   trace("regions", ctx);
   const phases = { walk: 0, discover: 0, owners: 0 };
   let c0 = b.cpuSoFar();
@@ -190,6 +204,9 @@ function scanOnce(): void {
     unrooted_pools: status.unrooted_pools,
     phase_cpu_ms: phases,
     max_slice_phase: b.maxSlicePhase,
+    arena_heaps: arenaHeaps,
+    arena_bytes: arenaBytes,
+    mmapped_chunks: mmapped,
     slow_slices: b.slowSlices,
     slice_cpu_p99_ms: b.sliceCpuQuantile(0.99),
     maps_reads: Maps.reads - reads0,
