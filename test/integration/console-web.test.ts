@@ -200,7 +200,13 @@ describe("web console with real nginx, agent push and the leak fixture", () => {
   test("the leaking worker's pool group becomes a suspect, live, and drills down to the fixture's numbers", async () => {
     const { pid } = await call("/leaky/status");
     await page.goto(cp.base + "/?window=1m");
-    for (const p of ngx.workerPids()) await page.waitForSelector(`#workers tr:has-text("${p}")`);
+    for (const p of ngx.workerPids()) {
+      await page.waitForSelector(`#workers tr:has-text("${p}")`, { timeout: 60000 }).catch(async (e) => {
+        const workers = await (await fetch(`${cp.base}/api/workers`)).json();
+        const health = await (await fetch(`${cp.base}/api/health`)).json();
+        throw new Error(`${e.message}\nworker pids now: ${ngx.workerPids()}\n/api/workers: ${JSON.stringify(workers)}\n/api/health: ${JSON.stringify(health)}\ncontrol plane log:\n${cp.logs.slice(-30).join("\n")}\nnginx error log:\n${ngx.errorLog().split("\n").slice(-40).join("\n")}\n#workers: ${await page.textContent("#workers")}`);
+      });
+    }
     await page.click(`#workers tr:has-text("${pid}")`);
     await page.waitForFunction(() => Number(document.querySelector("#chart")!.getAttribute("data-points")) > 0);
     const points0 = Number(await page.getAttribute("#chart", "data-points"));
