@@ -46,7 +46,7 @@ describe.each([
     workers: 1,
     main: leakyLoadModule(),
     http: `leaky_upstream_holder ${holder};`,
-    appLocations: LEAKY_LOCATIONS,
+    appLocations: LEAKY_LOCATIONS + "    location = /leaky/stale { leaky_upstream_stale; }\n",
   });
   beforeAll(async () => {
     await ngx.start();
@@ -87,6 +87,32 @@ describe.each([
     expect(g.pools).toBe(1);
     expect(g.owner).toMatch(ownerRe);
     expect(cls(s, CLASS_256K).in_use_chunks - cls(before, CLASS_256K).in_use_chunks).toBeLessThanOrEqual(1);
+  });
+
+  test("a stale word pointing into the chain (3rd oldest pool) does not take the older pools from the list head's owner", async () => {
+    await app(ngx, "/leaky/reset");
+    const st = await app(ngx, `/leaky/update-leak?n=${N}`);
+    expect(st.live_pools).toBe(N);
+    // ground truth: the fixture plants the word and says where it and the real head are
+    const stale = await app(ngx, "/leaky/stale?k=3");
+    expect(stale.live).toBe(N);
+    expect(parseInt(stale.target_pool, 16)).toBe(parseInt(st.pools[N - 3], 16));
+    try {
+      const s = await deep(ngx);
+      const g = groupOf(s, st.pools);
+      // one group: the pools the stale word reaches (the 3 oldest) stay with the chain's head
+      expect(g.pools).toBe(N);
+      expect(g.owner).toMatch(ownerRe);
+      // the root word of the group is the list head (the fixture's head_addr), not the stale word
+      expect(parseInt(g.root_ref, 16)).toBe(parseInt(stale.head_addr, 16));
+      expect(parseInt(g.root_ref, 16)).not.toBe(parseInt(stale.stale_addr, 16));
+      console.log(`stale: ${JSON.stringify(stale)} group root ${g.root_ref} owner ${g.owner} others ${JSON.stringify(g.other_roots)}`);
+      // the stale word is reported as an alternative root of the group
+      expect(g.other_roots).toEqual([expect.objectContaining({ pools: 3, root_ref: expect.any(String) })]);
+      expect(parseInt(g.other_roots[0].root_ref, 16)).toBe(parseInt(stale.stale_addr, 16));
+    } finally {
+      await app(ngx, "/leaky/stale?k=0");
+    }
   });
 
   test("no errors, no crash", () => {

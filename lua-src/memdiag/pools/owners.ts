@@ -266,6 +266,12 @@ export interface OwnerResult {
   retainer: LuaTable<number, string>;
   /** address of the root word that starts the retainer path */
   rootRef: LuaTable<number, number>;
+  /**
+   * per pool index: other roots (same tier) that point at this pool while a root holding
+   * the head of its chain owns it, with how many pools each reaches (stale words, or a
+   * second holder): reported, not used for ownership
+   */
+  alt: LuaTable<number, { owner: string; at: number; pools: number }[]>;
   heapBytes: number;
   refBytes: number;
 }
@@ -755,37 +761,123 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   const ownerAt = new LuaTable<number, number>();
   const parent = new LuaTable<number, number>();
   const tierOf = (kind: string): number => (kind === "lua" ? 2 : kind === "connection pool" || kind === "request pool" ? 1 : 0);
+  /** alternatives: root hits of a tier whose node another root of that tier reaches through the graph */
+  const altNode: number[] = [];
+  const altName: string[] = [];
+  const altAt: number[] = [];
+  const altPools: number[] = [];
+  let steps = 0;
   for (let tier = 0; tier <= 2; tier++) {
-    const queue: number[] = [];
+    // Within a tier, a root that holds the head of a chain wins over a root that points at
+    // an interior member: conservative marking meets stale words (a .bss word left pointing
+    // at memory that later became an old pool of some list), and seeding both at once would
+    // give the stale word's node, and everything older in the list, to the stale word's
+    // owner. So first a labelled BFS from all of the tier's roots: a root's node that is
+    // reached from another root's part of the graph is interior (a cycle makes both
+    // interior, and then neither is preferred). Heads seed first; interior roots claim
+    // only what the heads left and are kept as alternatives of what they reach.
+    const seeds: number[] = [];
+    const label = new LuaTable<number, number>();
+    const seedOf = new LuaTable<number, number>();
     for (let j = 0; j < rootNode.length; j++) {
       if (tierOf(R.kinds[j]) !== tier) continue;
       const node = rootNode[j];
-      if (owner.get(node) !== undefined) continue;
-      owner.set(node, rootName[j]);
-      ownerAt.set(node, rootAt[j]);
-      parent.set(node, 0);
-      queue.push(node);
+      if (owner.get(node) !== undefined || seedOf.get(node) !== undefined) continue;
+      seedOf.set(node, j);
+      label.set(node, node);
+      seeds.push(j);
     }
-    let qi = 0;
-    while (qi < queue.length) {
-      if (qi % 4096 === 4095) tick(ctx);
-      const n = queue[qi++];
-      const out = edges.get(n);
-      if (out === undefined) continue;
-      const o = owner.get(n)!;
-      for (const m of out) {
-        if (owner.get(m) === undefined) {
-          owner.set(m, o);
-          ownerAt.set(m, ownerAt.get(n)!);
-          parent.set(m, n);
-          queue.push(m);
+    const interior = new LuaTable<number, boolean>();
+    if (seeds.length > 1) {
+      const q: number[] = [];
+      for (const j of seeds) q.push(rootNode[j]);
+      let qi = 0;
+      while (qi < q.length) {
+        if (++steps % 4096 === 0) tick(ctx);
+        const n = q[qi++];
+        const out = edges.get(n);
+        if (out === undefined) continue;
+        const ln = label.get(n)!;
+        for (const m of out) {
+          if (owner.get(m) !== undefined) continue;
+          const lm = label.get(m);
+          if (lm === undefined) {
+            label.set(m, ln);
+            q.push(m);
+          } else if (seedOf.get(m) !== undefined && lm === m && ln !== m) interior.set(m, true);
+        }
+      }
+    }
+    for (let pass = 0; pass < 2; pass++) {
+      const queue: number[] = [];
+      for (const j of seeds) {
+        const node = rootNode[j];
+        if ((interior.get(node) === true) === (pass === 0)) continue;
+        if (owner.get(node) !== undefined) {
+          // an interior root whose node a head already reached: an alternative owner
+          if (pass === 1 && altNode.length < 256) {
+            altNode.push(node);
+            altName.push(rootName[j]);
+            altAt.push(rootAt[j]);
+            altPools.push(0);
+          }
+          continue;
+        }
+        owner.set(node, rootName[j]);
+        ownerAt.set(node, rootAt[j]);
+        parent.set(node, 0);
+        queue.push(node);
+      }
+      let qi = 0;
+      while (qi < queue.length) {
+        if (++steps % 4096 === 0) tick(ctx);
+        const n = queue[qi++];
+        const out = edges.get(n);
+        if (out === undefined) continue;
+        const o = owner.get(n)!;
+        for (const m of out) {
+          if (owner.get(m) === undefined) {
+            owner.set(m, o);
+            ownerAt.set(m, ownerAt.get(n)!);
+            parent.set(m, n);
+            queue.push(m);
+          }
         }
       }
     }
   }
+  // what each alternative root reaches (pools only), bounded
+  const isPoolNode = (n: number): boolean => n <= nPools || late.isPool.get(n) === true;
+  for (let a = 0; a < altNode.length; a++) {
+    const seen = new LuaTable<number, boolean>();
+    const q: number[] = [altNode[a]];
+    seen.set(altNode[a], true);
+    let qi = 0;
+    let np = 0;
+    while (qi < q.length && q.length < 65536) {
+      if (++steps % 4096 === 0) tick(ctx);
+      const n = q[qi++];
+      if (isPoolNode(n)) np++;
+      const out = edges.get(n);
+      if (out === undefined) continue;
+      for (const m of out) {
+        if (!seen.get(m)) {
+          seen.set(m, true);
+          q.push(m);
+        }
+      }
+    }
+    altPools[a] = np;
+  }
 
-  const res: OwnerResult = { owner: new LuaTable(), retainer: new LuaTable(), rootRef: new LuaTable(), heapBytes, refBytes: st.refBytes };
+  const res: OwnerResult = { owner: new LuaTable(), retainer: new LuaTable(), rootRef: new LuaTable(), alt: new LuaTable(), heapBytes, refBytes: st.refBytes };
   tick(ctx);
+  const altOf = new LuaTable<number, number[]>();
+  for (let a = 0; a < altNode.length; a++) {
+    const l = altOf.get(altNode[a]) ?? [];
+    l.push(a);
+    altOf.set(altNode[a], l);
+  }
   // pools found late were appended to `pools` (index >= nPools) with node ids of their own
   for (let k = 0; k < pools.length; k++) {
     if (k % 1024 === 1023) tick(ctx);
@@ -810,6 +902,12 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     res.owner.set(k, o);
     res.retainer.set(k, path.join(" → "));
     res.rootRef.set(k, ownerAt.get(node)!);
+    const al = altOf.get(node);
+    if (al !== undefined) {
+      const list: { owner: string; at: number; pools: number }[] = [];
+      for (const a of al) list.push({ owner: altName[a], at: altAt[a], pools: altPools[a] });
+      res.alt.set(k, list);
+    }
   }
   return res;
 }
@@ -832,6 +930,7 @@ interface Group {
   retainer: string;
   rootRef: number;
   examples: string[];
+  others: { owner: string; at: number; pools: number }[];
 }
 
 function logName(log: number, cycleLog: number): string {
@@ -881,6 +980,7 @@ export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cy
         retainer: own.retainer.get(k) ?? owner,
         rootRef: own.rootRef.get(k) ?? 0,
         examples: [],
+        others: [],
       };
       groups.set(key, g);
       order.push(g);
@@ -905,6 +1005,14 @@ export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cy
       g.rootRef = own.rootRef.get(k) ?? 0;
     }
     if (g.examples.length < 8) g.examples.push(hex(p.addr));
+    const al = own.alt.get(k);
+    if (al !== undefined) {
+      for (const a of al) {
+        let dup = false;
+        for (const o of g.others) if (o.at === a.at) dup = true;
+        if (!dup && g.others.length < 4) g.others.push(a);
+      }
+    }
   }
   table.sort(order, (a, b) => a.block_bytes + a.large_bytes > b.block_bytes + b.large_bytes);
   const out: object[] = [];
@@ -932,6 +1040,7 @@ export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cy
       owner: g.owner,
       retainer: g.retainer,
       root_ref: g.rootRef !== 0 ? hex(g.rootRef) : undefined,
+      other_roots: g.others.length > 0 ? arr(g.others.map((o) => ({ owner: o.owner, root_ref: hex(o.at), pools: o.pools }))) : undefined,
       examples: arr(g.examples),
     });
   }
