@@ -89,6 +89,16 @@ async function main(): Promise<void> {
     for (const mb of SIZES) {
       const inf = await httpGet(ngx.memdiagPort, `/t/inflate?mb=${mb}`, 600000);
       if (inf.status !== 200) throw new Error(`inflate: ${inf.status} ${inf.body.slice(0, 300)}`);
+      if (process.env.MEMDIAG_BENCH_MAPS) {
+        for (const pid of ngx.workerPids()) {
+          const lines = fs.readFileSync(`/proc/${pid}/maps`, "utf8").trim().split("\n");
+          const big = lines.filter((l) => {
+            const [a, b] = l.split(" ")[0].split("-").map((x) => parseInt(x, 16));
+            return b - a >= 4 * 1048576;
+          });
+          console.log(`worker ${pid}: ${lines.length} mappings; >= 4 MB:\n  ${big.join("\n  ")}`);
+        }
+      }
       const walk: number[] = [], ref: number[] = [], sliceCpu: number[] = [], p99: number[] = [], slow: number[] = [], mapsReads: number[] = [], sliceWall: number[] = [], cpu: number[] = [], wall: number[] = [], slices: number[] = [];
       let last: any;
       for (let i = 0; i < SCANS; i++) {
@@ -114,6 +124,7 @@ async function main(): Promise<void> {
         `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | slice cpu p99 ${Math.max(...p99).toFixed(1)} ms, over 1.5 ms: ${slow.join("/")} slices | maps reads ${median(mapsReads)} | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
       rows.push(`${row} | load ${load()}`);
       console.log(row);
+      if (process.env.MEMDIAG_BENCH_MAPS) console.log(`   regions: arena heaps ${sc.arena_heaps}, mmapped chunks ${sc.mmapped_chunks}; skipped ${JSON.stringify(last.skipped)}`);
       const big = last.pools.unrooted[0];
       if (big) console.log(`   largest unrooted group: ${big.pools} pools, owner ${big.owner}, retainer ${big.retainer}`);
     }

@@ -298,7 +298,7 @@ describe("deep scan: heap walk, pool discovery, owners", () => {
     expect(final.state).toBe("done");
     expect(final.bytes_scanned).toBeGreaterThanOrEqual(seen.bytes_scanned);
     expect(final.slices).toBeGreaterThan(1);
-    console.log(`scan of ${(final.heap_bytes / 1048576).toFixed(0)} MB heap: ${final.slices} slices, cpu ${final.cpu_ms.toFixed(1)} ms, longest slice cpu ${final.max_slice_cpu_ms.toFixed(3)} ms / wall ${final.max_slice_ms.toFixed(3)} ms`);
+    console.log(`scan of ${(final.heap_bytes / 1048576).toFixed(0)} MB heap: ${final.slices} slices, cpu ${final.cpu_ms.toFixed(1)} ms, longest slice cpu ${final.max_slice_cpu_ms.toFixed(3)} ms / wall ${final.max_slice_ms.toFixed(3)} ms, p99 ${final.slice_cpu_p99_ms} ms; ${final.max_slice_phase}`);
   });
 
   test("no errors in the error log", () => {

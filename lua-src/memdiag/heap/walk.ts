@@ -268,7 +268,9 @@ export function walkHeap(ctx: Ctx, regions: HeapRegion[], pagesize: number, maxC
 
   for (const r of regions) {
     let end = r.end;
-    if (!ctx.maps.readable(r.start, end - r.start)) {
+    // an mmapped chunk is read through a copy below (it may be gone: the copy comes back
+    // short): no maps check, which after a yield would cost a read of /proc/self/maps
+    if (r.kind !== KIND_MMAP && !ctx.maps.readable(r.start, end - r.start)) {
       const e = revalidate(ctx, r, r.first);
       if (e === 0) {
         skip(ctx, "heap_region_unreadable");
@@ -395,6 +397,13 @@ export function forEachInUseChunk(
   for (const r of regions) {
     if (r.kind !== KIND_MMAP) ctx.budget.mark(r.kind === KIND_MAIN ? "chunks: brk heap" : "chunks: arena");
     let end = r.end;
+    if (r.kind === KIND_MMAP) {
+      // an mmapped chunk may be gone since the regions were listed: the callback gets
+      // mmapped = true and must read it through a copy or check the maps itself
+      fn(r.first + 16, r.end - r.first - 16, true);
+      nbytes += r.end - r.first;
+      continue;
+    }
     if (!ctx.maps.readable(r.start, end - r.start)) {
       const e = revalidate(ctx, r, r.first);
       if (e === 0) continue;

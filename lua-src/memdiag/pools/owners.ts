@@ -8,7 +8,7 @@ import { COPY_BYTES, copyIn, copySmall, copyUnavailable, copyWindow } from "../h
 import { FoundPool, discoverPools } from "./discover";
 import { PoolOffsets, looksLikePoolHead } from "./walk";
 import { ConfStart, confAt, nameInSegment, SegmentRoot } from "./roots";
-import { slicedOrder } from "../scan/sort";
+import { newHash, slicedOrder } from "../scan/sort";
 
 /**
  * Owner attribution by conservative reachability, like the mark phase of a
@@ -502,7 +502,8 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       }
       a += 8;
       words++;
-      if (words % 2048 === 0 && tick(ctx)) {
+      // a pointer-looking word costs three index lookups: check the budget every 512 words
+      if (words % 512 === 0 && tick(ctx)) {
         if (a < e && !ctx.maps.readable(a, e - a)) {
           skip(ctx, "late_range_unmapped");
           return;
@@ -655,7 +656,9 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   const nPools = pools.length;
   const ix = new RangeIndex();
   /** user pointers of every pool's chunks (rooted too): skipped by the plain-chunk pass */
-  const poolChunk = new LuaTable<number, boolean>();
+  let nChunks = 0;
+  for (let k = 0; k < nPools; k++) nChunks += pools[k].mem.blocks.length + pools[k].mem.larges.length;
+  const poolChunk = newHash<number, boolean>(nChunks);
   let work = 0;
   for (let k = 0; k < nPools; k++) {
     const p = pools[k];
@@ -686,7 +689,8 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   const chunkEnd = st.chunkEnd;
   const addEdge = (src: number, dst: number): void => addEdgeS(st, src, dst);
 
-  if (trace) trace(`owners: plain chunks (${heapBytes} bytes, ${chunkStart.length} chunk nodes, ${st.nextNode} nodes)`);
+  // constant step names: a string made inside a slice can cost a rehash of LuaJIT's string table
+  if (trace) trace("owners: plain chunks");
   // chunks holding pool pointers become nodes too
   for (let j = 0; j < chunkStart.length; j++) {
     ix.add(chunkStart[j], chunkEnd[j], chunkNode.get(chunkStart[j])!);
@@ -734,9 +738,9 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       });
     }
   }
-  if (trace) trace(`owners: ${inp.segments.length} segments + rooted pools, ${rootNode.length} root hits, index ${ix.n} ranges`);
+  if (trace) trace("owners: segments + rooted pools");
   const late = lateDiscovery(ctx, inp, st, R, nPools);
-  if (trace) trace(`owners: late discovery (${late.nodeOf.length} pools)`);
+  if (trace) trace("owners: late discovery");
   R.kind = "lua";
   // Dead cdata not yet swept still pass inCdata: forcing a GC cycle here would cost a
   // pause proportional to the Lua heap (collectgarbage("step") runs a whole mark phase
@@ -757,9 +761,10 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   // segments, configuration structs, the cycle pool) reach at any depth belongs to
   // them; connection/request pools, then Lua, only claim what is left. A stale word in
   // a request pool must not cut a module's chain of leaked pools in two.
-  const owner = new LuaTable<number, string>();
-  const ownerAt = new LuaTable<number, number>();
-  const parent = new LuaTable<number, number>();
+  // sized for every node at once: growing them key by key rehashes inside slices
+  const owner = newHash<number, string>(st.nextNode);
+  const ownerAt = newHash<number, number>(st.nextNode);
+  const parent = newHash<number, number>(st.nextNode);
   const tierOf = (kind: string): number => (kind === "lua" ? 2 : kind === "connection pool" || kind === "request pool" ? 1 : 0);
   /** alternatives: root hits of a tier whose node another root of that tier reaches through the graph */
   const altNode: number[] = [];
@@ -777,7 +782,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     // interior, and then neither is preferred). Heads seed first; interior roots claim
     // only what the heads left and are kept as alternatives of what they reach.
     const seeds: number[] = [];
-    const label = new LuaTable<number, number>();
+    const label = newHash<number, number>(st.nextNode);
     const seedOf = new LuaTable<number, number>();
     for (let j = 0; j < rootNode.length; j++) {
       if (tierOf(R.kinds[j]) !== tier) continue;

@@ -34,7 +34,8 @@ export class DeepBudget extends Budget {
   public cpuTotalMs = 0;
   /** slices over SLOW_SLICE_MS of CPU (the issue-3 target for the longest slice) */
   public slowSlices = 0;
-  private slowWhere = new LuaTable<string, number>();
+  private slowStart: string[] = [];
+  private slowEnd: string[] = [];
   private wall0: number;
   private cpu0: number;
 
@@ -47,10 +48,32 @@ export class DeepBudget extends Budget {
     this.cpu0 = cpuMs();
   }
 
-  /** steps marked inside the current slice with their CPU offset (coarse points only: one clock read each) */
-  private marks: string[] = [];
-  mark(what: string): void {
-    if (this.marks.length < 24) this.marks.push(`${what}@${string.format("%.2f", cpuMs() - this.cpu0)}`);
+  /**
+   * Steps marked inside the current slice with their CPU offset (coarse points only: one
+   * clock read each). Kept as references and numbers, formatted only when the slice turns
+   * out to be the longest: creating strings inside a slice can cost milliseconds (LuaJIT
+   * interns every string, and crossing the string table's size doubles and rehashes it,
+   * O(all strings of the VM); measured 41 ms at 0.5 M strings). `what` must be a constant.
+   */
+  private markWhat: string[] = [];
+  private markAt: number[] = [];
+  private markVal: number[] = [];
+  private nMarks = 0;
+  mark(what: string, val = -1): void {
+    if (this.nMarks >= 24) return;
+    const i = this.nMarks++;
+    this.markWhat[i] = what;
+    this.markAt[i] = cpuMs() - this.cpu0;
+    this.markVal[i] = val;
+  }
+
+  private marksText(): string {
+    const out: string[] = [];
+    for (let i = 0; i < this.nMarks; i++) {
+      const at = string.format("%.2f", this.markAt[i]);
+      out.push(this.markVal[i] >= 0 ? `gap ${string.format("%.2f", this.markVal[i])} ms in ${this.markWhat[i]}@${at}` : `${this.markWhat[i]}@${at}`);
+    }
+    return out.join(" ");
   }
 
   public checks = 0;
@@ -63,7 +86,7 @@ export class DeepBudget extends Budget {
     if (this.lastCheck > 0 && now - this.lastCheck > this.maxGapMs) this.maxGapMs = now - this.lastCheck;
     // a long stretch of CPU without a check: mark where it ended and in which step
     const cpu = cpuMs();
-    if (this.lastCheckCpu > 0 && cpu - this.lastCheckCpu > this.sliceMs * 0.5) this.mark(`cpugap ${string.format("%.2f", cpu - this.lastCheckCpu)} ms in ${this.phase}`);
+    if (this.lastCheckCpu > 0 && cpu - this.lastCheckCpu > this.sliceMs * 0.5) this.mark(this.phase, cpu - this.lastCheckCpu);
     this.lastCheck = now;
     this.lastCheckCpu = cpu;
     const elapsed = now - this.wall0;
@@ -91,8 +114,15 @@ export class DeepBudget extends Budget {
     }
     collectgarbage("restart");
     this.close(monoMs() - this.wall0);
+    const slowWhere = new LuaTable<string, number>();
+    const keys: string[] = [];
+    for (let i = 0; i < this.slowStart.length; i++) {
+      const k = `${this.slowStart[i]}>${this.slowEnd[i]}`;
+      if (slowWhere.get(k) === undefined) keys.push(k);
+      slowWhere.set(k, (slowWhere.get(k) ?? 0) + 1);
+    }
     const where: string[] = [];
-    for (const [k, n] of this.slowWhere) if (where.length < 8) where.push(`${k}:${n}`);
+    for (const k of keys) if (where.length < 8) where.push(`${k}:${slowWhere.get(k)}`);
     this.maxSlicePhase += `; ${this.slowSlices} of ${this.slices} slices over ${SLOW_SLICE_MS} ms CPU (${where.join(", ")})`;
     this.wall0 = monoMs();
     this.cpu0 = cpuMs();
@@ -127,16 +157,19 @@ export class DeepBudget extends Budget {
     this.cpuTotalMs += cpu;
     if (cpu > SLOW_SLICE_MS) {
       this.slowSlices++;
-      const k = `${this.startPhase}>${this.phase}`;
-      this.slowWhere.set(k, (this.slowWhere.get(k) ?? 0) + 1);
+      // references only (no string made here): counted by start>end step at finish()
+      if (this.slowStart.length < 256) {
+        this.slowStart.push(this.startPhase);
+        this.slowEnd.push(this.phase);
+      }
     }
     if (cpu > this.maxSliceCpuMs) {
       this.maxSliceCpuMs = cpu;
-      this.maxSlicePhase = `from "${this.startPhase}" to "${this.phase}" (wall ${string.format("%.2f", elapsed)}, last check cpu ${string.format("%.2f", this.lastCheckCpu - this.cpu0)}, ${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)${this.marks.length > 0 ? " [" + this.marks.join(" ") + "]" : ""}`;
+      this.maxSlicePhase = `from "${this.startPhase}" to "${this.phase}" (wall ${string.format("%.2f", elapsed)}, last check cpu ${string.format("%.2f", this.lastCheckCpu - this.cpu0)}, ${this.checks} checks, max gap ${string.format("%.3f", this.maxGapMs)} ms)${this.nMarks > 0 ? " [" + this.marksText() + "]" : ""}`;
     }
     this.checks = 0;
     this.maxGapMs = 0;
-    this.marks = [];
+    this.nMarks = 0;
     this.startPhase = this.phase;
   }
 }

@@ -100,8 +100,15 @@ let tracing = false;
 export function setTrace(on: boolean): void {
   tracing = on;
 }
+/** "after <step>" names, made once per worker: a string made inside a slice can cost a string table rehash */
+const afterName = new LuaTable<string, string>();
 function trace(what: string, ctx?: Ctx): void {
-  if (budget) budget.phase = `after ${what}`;
+  let name = afterName.get(what);
+  if (name === undefined) {
+    name = `after ${what}`;
+    afterName.set(what, name);
+  }
+  if (budget) budget.phase = name;
   // a step boundary is a good place to yield: the steps between checks are short but add up
   if (ctx !== undefined) tick(ctx);
   if (!tracing) return;
