@@ -1,6 +1,6 @@
 import * as ffi from "ffi";
 import { config } from "../config";
-import { Ctx, refreshMaps, tick } from "../context";
+import { Ctx, tick } from "../context";
 import { Maps } from "../safe/maps";
 import { rdPtr } from "../safe/mem";
 import { DeepBudget } from "./budget";
@@ -150,7 +150,8 @@ function scanOnce(): void {
   trace("heap walk", ctx);
   const out: NonNullable<typeof result> = { size_classes: sizeClassesJson(walk.classes), skipped: ctx.skipped };
 
-  if (ctx.mapsEpoch !== b.epoch) refreshMaps(ctx);
+  // the mapping list is read directly below (not only through checks): bring it up to date
+  ctx.maps.ensureFresh();
   const [L, lerr] = currentLayout(ctx);
   if (L === undefined) {
     out.unrooted_error = lerr ?? "no struct layout";
@@ -168,7 +169,8 @@ function scanOnce(): void {
     status.unrooted_pools = unrooted;
 
     status.phase = "owners";
-    if (ctx.mapsEpoch !== b.epoch) refreshMaps(ctx);
+    // the mapping list is read directly below (not only through checks): bring it up to date
+  ctx.maps.ensureFresh();
     c0 = b.cpuSoFar();
     b.phase = "owners: confs";
     const confs = moduleConfsCached(ctx, L);
