@@ -75,13 +75,13 @@ describe("deep scans during leaky updates (list head in .bss)", () => {
       const total = fixtureGroups.reduce((n: number, x: any) => n + x.pools, 0);
       expect(total).toBeGreaterThanOrEqual(before.live_pools);
       expect(total).toBeLessThanOrEqual(after.live_pools);
-      // … and held by the module's group, except what another named root reaches first: a stale
-      // register word in ngx_http_lua_module's .bss (ngx_http_lua_exception, a jmp_buf) sometimes
-      // reaches the oldest few pools through a heap chunk (open issue, seen before this fix too;
-      // not the race tested here). Those groups have a named owner, never "unreferenced".
+      // … and all held by the module's group: a stale register word in ngx_http_lua_module's
+      // .bss (ngx_http_lua_exception, a jmp_buf) that reaches the oldest few pools through a
+      // heap chunk used to claim them; owners.ts now lets the root holding the chain's head
+      // win (the stale word is listed in other_roots instead)
       const elsewhere = fixtureGroups.filter((x: any) => x !== g);
-      for (const x of elsewhere) expect(x.retainer.endsWith("→ pool")).toBe(true);
-      expect(g.pools).toBeGreaterThanOrEqual(before.live_pools - elsewhere.reduce((n: number, x: any) => n + x.pools, 0));
+      expect({ scan: i, elsewhere: elsewhere.length, desc }).toEqual({ scan: i, elsewhere: 0, desc });
+      expect(g.pools).toBeGreaterThanOrEqual(before.live_pools);
       const addrs = new Set<string>(after.pools);
       for (const e of g.examples) expect(addrs.has(e)).toBe(true);
     }

@@ -89,12 +89,12 @@ describe.each([
     expect(cls(s, CLASS_256K).in_use_chunks - cls(before, CLASS_256K).in_use_chunks).toBeLessThanOrEqual(1);
   });
 
-  test("a stale word pointing into the chain (3rd oldest pool) does not take the older pools from the list head's owner", async () => {
+  test.each([["directly", ""], ["through a heap chunk", "&via=chunk"]])("a stale word pointing into the chain (3rd oldest pool) %s does not take the older pools from the list head's owner", async (_how, via) => {
     await app(ngx, "/leaky/reset");
     const st = await app(ngx, `/leaky/update-leak?n=${N}`);
     expect(st.live_pools).toBe(N);
     // ground truth: the fixture plants the word and says where it and the real head are
-    const stale = await app(ngx, "/leaky/stale?k=3");
+    const stale = await app(ngx, `/leaky/stale?k=3${via}`);
     expect(stale.live).toBe(N);
     expect(parseInt(stale.target_pool, 16)).toBe(parseInt(st.pools[N - 3], 16));
     try {
@@ -107,9 +107,11 @@ describe.each([
       expect(parseInt(g.root_ref, 16)).toBe(parseInt(stale.head_addr, 16));
       expect(parseInt(g.root_ref, 16)).not.toBe(parseInt(stale.stale_addr, 16));
       console.log(`stale: ${JSON.stringify(stale)} group root ${g.root_ref} owner ${g.owner} others ${JSON.stringify(g.other_roots)}`);
-      // the stale word is reported as an alternative root of the group
-      expect(g.other_roots).toEqual([expect.objectContaining({ pools: 3, root_ref: expect.any(String) })]);
-      expect(parseInt(g.other_roots[0].root_ref, 16)).toBe(parseInt(stale.stale_addr, 16));
+      // the planted word is reported as an alternative root of the group, reaching the 3 oldest
+      // pools (real stale words may show up there too: a cycle-pool word into an old pool was seen)
+      const planted = (g.other_roots ?? []).find((o: any) => parseInt(o.root_ref, 16) === parseInt(stale.stale_addr, 16));
+      expect(planted).toEqual(expect.objectContaining({ pools: 3, owner: expect.stringMatching(/^ngx_http_leaky_upstream_module\.so \(/) }));
+      for (const o of g.other_roots) expect(o.pools).toBeLessThan(N);
     } finally {
       await app(ngx, "/leaky/stale?k=0");
     }

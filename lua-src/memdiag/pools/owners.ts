@@ -263,7 +263,10 @@ export interface OwnerInputs {
 export interface OwnerResult {
   /** per pool index (unrooted pools only, in `pools` order): owner name, retainer path */
   owner: LuaTable<number, string>;
-  retainer: LuaTable<number, string>;
+  /** hops from the root to the pool (a group reports the retainer path of its shortest) */
+  depth: LuaTable<number, number>;
+  /** the retainer path of pool k ("root → pool → …"), made on demand */
+  retainerOf: (this: void, k: number) => string;
   /** address of the root word that starts the retainer path */
   rootRef: LuaTable<number, number>;
   /**
@@ -356,7 +359,15 @@ function visitChunk(this: void, user: number, usable: number, mmapped: boolean):
 interface RootState {
   confs: ConfStart[];
   seen: LuaTable<number, boolean>;
-  name: string[];
+  /**
+   * what names each root hit, resolved only for the roots that end up owning something
+   * (rootName): naming makes strings (dladdr, section names), and a string made inside a
+   * slice can cost a rehash of LuaJIT's string table
+   */
+  segPathOf: string[];
+  segFileOf: number[];
+  floorOf: number[];
+  nameCache: LuaTable<number, string>;
   node: number[];
   at: number[];
   /** root kind of each hit (segment, cycle, connection pool, request pool, lua) */
@@ -378,14 +389,24 @@ function rootHit(this: void, at: number, node: number): void {
     return;
   }
   R.seen.set(node, true);
-  let name: string;
-  if (R.kind === "segment") name = nameInSegment(at, R.segPath, R.segFile);
-  else if (R.kind === "cycle") name = confAt(R.confs, at, R.floor) ?? "cycle pool";
-  else name = R.kind;
-  R.name.push(name);
+  R.segPathOf.push(R.segPath);
+  R.segFileOf.push(R.segFile);
+  R.floorOf.push(R.floor);
   R.node.push(node);
   R.at.push(at);
   R.kinds.push(R.kind);
+}
+
+/** the name of root hit j (computed once) */
+function rootName(R: RootState, j: number): string {
+  let name = R.nameCache.get(j);
+  if (name !== undefined) return name;
+  const kind = R.kinds[j];
+  if (kind === "segment") name = nameInSegment(R.at[j], R.segPathOf[j], R.segFileOf[j]);
+  else if (kind === "cycle") name = confAt(R.confs, R.at[j], R.floorOf[j]) ?? "cycle pool";
+  else name = kind;
+  R.nameCache.set(j, name);
+  return name;
 }
 
 // ---- late discovery ----
@@ -627,12 +648,16 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       if (R.seen.get(node)) continue;
       R.seen.set(node, true);
       const at = tAt[t];
-      let name: string;
       if (src < 0) {
         const seg = inp.segments[-src - 1];
-        name = nameInSegment(at, seg.path, seg.fileStart ?? seg.start);
-      } else name = confAt(R.confs, at, tFloor[t]) ?? "cycle pool";
-      R.name.push(name);
+        R.segPathOf.push(seg.path);
+        R.segFileOf.push(seg.fileStart ?? seg.start);
+        R.floorOf.push(0);
+      } else {
+        R.segPathOf.push("");
+        R.segFileOf.push(0);
+        R.floorOf.push(tFloor[t]);
+      }
       R.node.push(node);
       R.at.push(at);
       R.kinds.push(src < 0 ? "segment" : "cycle");
@@ -711,11 +736,12 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
 
   if (trace) trace("owners: pools");
   // 3. roots, in priority order: data segments, cycle pool (module confs), connection/request pools, LuaJIT
-  const R: RootState = { confs: inp.confs, seen: new LuaTable(), name: [], node: [], at: [], kinds: [], luaStale: 0, segPath: "", segFile: 0, floor: 0, kind: "" };
+  const R: RootState = {
+    confs: inp.confs, seen: new LuaTable(), segPathOf: [], segFileOf: [], floorOf: [], nameCache: new LuaTable(),
+    node: [], at: [], kinds: [], luaStale: 0, segPath: "", segFile: 0, floor: 0, kind: "",
+  };
   RS = R;
-  const rootName = R.name;
   const rootNode = R.node;
-  const rootAt = R.at;
   const scanRoot = (s: number, e: number): void => {
     if (e <= s) return;
     if (ctx.maps.readable(s, e - s)) st.refBytes += scanRange(ctx, ix, s, e, rootHit);
@@ -762,14 +788,13 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   // them; connection/request pools, then Lua, only claim what is left. A stale word in
   // a request pool must not cut a module's chain of leaked pools in two.
   // sized for every node at once: growing them key by key rehashes inside slices
-  const owner = newHash<number, string>(st.nextNode);
-  const ownerAt = newHash<number, number>(st.nextNode);
+  /** node → the root hit (index into R's arrays) that owns it; names are made at the end */
+  const owner = newHash<number, number>(st.nextNode);
   const parent = newHash<number, number>(st.nextNode);
   const tierOf = (kind: string): number => (kind === "lua" ? 2 : kind === "connection pool" || kind === "request pool" ? 1 : 0);
   /** alternatives: root hits of a tier whose node another root of that tier reaches through the graph */
   const altNode: number[] = [];
-  const altName: string[] = [];
-  const altAt: number[] = [];
+  const altRoot: number[] = [];
   const altPools: number[] = [];
   let steps = 0;
   for (let tier = 0; tier <= 2; tier++) {
@@ -794,8 +819,15 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     }
     const interior = new LuaTable<number, boolean>();
     if (seeds.length > 1) {
+      // depth of each labelled node below its seed: a root's "entry" into the graph is its
+      // node and what that node points at within two hops (a stale word often points at a
+      // heap chunk that points at the pool: root → chunk → pool)
+      const ldepth = newHash<number, number>(st.nextNode);
       const q: number[] = [];
-      for (const j of seeds) q.push(rootNode[j]);
+      for (const j of seeds) {
+        q.push(rootNode[j]);
+        ldepth.set(rootNode[j], 0);
+      }
       let qi = 0;
       while (qi < q.length) {
         if (++steps % 4096 === 0) tick(ctx);
@@ -803,13 +835,15 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
         const out = edges.get(n);
         if (out === undefined) continue;
         const ln = label.get(n)!;
+        const dn = ldepth.get(n)!;
         for (const m of out) {
           if (owner.get(m) !== undefined) continue;
           const lm = label.get(m);
           if (lm === undefined) {
             label.set(m, ln);
+            ldepth.set(m, dn + 1);
             q.push(m);
-          } else if (seedOf.get(m) !== undefined && lm === m && ln !== m) interior.set(m, true);
+          } else if (lm !== ln && ldepth.get(m)! <= 2) interior.set(lm, true);
         }
       }
     }
@@ -818,18 +852,14 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       for (const j of seeds) {
         const node = rootNode[j];
         if ((interior.get(node) === true) === (pass === 0)) continue;
-        if (owner.get(node) !== undefined) {
-          // an interior root whose node a head already reached: an alternative owner
-          if (pass === 1 && altNode.length < 256) {
-            altNode.push(node);
-            altName.push(rootName[j]);
-            altAt.push(rootAt[j]);
-            altPools.push(0);
-          }
-          continue;
+        // an interior root: an alternative owner of what it reaches
+        if (pass === 1 && altNode.length < 256) {
+          altNode.push(node);
+          altRoot.push(j);
+          altPools.push(0);
         }
-        owner.set(node, rootName[j]);
-        ownerAt.set(node, rootAt[j]);
+        if (owner.get(node) !== undefined) continue;
+        owner.set(node, j);
         parent.set(node, 0);
         queue.push(node);
       }
@@ -843,7 +873,6 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
         for (const m of out) {
           if (owner.get(m) === undefined) {
             owner.set(m, o);
-            ownerAt.set(m, ownerAt.get(n)!);
             parent.set(m, n);
             queue.push(m);
           }
@@ -851,23 +880,33 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       }
     }
   }
-  // what each alternative root reaches (pools only), bounded
+  // what each alternative root reaches (pools only), bounded; it is listed with the group
+  // of the first pools on its way (its entry: within two hops, as above)
   const isPoolNode = (n: number): boolean => n <= nPools || late.isPool.get(n) === true;
+  const altOf = new LuaTable<number, number[]>();
   for (let a = 0; a < altNode.length; a++) {
-    const seen = new LuaTable<number, boolean>();
+    const seen = new LuaTable<number, number>();
     const q: number[] = [altNode[a]];
-    seen.set(altNode[a], true);
+    seen.set(altNode[a], 0);
     let qi = 0;
     let np = 0;
     while (qi < q.length && q.length < 65536) {
       if (++steps % 4096 === 0) tick(ctx);
       const n = q[qi++];
-      if (isPoolNode(n)) np++;
+      const d = seen.get(n)!;
+      if (isPoolNode(n)) {
+        np++;
+        if (d <= 2) {
+          const l = altOf.get(n) ?? [];
+          l.push(a);
+          altOf.set(n, l);
+        }
+      }
       const out = edges.get(n);
       if (out === undefined) continue;
       for (const m of out) {
-        if (!seen.get(m)) {
-          seen.set(m, true);
+        if (seen.get(m) === undefined) {
+          seen.set(m, d + 1);
           q.push(m);
         }
       }
@@ -875,25 +914,13 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     altPools[a] = np;
   }
 
-  const res: OwnerResult = { owner: new LuaTable(), retainer: new LuaTable(), rootRef: new LuaTable(), alt: new LuaTable(), heapBytes, refBytes: st.refBytes };
-  tick(ctx);
-  const altOf = new LuaTable<number, number[]>();
-  for (let a = 0; a < altNode.length; a++) {
-    const l = altOf.get(altNode[a]) ?? [];
-    l.push(a);
-    altOf.set(altNode[a], l);
-  }
-  // pools found late were appended to `pools` (index >= nPools) with node ids of their own
-  for (let k = 0; k < pools.length; k++) {
-    if (k % 1024 === 1023) tick(ctx);
-    if (pools[k].rooted !== undefined) continue;
-    const node = k < nPools ? k + 1 : late.nodeOf[k - nPools];
+  // the retainer path of a pool is made only for the pools a group reports (a string per
+  // pool, made in a slice, could cost a rehash of LuaJIT's string table)
+  const nodeOfPool = (k: number): number => (k < nPools ? k + 1 : late.nodeOf[k - nPools]);
+  const retainerOf = (k: number): string => {
+    const node = nodeOfPool(k);
     const o = owner.get(node);
-    if (o === undefined) {
-      res.owner.set(k, "unreferenced");
-      res.retainer.set(k, "unreferenced");
-      continue;
-    }
+    if (o === undefined) return "unreferenced";
     const hops: string[] = [];
     let n = node;
     for (let guard = 0; n !== 0 && guard < 64; guard++) {
@@ -901,16 +928,37 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       n = parent.get(n) ?? 0;
     }
     if (n !== 0) hops.push("…");
-    hops.push(o);
+    hops.push(rootName(R, o));
     const path: string[] = [];
     for (let j = hops.length - 1; j >= 0; j--) path.push(hops[j]);
-    res.owner.set(k, o);
-    res.retainer.set(k, path.join(" → "));
-    res.rootRef.set(k, ownerAt.get(node)!);
+    return path.join(" → ");
+  };
+  const res: OwnerResult = { owner: new LuaTable(), depth: new LuaTable(), retainerOf, rootRef: new LuaTable(), alt: new LuaTable(), heapBytes, refBytes: st.refBytes };
+  tick(ctx);
+  // pools found late were appended to `pools` (index >= nPools) with node ids of their own
+  for (let k = 0; k < pools.length; k++) {
+    if (k % 1024 === 1023) tick(ctx);
+    if (pools[k].rooted !== undefined) continue;
+    const node = nodeOfPool(k);
+    const o = owner.get(node);
+    if (o === undefined) {
+      res.owner.set(k, "unreferenced");
+      continue;
+    }
+    let depth = 0;
+    let n = node;
+    for (let guard = 0; n !== 0 && guard < 64; guard++) {
+      depth++;
+      n = parent.get(n) ?? 0;
+    }
+    // names: one per owning root, made once (rootName caches)
+    res.owner.set(k, rootName(R, o));
+    res.depth.set(k, depth);
+    res.rootRef.set(k, R.at[o]);
     const al = altOf.get(node);
     if (al !== undefined) {
       const list: { owner: string; at: number; pools: number }[] = [];
-      for (const a of al) list.push({ owner: altName[a], at: altAt[a], pools: altPools[a] });
+      for (const x of al) list.push({ owner: rootName(R, altRoot[x]), at: R.at[altRoot[x]], pools: altPools[x] });
       res.alt.set(k, list);
     }
   }
@@ -932,7 +980,9 @@ interface Group {
   cleanups: LuaTable<string, number>;
   log: string;
   owner: string;
-  retainer: string;
+  /** the pool whose retainer path the group reports (the shortest), and its depth */
+  retainerK: number;
+  depth: number;
   rootRef: number;
   examples: string[];
   others: { owner: string; at: number; pools: number }[];
@@ -982,7 +1032,8 @@ export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cy
         cleanups: new LuaTable(),
         log,
         owner,
-        retainer: own.retainer.get(k) ?? owner,
+        retainerK: k,
+        depth: own.depth.get(k) ?? 0,
         rootRef: own.rootRef.get(k) ?? 0,
         examples: [],
         others: [],
@@ -1004,9 +1055,10 @@ export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cy
       g.hist.set(c, e);
     }
     for (const nm of names) g.cleanups.set(nm, (g.cleanups.get(nm) ?? 0) + counts.get(nm)!);
-    const r = own.retainer.get(k);
-    if (r !== undefined && r.length < g.retainer.length) {
-      g.retainer = r;
+    const d = own.depth.get(k);
+    if (d !== undefined && d < g.depth) {
+      g.depth = d;
+      g.retainerK = k;
       g.rootRef = own.rootRef.get(k) ?? 0;
     }
     if (g.examples.length < 8) g.examples.push(hex(p.addr));
@@ -1043,7 +1095,7 @@ export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cy
       cleanups: arr(cleanups),
       log: g.log,
       owner: g.owner,
-      retainer: g.retainer,
+      retainer: own.retainerOf(g.retainerK),
       root_ref: g.rootRef !== 0 ? hex(g.rootRef) : undefined,
       other_roots: g.others.length > 0 ? arr(g.others.map((o) => ({ owner: o.owner, root_ref: hex(o.at), pools: o.pools }))) : undefined,
       examples: arr(g.examples),
