@@ -539,6 +539,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
     poolRanges(p, (s, _e, used) => collect(s, used, 0, s));
   }
 
+  ctx.budget.mark("late: targets read");
   if (tWord.length === 0) return res;
   // one walk over the heap as it is now: the in-use chunks no known pool owns that look
   // like a pool head (pools created since the heap walk, mostly). Every pool a target can
@@ -555,6 +556,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       he.push(user + usable);
     }
   });
+  ctx.budget.mark("late: heads walked");
   if (hs.length >= MAX_LATE_HEADS) skip(ctx, "late_heads_limit");
   BT.ctx = ctx;
   const order = slicedOrder(hs, betweenTick);
@@ -569,7 +571,9 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   }
   const nH = headStart.length;
   // connections and requests opened during the scan have pools too: those are rooted, not late finds
+  ctx.budget.mark("late: heads sorted");
   const rootedNow = nH > 0 ? LP.rooted() : new LuaTable<number, string>();
+  ctx.budget.mark("late: rooted set");
 
   for (let round = 0; round < MAX_LATE_ROUNDS && tWord.length > 0 && nH > 0; round++) {
     tick(ctx);
@@ -599,7 +603,9 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       cands.push(u);
     }
     if (cands.length === 0) break;
+    ctx.budget.mark("late: candidates");
     const found = discoverPools(ctx, LP.P, cands, LP.pagesize, new LuaTable());
+    ctx.budget.mark("late: discovered");
     const fresh = new RangeIndex();
     const added: FoundPool[] = [];
     const addedNode: number[] = [];
