@@ -18,14 +18,14 @@
  *   bash bench/run.sh history        options (environment): HISTORY_SNAPSHOTS=100000 HISTORY_WORKERS=64
  *                                    HISTORY_CHURN=400 HISTORY_EVERY=10000 HISTORY_RETENTION_S=40 HISTORY_FULL_S=20
  */
-import { spawn, ChildProcess } from "child_process";
+import { ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import WebSocket from "ws";
 import Database from "better-sqlite3";
 import { buildSnapshot, identityOf, defaultSizeClasses } from "../test/fixtures/snapshots";
-import { freePort } from "../test/harness/ports";
+import { serveForBench } from "./serve";
 
 const env = (k: string, d: number): number => (process.env[k] !== undefined ? Number(process.env[k]) : d);
 const TOTAL = env("HISTORY_SNAPSHOTS", 100000);
@@ -35,7 +35,6 @@ const EVERY = env("HISTORY_EVERY", 10000);
 const RETENTION_S = env("HISTORY_RETENTION_S", 40);
 const FULL_S = env("HISTORY_FULL_S", 20);
 const INFLIGHT = 2;
-const ROOT = path.resolve(__dirname, "..", "..");
 
 function procKb(pid: number, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -43,20 +42,10 @@ function procKb(pid: number, field: string): number {
 }
 
 async function startServer(dir: string): Promise<{ proc: ChildProcess; base: string; db: string }> {
-  const port = await freePort();
-  const cli = path.join(ROOT, "dist", "control-plane", "src", "cli.js");
   const db = path.join(dir, "history.db");
-  const proc = spawn(process.execPath, [cli, "serve", "--port", String(port), "--db", db, "--config", path.join(dir, "none.json"),
-    "--retention-days", (RETENTION_S / 86400).toFixed(9), "--full-resolution-hours", (FULL_S / 3600).toFixed(9)], { stdio: ["ignore", "ignore", "pipe"] });
-  let err = "";
-  await new Promise<void>((resolve, reject) => {
-    proc.stderr!.on("data", (d) => {
-      err += d.toString();
-      if (err.includes("listening on")) resolve();
-    });
-    proc.on("exit", (code) => reject(new Error(`control plane exited ${code}: ${err}`)));
-  });
-  return { proc, base: `127.0.0.1:${port}`, db };
+  const s = await serveForBench(db, path.join(dir, "none.json"),
+    ["--retention-days", (RETENTION_S / 86400).toFixed(9), "--full-resolution-hours", (FULL_S / 3600).toFixed(9)]);
+  return { ...s, db };
 }
 
 interface Sim {

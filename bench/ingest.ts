@@ -15,13 +15,13 @@
  *
  *   bash bench/run.sh ingest        options: --workers 32 --seconds 10 --inflight 4 --deep-every 10
  */
-import { spawn, ChildProcess } from "child_process";
+import { ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import WebSocket from "ws";
 import { buildSnapshot, identityOf, defaultSizeClasses } from "../test/fixtures/snapshots";
-import { freePort } from "../test/harness/ports";
+import { serveForBench } from "./serve";
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -32,7 +32,6 @@ const SECONDS = Number(arg("seconds", "10"));
 const INFLIGHT = Number(arg("inflight", "4"));
 const DEEP_EVERY = Number(arg("deep-every", "10"));
 const WARMUP_S = 2;
-const ROOT = path.resolve(__dirname, "..", "..");
 
 const pct = (xs: number[], p: number): number => {
   if (!xs.length) return NaN;
@@ -55,21 +54,8 @@ function procKb(pid: number, field: string): number {
 }
 
 async function startServer(dir: string): Promise<{ proc: ChildProcess; base: string }> {
-  const port = await freePort();
-  const cli = path.join(ROOT, "dist", "control-plane", "src", "cli.js");
   const nodeArgs = (process.env.CP_NODE_ARGS ?? "").split(" ").filter(Boolean);
-  const proc = spawn(process.execPath, [...nodeArgs, cli, "serve", "--port", String(port), "--db", path.join(dir, "bench.db"), "--config", path.join(dir, "none.json")], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let err = "";
-  await new Promise<void>((resolve, reject) => {
-    proc.stderr!.on("data", (d) => {
-      err += d.toString();
-      if (err.includes("listening on")) resolve();
-    });
-    proc.on("exit", (code) => reject(new Error(`control plane exited ${code}: ${err}`)));
-  });
-  return { proc, base: `127.0.0.1:${port}` };
+  return serveForBench(path.join(dir, "bench.db"), path.join(dir, "none.json"), [], nodeArgs);
 }
 
 interface Sim {
