@@ -4,6 +4,7 @@
  * pools on a list whose head is in its .bss (or its main conf). Ground truth is the
  * fixture's own status JSON (what it allocated, where the head lives).
  */
+import { deepScan } from "../harness/deep";
 import { Nginx, httpGet } from "../harness/nginx";
 import { leakyLoadModule, LEAKY_LOCATIONS, LEAKY_POOL_SIZE } from "../harness/fixtures";
 import { validateSnapshot } from "../../schema/validate";
@@ -15,14 +16,6 @@ function cls(s: any, min: number): any {
   return s.glibc.size_classes.find((c: any) => c.min_bytes === min) ?? { chunks: 0, in_use_chunks: 0 };
 }
 
-async function deep(ngx: Nginx): Promise<any> {
-  const r = await ngx.memdiag("?deep=1");
-  expect(r.status).toBe(200);
-  const w = JSON.parse(r.body).workers[0];
-  expect(w.scan.state).toBe("done");
-  expect(validateSnapshot(w).error).toBeUndefined();
-  return w;
-}
 
 async function app(ngx: Nginx, path: string): Promise<any> {
   const r = await httpGet(ngx.appPort, path);
@@ -55,10 +48,10 @@ describe.each([
   afterAll(() => ngx.stop());
 
   test(`after ${N} leaky updates one unrooted group has the ${N} pools, owned by the fixture module`, async () => {
-    const before = await deep(ngx);
+    const before = await deepScan(ngx);
     const st = await app(ngx, `/leaky/update-leak?n=${N}`);
     expect(st.live_pools).toBe(N);
-    const s = await deep(ngx);
+    const s = await deepScan(ngx);
     const g = groupOf(s, st.pools);
     // every live pool of the fixture is in the group, nothing else
     expect(g.pools).toBe(st.live_pools);
@@ -79,10 +72,10 @@ describe.each([
 
   test("in the correct variant the group stays at one pool and the class does not grow", async () => {
     await app(ngx, "/leaky/reset");
-    const before = await deep(ngx);
+    const before = await deepScan(ngx);
     const st = await app(ngx, `/leaky/update-correct?n=${N}`);
     expect(st.live_pools).toBe(1);
-    const s = await deep(ngx);
+    const s = await deepScan(ngx);
     const g = groupOf(s, st.pools);
     expect(g.pools).toBe(1);
     expect(g.owner).toMatch(ownerRe);
@@ -98,7 +91,7 @@ describe.each([
     expect(stale.live).toBe(N);
     expect(parseInt(stale.target_pool, 16)).toBe(parseInt(st.pools[N - 3], 16));
     try {
-      const s = await deep(ngx);
+      const s = await deepScan(ngx);
       const g = groupOf(s, st.pools);
       // one group: the pools the stale word reaches (the 3 oldest) stay with the chain's head
       expect(g.pools).toBe(N);

@@ -9,6 +9,7 @@
  * those chunks in their size class.
  */
 import * as fs from "fs";
+import { deepScan } from "../harness/deep";
 import { Nginx, httpGet } from "../harness/nginx";
 import { leakyLoadModule, LEAKY_LOCATIONS } from "../harness/fixtures";
 import { validateSnapshot } from "../../schema/validate";
@@ -19,14 +20,6 @@ const SIZE = 40000;
 const CHUNK = Math.ceil((SIZE + 8) / 16) * 16;
 const CLASS_MIN = 2 ** Math.floor(Math.log2(CHUNK));
 
-async function deep(ngx: Nginx): Promise<any> {
-  const r = await ngx.memdiag("?deep=1");
-  expect(r.status).toBe(200);
-  const w = JSON.parse(r.body).workers[0];
-  expect(w.scan.state).toBe("done");
-  expect(validateSnapshot(w).error).toBeUndefined();
-  return w;
-}
 
 function cls(s: any): { in_use_chunks: number; in_use_bytes: number } {
   return s.glibc.size_classes.find((c: any) => c.min_bytes === CLASS_MIN) ?? { in_use_chunks: 0, in_use_bytes: 0 };
@@ -45,7 +38,7 @@ describe("deep scan sees a glibc thread arena of an nginx worker", () => {
   afterAll(() => ngx.stop());
 
   test(`${N} blocks of ${SIZE} bytes malloc'd by a worker thread are walked in their arena`, async () => {
-    const before = await deep(ngx);
+    const before = await deepScan(ngx);
     const pid = before.pid;
 
     const r = await httpGet(ngx.appPort, `/leaky/thread-alloc?n=${N}&size=${SIZE}`);
@@ -69,7 +62,7 @@ describe("deep scan sees a glibc thread arena of an nginx worker", () => {
     expect(holding.perms.startsWith("rw")).toBe(true);
     expect(maps.some((m) => m.start === heap)).toBe(true);
 
-    const after = await deep(ngx);
+    const after = await deepScan(ngx);
     expect(after.pid).toBe(pid);
     const s = after.scan;
     console.log(
@@ -96,7 +89,7 @@ describe("deep scan sees a glibc thread arena of an nginx worker", () => {
     // hands its arena to the next thread): the walk follows it
     const r2 = await httpGet(ngx.appPort, `/leaky/thread-alloc?n=${N}&size=${SIZE}`);
     expect(JSON.parse(r2.body).held_blocks).toBe(2 * N);
-    const again = await deep(ngx);
+    const again = await deepScan(ngx);
     const d2 = cls(again).in_use_chunks - cls(before).in_use_chunks;
     expect(d2).toBeGreaterThanOrEqual(2 * N);
     expect(d2).toBeLessThanOrEqual(2 * N + 4);

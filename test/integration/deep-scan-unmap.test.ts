@@ -10,24 +10,12 @@
  * mappings the scan listed vanish (and others appear) between its slices. Ground truth:
  * the worker's pid stays the same, nginx logs no crash, every scan finishes.
  */
+import { INFLATE_LOCATION } from "../harness/deep";
 import { Nginx, httpGet } from "../harness/nginx";
 import { validateSnapshot } from "../../schema/validate";
 
 const LOCATIONS = `
-    location = /t/inflate {
-      content_by_lua_block {
-        local ffi = require "ffi"
-        pcall(ffi.cdef, "void *malloc(size_t size);")
-        local prev = 0
-        for i = 1, tonumber(ngx.var.arg_n) do
-          local p = ffi.C.malloc(256)
-          local w = ffi.cast("uint64_t *", p)
-          for j = 0, 31 do w[j] = prev end
-          prev = tonumber(ffi.cast("uintptr_t", p))
-        end
-        ngx.say("ok")
-      }
-    }
+${INFLATE_LOCATION}
     location = /t/churn {
       content_by_lua_block {
         local ffi = require "ffi"

@@ -4,6 +4,7 @@
  * test locations allocate through FFI (sizes checked with malloc_usable_size).
  * One worker, so that the test locations and ?deep=1 run in the same process.
  */
+import { INFLATE_LOCATION } from "../harness/deep";
 import { Nginx, httpGet } from "../harness/nginx";
 import { validateSnapshot } from "../../schema/validate";
 
@@ -47,21 +48,7 @@ return M
 `;
 
 const LOCATIONS = `
-    location = /t/inflate {
-      content_by_lua_block {
-        -- small chunks linked by pointers: a heap the deep scan needs many slices for
-        local ffi = require "ffi"
-        pcall(ffi.cdef, "void *malloc(size_t size);")
-        local prev = 0
-        for i = 1, tonumber(ngx.var.arg_n) do
-          local p = ffi.C.malloc(256)
-          local w = ffi.cast("uint64_t *", p)
-          for j = 0, 31 do w[j] = prev end
-          prev = tonumber(ffi.cast("uintptr_t", p))
-        end
-        ngx.say('{}')
-      }
-    }
+${INFLATE_LOCATION}
     location = /t/trace {
       content_by_lua_block { require("memdiag.scan.deep").setTrace(true) ngx.say('{}') }
     }
