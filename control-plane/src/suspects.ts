@@ -75,6 +75,17 @@ export function judgedSeries(w: WorkerWindow, metric: string, rules: GrowthRules
   return pts.filter((p) => p.t >= from);
 }
 
+/** series whose level includes allocator and page slack: judged against their size (GrowthRules.process_min_ratio) */
+export function processLevel(metric: string): boolean {
+  return metric.startsWith("system.") || metric.startsWith("region.") || metric.startsWith("luajit.");
+}
+
+/** the allowance is a share of the process's size (its RSS at the window's start), the same for all of its series */
+function rulesFor(metric: string, rssAtStart: number | undefined, rules: GrowthRules): GrowthRules {
+  if (!processLevel(metric) || rssAtStart === undefined || !(rules.process_min_ratio > 0)) return rules;
+  return { ...rules, min_growth: Math.max(rules.min_growth, rules.process_min_ratio * rssAtStart) };
+}
+
 export function seriesOf(w: WorkerWindow, metric: string): Point[] {
   const deep = isDeepMetric(metric);
   const pts: Point[] = [];
@@ -161,9 +172,11 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
     const owners: Record<string, UnrootedInfo> = {};
     for (const s of w.snapshots) Object.assign(owners, s.unrooted);
     const passing: { metric: string; count?: string; tr: Trend; pts: Point[] }[] = [];
+    const rssPts = judgedSeries(w, "system.rss_bytes", rules);
+    const rssAtStart = rssPts.length ? rssPts[0].v : undefined;
     for (const [metric, count] of candidates(names)) {
       const pts = judgedSeries(w, metric, rules);
-      const v = keepsGrowing(pts, window_s, rules);
+      const v = keepsGrowing(pts, window_s, rulesFor(metric, rssAtStart, rules));
       if (v.ok) passing.push({ metric, count, tr: v.trend, pts });
     }
     passing.sort((x, y) => tier(x.metric) - tier(y.metric) || y.tr.slope_per_min - x.tr.slope_per_min);

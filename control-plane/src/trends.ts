@@ -97,6 +97,15 @@ export interface GrowthRules {
    * so. Unrooted pool groups are judged from the start (suspects.ts warmupExempt).
    */
   warmup_s: number;
+  /**
+   * process-level series (RSS, mapping regions, the LuaJIT arena) must also grow by this
+   * share of the worker's RSS within the window: they move in pages and arena steps while
+   * allocator peaks settle, for minutes after the warm-up (measured: a correct worker's RSS
+   * +1.1 MB/min at 17 MB in its second minute, +0.4 MB/min in its fourth). A leak there is
+   * judged over a window long enough to outgrow that; leaks of nginx memory itself are
+   * seen sooner by the pool and size-class series, which keep the absolute minimum.
+   */
+  process_min_ratio: number;
 }
 
 export const DEFAULT_RULES: GrowthRules = {
@@ -108,6 +117,7 @@ export const DEFAULT_RULES: GrowthRules = {
   min_growth: 1 << 20,
   min_half_ratio: 1 / 3,
   warmup_s: 60,
+  process_min_ratio: 0.1,
 };
 
 /**
