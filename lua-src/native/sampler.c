@@ -248,6 +248,10 @@ static uintptr_t self_base, self_text_lo, self_text_hi;
  * trace machine code. Unwinding therefore stops at the first frame inside these
  * objects: the path ends at the Lua boundary, which is where it stops being C.
  */
+#define MS_MAX_LUA_RANGES 8
+static uintptr_t lua_lo[MS_MAX_LUA_RANGES], lua_hi[MS_MAX_LUA_RANGES];
+static int lua_ranges;
+
 /*
  * Executable segments of the ELF objects loaded at the last arm, sorted. The
  * unwinder is only allowed to step out of frames whose code is in one of
@@ -308,10 +312,6 @@ static int in_object_text(uintptr_t ip)
     }
     return 0;
 }
-
-#define MS_MAX_LUA_RANGES 8
-static uintptr_t lua_lo[MS_MAX_LUA_RANGES], lua_hi[MS_MAX_LUA_RANGES];
-static int lua_ranges;
 
 /* /proc/self/maps, parsed at arm/disarm */
 static char        maps_buf[MS_MAPS_BUF];
