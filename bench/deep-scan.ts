@@ -100,7 +100,10 @@ async function main(): Promise<void> {
         }
       }
       const walk: number[] = [], ref: number[] = [], sliceCpu: number[] = [], p99: number[] = [], slow: number[] = [], mapsReads: number[] = [], sliceWall: number[] = [], cpu: number[] = [], wall: number[] = [], slices: number[] = [];
+      const jumps: number[] = [];
+      const pre: string[] = [];
       let last: any;
+      const sitesAll: string[] = [];
       for (let i = 0; i < SCANS; i++) {
         const s = await deep(ngx);
         const sc = s.scan;
@@ -110,10 +113,14 @@ async function main(): Promise<void> {
         p99.push(sc.slice_cpu_p99_ms ?? NaN);
         slow.push(sc.slow_slices ?? NaN);
         mapsReads.push(sc.maps_reads ?? NaN);
+        jumps.push(sc.cpu_clock_jumps ?? NaN);
+        pre.push(`${sc.preempted_slices}/${sc.slow_preempted_slices}/${(sc.max_preempted_slice_cpu_ms ?? NaN).toFixed(1)}`);
         sliceWall.push(sc.max_slice_ms);
         cpu.push(sc.cpu_ms);
         wall.push(sc.wall_ms);
         slices.push(sc.slices);
+        for (const x of sc.slow_slice_sites ?? []) sitesAll.push(`scan ${i + 1}: ${x}`);
+        if (process.env.MEMDIAG_BENCH_JIT) for (const x of sc.jit_traces ?? []) sitesAll.push(`scan ${i + 1} jit: ${x}`);
         last = s;
       }
       const sc = last.scan;
@@ -121,10 +128,13 @@ async function main(): Promise<void> {
         `heap ${String(Math.round(sc.heap_bytes / 1048576)).padStart(5)} MB | ref scanned ${String(Math.round(sc.ref_bytes / 1048576)).padStart(5)} MB | ` +
         `pools ${String(sc.pools_found).padStart(5)} | walk ${median(walk).toFixed(0).padStart(6)} MB/s | ref scan ${median(ref).toFixed(0).padStart(5)} MB/s | ` +
         `cpu ${median(cpu).toFixed(1)} ms (walk ${sc.phase_cpu_ms.walk.toFixed(1)}, discover ${sc.phase_cpu_ms.discover.toFixed(1)}, owners ${sc.phase_cpu_ms.owners.toFixed(1)}) | ` +
-        `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | slice cpu p99 ${Math.max(...p99).toFixed(1)} ms, over 1.5 ms: ${slow.join("/")} slices | maps reads ${median(mapsReads)} | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
+        `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | slice cpu p99 ${Math.max(...p99).toFixed(1)} ms, over 1.5 ms: ${slow.join("/")} slices | maps reads ${median(mapsReads)} | cpu clock jumps ${jumps.join("/")} | preempted slices (n/over 1.5 ms/longest ms) ${pre.join(" ")} | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
       rows.push(`${row} | load ${load()}`);
       console.log(row);
       if (process.env.MEMDIAG_BENCH_MAPS) console.log(`   regions: arena heaps ${sc.arena_heaps}, mmapped chunks ${sc.mmapped_chunks}; skipped ${JSON.stringify(last.skipped)}`);
+      if (process.env.MEMDIAG_BENCH_SITES) {
+        for (const x of sitesAll) console.log(`   slow: ${x}`);
+      }
       const big = last.pools.unrooted[0];
       if (big) console.log(`   largest unrooted group: ${big.pools} pools, owner ${big.owner}, retainer ${big.retainer}`);
     }

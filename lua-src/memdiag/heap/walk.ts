@@ -40,6 +40,8 @@ const MALLOC_STATE_SIZE = 2200;
 const MAX_CHUNK = 1099511627776;
 /** chunks between two budget checks */
 const CHECK_EVERY = 1024;
+/** the same in forEachInUseChunk, whose callbacks cost more per chunk (a hash lookup, a call, a scan) */
+const VISIT_CHECK_EVERY = 256;
 /** bytes a forEachInUseChunk callback may read between two budget checks */
 const TICK_BYTES = 65536;
 
@@ -459,7 +461,7 @@ export function forEachInUseChunk(
       raw = nextRaw;
       n++;
       // the callback reads the chunks: check the budget by bytes read as well as by chunks walked
-      if ((n % CHECK_EVERY === 0 || sinceTick >= TICK_BYTES) && ((sinceTick = 0), tick(ctx))) {
+      if ((n % VISIT_CHECK_EVERY === 0 || sinceTick >= TICK_BYTES) && ((sinceTick = 0), tick(ctx))) {
         end = revalidate(ctx, r, cur);
         if (end === 0 || cur + 16 > end) break;
         raw = rdU64(cur + 8);

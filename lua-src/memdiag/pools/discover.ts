@@ -29,8 +29,10 @@ export function discoverPools(
 ): FoundPool[] {
   const found: FoundPool[] = [];
   for (let i = 0; i < candidates.length; i++) {
-    // a candidate costs a header check, a list walk and a few tables (~10-20 us): check often
-    if (i % 16 === 15) tick(ctx);
+    // a candidate costs a header check, a list walk and a few tables (~10-20 us, more while
+    // the JIT compiles the walk's traces, several in the first candidates of a scan): a check
+    // per candidate (~0.1 us) lets the budget yield between two of those compiles
+    tick(ctx);
     const a = candidates[i];
     if (!looksLikePoolHead(ctx, P, a, pagesize)) {
       skip(ctx, "pool_candidate_header");
@@ -86,10 +88,10 @@ export function discoverPools(
   for (let i = 0; i < found.length; i++) {
     const p = found[i];
     for (let j = 1; j < p.mem.blocks.length; j++) secondary.set(p.mem.blocks[j], true);
-    if (i % 512 === 511) tick(ctx);
+    if (i % 128 === 127) tick(ctx);
   }
   for (let i = 0; i < found.length; i++) {
-    if (i % 512 === 511) tick(ctx);
+    if (i % 128 === 127) tick(ctx);
     const p = found[i];
     if (secondary.get(p.addr)) {
       skip(ctx, "pool_candidate_is_block");

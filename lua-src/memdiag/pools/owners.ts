@@ -81,11 +81,11 @@ export class RangeIndex {
       for (let pg = Math.floor(s / PAGE); pg <= Math.floor((e - 1) / PAGE); pg++) {
         if (this.pageLo.get(pg) === undefined) this.pageLo.set(pg, n);
         this.pageHi.set(pg, n);
-        if (++work % 4096 === 0) betweenTick();
+        if (++work % 512 === 0) betweenTick();
       }
       lastEnd = e;
       n++;
-      if (++work % 4096 === 0) betweenTick();
+      if (++work % 512 === 0) betweenTick();
     }
     BT.ctx = undefined;
     this.n = n;
@@ -282,13 +282,29 @@ export interface OwnerResult {
 /**
  * Memory ranges of a pool: the used part of each block (nothing lives in the tail
  * past d.last yet; a pointer there is a stale one from the memory's previous life)
- * and the large allocations.
+ * and the large allocations, into RG.s/RG.e[0 .. n); returns n. Arrays at module level,
+ * not a callback: a closure made per pool (FNEW) is not compiled by LuaJIT, so every
+ * trace through such a loop aborted, in every scan, inside the slices. Read RG right
+ * after the call: the next call overwrites it (one deep scan runs at a time).
  */
-function poolRanges(p: FoundPool, fn: (this: void, s: number, e: number, used: number) => void): void {
+const RG = { s: [] as number[], e: [] as number[] };
+function poolRanges(p: FoundPool): number {
   const m = p.mem;
-  for (let j = 0; j < m.blocks.length; j++) fn(m.blocks[j], m.blockLast[j], m.blockLast[j]);
+  const rs = RG.s;
+  const re = RG.e;
+  let n = 0;
+  for (let j = 0; j < m.blocks.length; j++) {
+    rs[n] = m.blocks[j];
+    re[n] = m.blockLast[j];
+    n++;
+  }
   // a large allocation's last usable word is the next chunk's prev_size: glibc's, not ours
-  for (let j = 0; j < m.larges.length; j++) fn(m.larges[j], m.larges[j] + m.largeSizes[j] - 8, m.larges[j] + m.largeSizes[j] - 8);
+  for (let j = 0; j < m.larges.length; j++) {
+    rs[n] = m.larges[j];
+    re[n] = m.larges[j] + m.largeSizes[j] - 8;
+    n++;
+  }
+  return n;
 }
 
 interface PassState {
@@ -345,6 +361,13 @@ function chunkHit(this: void, _at: number, node: number): void {
 function poolHit(this: void, _at: number, node: number): void {
   const st = S!;
   addEdgeS(st, st.curPool, node);
+}
+
+/** one range of the pool S.curPool: its references to the index */
+function scanPoolRange(s: number, used: number): void {
+  const st = S!;
+  if (st.ctx.maps.readable(s, used - s)) st.refBytes += scanRange(st.ctx, st.ix, s, used, poolHit);
+  else skip(st.ctx, "scan_pool_unreadable");
 }
 
 function visitChunk(this: void, user: number, usable: number, mmapped: boolean): void {
@@ -442,7 +465,8 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   const res: LateResult = { nodeOf: [], isPool: new LuaTable() };
   const LP = inp.late;
   if (LP === undefined) return res;
-  (ctx.budget as unknown as { phase: string }).phase = "owners: late discovery";
+  const B = ctx.budget as unknown as { phase: string };
+  B.phase = "late: known index";
   const pools = inp.pools;
   const ix = st.ix;
   // the heap as it is now: pools created during the scan may lie past the end the
@@ -476,7 +500,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   };
   for (let k = 0; k < nPools; k++) {
     addKnown(pools[k], 1, known);
-    if (k % 1024 === 1023) tick(ctx);
+    if (k % 64 === 63) tick(ctx);
   }
   known.build(ctx);
   // heap memory as it is now: the brk heap up to the current break, the other regions as the owner
@@ -523,8 +547,9 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       }
       a += 8;
       words++;
-      // a pointer-looking word costs three index lookups: check the budget every 512 words
-      if (words % 512 === 0 && tick(ctx)) {
+      // a pointer-looking word costs three index lookups: check the budget every 128 words
+      // (the loop's traces are compiled here in every scan's first slices: a check between them)
+      if (words % 128 === 0 && tick(ctx)) {
         if (a < e && !ctx.maps.readable(a, e - a)) {
           skip(ctx, "late_range_unmapped");
           return;
@@ -532,11 +557,16 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       }
     }
   };
+  B.phase = "late: collect targets";
   for (let i = 0; i < inp.segments.length; i++) collect(inp.segments[i].start, inp.segments[i].end, -(i + 1), 0);
   for (let k = 0; k < nPools; k++) {
     const p = pools[k];
     if (p.rooted !== "cycle") continue;
-    poolRanges(p, (s, _e, used) => collect(s, used, 0, s));
+    const nr = poolRanges(p);
+    for (let j = 0; j < nr; j++) {
+      const rs = RG.s[j];
+      collect(rs, RG.e[j], 0, rs);
+    }
   }
 
   ctx.budget.mark("late: targets read");
@@ -544,6 +574,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   // one walk over the heap as it is now: the in-use chunks no known pool owns that look
   // like a pool head (pools created since the heap walk, mostly). Every pool a target can
   // lead to existed when its word was read, before this walk.
+  B.phase = "late: heads walk";
   refreshMaps(ctx);
   regions = currentRegions();
   const hs: number[] = [];
@@ -558,6 +589,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   });
   ctx.budget.mark("late: heads walked");
   if (hs.length >= MAX_LATE_HEADS) skip(ctx, "late_heads_limit");
+  B.phase = "late: heads sort";
   BT.ctx = ctx;
   const order = slicedOrder(hs, betweenTick);
   BT.ctx = undefined;
@@ -567,7 +599,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
     const j = order[oi];
     headStart.push(hs[j]);
     headEnd.push(he[j]);
-    if (oi % 4096 === 4095) tick(ctx);
+    if (oi % 1024 === 1023) tick(ctx);
   }
   const nH = headStart.length;
   // connections and requests opened during the scan have pools too: those are rooted, not late finds
@@ -575,6 +607,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   const rootedNow = nH > 0 ? LP.rooted() : new LuaTable<number, string>();
   ctx.budget.mark("late: rooted set");
 
+  B.phase = "late: rounds";
   for (let round = 0; round < MAX_LATE_ROUNDS && tWord.length > 0 && nH > 0; round++) {
     tick(ctx);
     // the pool-head chunks that hold a target
@@ -634,10 +667,8 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       addedNode.push(node);
       // its references to the pools and chunks already indexed
       st.curPool = node;
-      poolRanges(fp, (s, _e, used) => {
-        if (ctx.maps.readable(s, used - s)) st.refBytes += scanRange(ctx, ix, s, used, poolHit);
-        else skip(ctx, "scan_pool_unreadable");
-      });
+      const nr = poolRanges(fp);
+      for (let j = 0; j < nr; j++) scanPoolRange(RG.s[j], RG.e[j]);
     }
     if (added.length === 0) break;
     fresh.build(ctx);
@@ -675,7 +706,8 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
     tFloor = [];
     for (let j = 0; j < added.length; j++) {
       const nd = addedNode[j];
-      poolRanges(added[j], (s, _e, used) => collect(s, used, nd, 0));
+      const nr = poolRanges(added[j]);
+      for (let r = 0; r < nr; r++) collect(RG.s[r], RG.e[r], nd, 0);
     }
   }
   return res;
@@ -695,10 +727,13 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     const p = pools[k];
     for (const b of p.mem.blocks) poolChunk.set(b, true);
     for (const l of p.mem.larges) poolChunk.set(l, true);
-    if (p.rooted === undefined) poolRanges(p, (s, e) => ix.add(s, e, k + 1));
+    if (p.rooted === undefined) {
+      const nr = poolRanges(p);
+      for (let j = 0; j < nr; j++) ix.add(RG.s[j], RG.e[j], k + 1);
+    }
     // no memory is read here: a yield cannot invalidate anything
     work += 1 + p.mem.blocks.length + p.mem.larges.length;
-    if (work >= 2048) {
+    if (work >= 256) {
       work = 0;
       tick(ctx);
     }
@@ -725,7 +760,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   // chunks holding pool pointers become nodes too
   for (let j = 0; j < chunkStart.length; j++) {
     ix.add(chunkStart[j], chunkEnd[j], chunkNode.get(chunkStart[j])!);
-    if (j % 4096 === 4095) tick(ctx);
+    if (j % 1024 === 1023) tick(ctx);
   }
   ix.build(ctx);
 
@@ -734,10 +769,8 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     const p = pools[k];
     if (p.rooted !== undefined) continue;
     st.curPool = k + 1;
-    poolRanges(p, (s, _e, used) => {
-      if (ctx.maps.readable(s, used - s)) st.refBytes += scanRange(ctx, ix, s, used, poolHit);
-      else skip(ctx, "scan_pool_unreadable");
-    });
+    const nr = poolRanges(p);
+    for (let j = 0; j < nr; j++) scanPoolRange(RG.s[j], RG.e[j]);
   }
 
   if (trace) trace("owners: pools");
@@ -764,10 +797,11 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     R.kind = kind === "cycle" ? "cycle" : `${kind} pool`;
     for (const p of pools) {
       if (p.rooted !== kind) continue;
-      poolRanges(p, (s, _e, used) => {
-        R.floor = s;
-        scanRoot(s, used);
-      });
+      const nr = poolRanges(p);
+      for (let j = 0; j < nr; j++) {
+        R.floor = RG.s[j];
+        scanRoot(RG.s[j], RG.e[j]);
+      }
     }
   }
   if (trace) trace("owners: segments + rooted pools");
@@ -836,7 +870,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       }
       let qi = 0;
       while (qi < q.length) {
-        if (++steps % 4096 === 0) tick(ctx);
+        if (++steps % 1024 === 0) tick(ctx);
         const n = q[qi++];
         const out = edges.get(n);
         if (out === undefined) continue;
@@ -871,7 +905,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       }
       let qi = 0;
       while (qi < queue.length) {
-        if (++steps % 4096 === 0) tick(ctx);
+        if (++steps % 1024 === 0) tick(ctx);
         const n = queue[qi++];
         const out = edges.get(n);
         if (out === undefined) continue;
@@ -897,7 +931,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     let qi = 0;
     let np = 0;
     while (qi < q.length && q.length < 65536) {
-      if (++steps % 4096 === 0) tick(ctx);
+      if (++steps % 1024 === 0) tick(ctx);
       const n = q[qi++];
       const d = seen.get(n)!;
       if (isPoolNode(n)) {
@@ -943,7 +977,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   tick(ctx);
   // pools found late were appended to `pools` (index >= nPools) with node ids of their own
   for (let k = 0; k < pools.length; k++) {
-    if (k % 1024 === 1023) tick(ctx);
+    if (k % 128 === 127) tick(ctx);
     if (pools[k].rooted !== undefined) continue;
     const node = nodeOfPool(k);
     const o = owner.get(node);

@@ -3,7 +3,7 @@ import { config } from "../config";
 import { Ctx, tick } from "../context";
 import { Maps } from "../safe/maps";
 import { rdPtr } from "../safe/mem";
-import { DeepBudget } from "./budget";
+import { DeepBudget, stopScanDiagnostics } from "./budget";
 import { monoMs } from "../util/clock";
 import { arr } from "../util/json";
 import { cdef } from "../util/cdef";
@@ -51,13 +51,28 @@ export interface ScanStatus {
   arena_bytes?: number;
   /** mmapped chunks found */
   mmapped_chunks?: number;
-  /** slices over 1.5 ms of CPU, and the 99th percentile of slice CPU time (to 0.1 ms) */
+  /** slices over 1.5 ms of CPU, and the 99th percentile of slice CPU time (to 0.1 ms); slices not preempted */
   slow_slices?: number;
   slice_cpu_p99_ms?: number;
   /** reads of /proc/self/maps during the scan (they are lazy: only when a check leaves the brk heap after a yield) */
   maps_reads?: number;
-  /** the step that was running when the longest CPU slice ended */
+  /** the longest CPU slice: steps it ran from/to, checks, page faults, preemptions, traces compiled, marks */
   max_slice_phase?: string;
+  /** the same for each slice over 1.5 ms of CPU (the first 16) */
+  slow_slice_sites?: string[];
+  /**
+   * slices during which the scheduler switched the worker out (their thread CPU time is
+   * unreliable on some VMs and their wall time includes other processes): counted apart from
+   * max_slice_cpu_ms, slow_slices and slice_cpu_p99_ms; their longest CPU time and how many
+   * exceeded 1.5 ms
+   */
+  preempted_slices?: number;
+  max_preempted_slice_cpu_ms?: number;
+  slow_preempted_slices?: number;
+  /** slices whose thread CPU clock ran ahead of wall time (their CPU time is capped at the wall time) */
+  cpu_clock_jumps?: number;
+  /** LuaJIT trace compiler during the scan: totals, then trace starts and aborts by source line */
+  jit_traces?: string[];
   error?: string;
 }
 
@@ -213,6 +228,12 @@ function scanOnce(): void {
     unrooted_pools: status.unrooted_pools,
     phase_cpu_ms: phases,
     max_slice_phase: b.maxSlicePhase,
+    cpu_clock_jumps: b.clockJumps,
+    preempted_slices: b.preemptedSlices,
+    max_preempted_slice_cpu_ms: b.maxPreemptedCpuMs,
+    slow_preempted_slices: b.slowPreempted,
+    jit_traces: arr(b.jitSites) as unknown as string[],
+    slow_slice_sites: b.slowSites.length > 0 ? (arr(b.slowSites) as unknown as string[]) : undefined,
     arena_heaps: arenaHeaps,
     arena_bytes: arenaBytes,
     mmapped_chunks: mmapped,
@@ -229,6 +250,7 @@ function runNow(): void {
   // the budget stops the GC inside slices: never leave it stopped, whatever happened
   collectgarbage("restart");
   Maps.onRead = undefined;
+  stopScanDiagnostics();
   running = false;
   budget = undefined;
   if (!ok) {
