@@ -94,6 +94,9 @@ async function perfShare(ngx: Nginx): Promise<{ sampler_pct: number; unwinder_pc
     );
     process.stderr.write(syms.split("\n").filter((l) => /%/.test(l)).slice(0, 40).join("\n") + "\n");
   }
+  // --perf-keep FILE: keep the armed run's perf.data (perf annotate -i FILE record)
+  const keep = arg("perf-keep", "");
+  if (keep) fs.copyFileSync(data, keep);
   fs.rmSync(path.dirname(data), { recursive: true, force: true });
   if (!out) return undefined;
   const pct = (re: RegExp) => {
