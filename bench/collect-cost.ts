@@ -12,6 +12,7 @@
  */
 import * as net from "net";
 import { Nginx, httpGet } from "../test/harness/nginx";
+import { median } from "./stats";
 
 const LEVELS = (process.env.MEMDIAG_BENCH_LEVELS ?? "10,1000,10000").split(",").map(Number);
 const SAMPLES = Number(process.env.MEMDIAG_BENCH_SAMPLES ?? 15);
@@ -20,10 +21,6 @@ function min(xs: number[]): number {
   return Math.min(...xs);
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 async function openKeepalive(port: number, n: number, into: net.Socket[]): Promise<void> {
   const BATCH = 250; // stay under the listen backlog

@@ -22,6 +22,7 @@ import * as path from "path";
 import WebSocket from "ws";
 import { buildSnapshot, identityOf, defaultSizeClasses } from "../test/fixtures/snapshots";
 import { serveForBench } from "./serve";
+import { percentile as pct } from "./stats";
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -33,11 +34,6 @@ const INFLIGHT = Number(arg("inflight", "4"));
 const DEEP_EVERY = Number(arg("deep-every", "10"));
 const WARMUP_S = 2;
 
-const pct = (xs: number[], p: number): number => {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
-};
 const f1 = (x: number): string => x.toFixed(1);
 const f2 = (x: number): string => x.toFixed(2);
 

@@ -15,8 +15,9 @@
  *   bash bench/run.sh push            options: --rounds 3 --seconds 5 --conns 32 --outage-s 60
  */
 import * as net from "net";
-import { execFile } from "child_process";
 import { Nginx, sleep } from "../test/harness/nginx";
+import { median } from "./stats";
+import { wrk as runWrk, WrkRun } from "./wrk";
 import { WsPeer } from "../test/harness/ws-peer";
 import { freePort } from "../test/harness/ports";
 
@@ -29,34 +30,11 @@ const SECONDS = Number(arg("seconds", "5"));
 const CONNS = Number(arg("conns", "32"));
 const OUTAGE_S = Number(arg("outage-s", "60"));
 
-interface Run { rps: number; p50ms: number; p99ms: number; maxms: number; errors: number }
-
-function ms(v: string, unit: string): number {
-  const x = Number(v);
-  return unit === "us" ? x / 1000 : unit === "s" ? x * 1000 : x;
-}
+type Run = WrkRun;
 
 function wrk(port: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile("wrk", ["-t1", `-c${CONNS}`, `-d${SECONDS}s`, "--latency", `http://127.0.0.1:${port}/ok`], { encoding: "utf8" }, (err, out) => {
-      if (err) return reject(err);
-      const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
-      const p50 = /\s50%\s+([\d.]+)(us|ms|s)/.exec(out);
-      const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(out);
-      const max = /Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)/.exec(out);
-      const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-      const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
-      if (!rps || !p50 || !p99 || !max) return reject(new Error(`cannot parse wrk output:\n${out}`));
-      const errors = (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0);
-      resolve({ rps: Number(rps[1]), p50ms: ms(p50[1], p50[2]), p99ms: ms(p99[1], p99[2]), maxms: ms(max[1], max[2]), errors });
-    });
-  });
+  return runWrk(`http://127.0.0.1:${port}/ok`, { seconds: SECONDS, conns: CONNS });
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** Accepts TCP connections and never sends a byte. */
 async function blackhole(): Promise<{ port: number; close: () => Promise<void> }> {

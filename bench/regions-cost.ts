@@ -11,6 +11,7 @@
  * Usage: bash bench/run.sh regions-cost
  */
 import { Nginx, httpGet } from "../test/harness/nginx";
+import { median, percentile } from "./stats";
 
 const LEVELS = (process.env.MEMDIAG_BENCH_MAPPINGS ?? "0,1000,5000").split(",").map(Number);
 const SAMPLES = Number(process.env.MEMDIAG_BENCH_SAMPLES ?? 21);
@@ -34,8 +35,6 @@ const LOCATIONS = `
     }
 `;
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)];
 
 async function sample(ngx: Nginx): Promise<any> {
   const r = await httpGet(ngx.memdiagPort, "/_memdiag?fresh=1");
@@ -68,7 +67,7 @@ async function main(): Promise<void> {
         explained = s.system.explained_ratio;
       }
       const row =
-        `${String(mappings).padStart(6)} mappings | regions ${median(reg).toFixed(3)} ms (min ${Math.min(...reg).toFixed(3)}, p90 ${p90(reg).toFixed(3)}) | ` +
+        `${String(mappings).padStart(6)} mappings | regions ${median(reg).toFixed(3)} ms (min ${Math.min(...reg).toFixed(3)}, p90 ${percentile(reg, 0.9).toFixed(3)}) | ` +
         `${((median(reg) * 1000) / mappings).toFixed(1)} µs/mapping | collect ${median(col).toFixed(3)} ms | ` +
         `regions/collect ${((100 * median(reg)) / median(col)).toFixed(0)} % | max slice ${median(slice).toFixed(3)} ms | explained ${explained.toFixed(3)}`;
       rows.push(row);

@@ -15,7 +15,9 @@
 import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { Nginx, httpGet } from "../test/harness/nginx";
+import { BareNginx, Nginx } from "../test/harness/nginx";
+import { median } from "./stats";
+import { wrk as runWrk } from "./wrk";
 import { ensureSampler, LEAKY_LOCATIONS, leakyLoadModule, samplerCall as sampler } from "../test/harness/fixtures";
 
 function arg(name: string, def: string): string {
@@ -28,15 +30,6 @@ const PATH = arg("path", "/ok");
 const CONNS = Number(arg("conns", "32"));
 const RATE = arg("rate", "");
 
-/** An nginx without the memdiag include: the harness's config minus that line. */
-class BareNginx extends Nginx {
-  writeConf(): void {
-    super.writeConf();
-    const conf = fs.readFileSync(this.confFile, "utf8").replace(/^\s*include memdiag\.conf;\s*$/m, "");
-    fs.writeFileSync(this.confFile, conf);
-  }
-}
-
 interface Run { rps: number; p99ms: number; p50ms: number; errors: number; cpu_us: number }
 
 /** utime + stime of a process in seconds (clock ticks of 10 ms) */
@@ -45,31 +38,12 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
-function parseLatency(v: string, unit: string): number {
-  const x = Number(v);
-  return unit === "us" ? x / 1000 : unit === "s" ? x * 1000 : x;
-}
-
 /** wrk against the nginx; cpu_us = the worker's CPU time per request (robust when other jobs share the machine) */
-function wrk(ngx: Nginx): Promise<Run> {
-  const port = ngx.appPort;
+async function wrk(ngx: Nginx): Promise<Run> {
   const pid = ngx.workerPids()[0];
   const c0 = cpuSeconds(pid);
-  return new Promise((resolve, reject) => {
-    execFile("taskset", ["-c", "0", "wrk", "-t1", `-c${CONNS}`, `-d${SECONDS}s`, "--latency", `http://127.0.0.1:${port}${PATH}`], { encoding: "utf8" }, (err, out) => {
-      if (err) return reject(err);
-      const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
-      const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(out);
-      const p50 = /\s50%\s+([\d.]+)(us|ms|s)/.exec(out);
-      const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-      const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
-      if (!rps || !p99 || !p50) return reject(new Error(`cannot parse wrk output:\n${out}`));
-      const errors = (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0);
-      const requests = Number(rps[1]) * SECONDS;
-      const cpu_us = ((cpuSeconds(pid) - c0) / requests) * 1e6;
-      resolve({ rps: Number(rps[1]), p99ms: parseLatency(p99[1], p99[2]), p50ms: parseLatency(p50[1], p50[2]), errors, cpu_us });
-    });
-  });
+  const r = await runWrk(`http://127.0.0.1:${ngx.appPort}${PATH}`, { seconds: SECONDS, conns: CONNS, core: 0 });
+  return { rps: r.rps, p99ms: r.p99ms, p50ms: r.p50ms, errors: r.errors, cpu_us: ((cpuSeconds(pid) - c0) / r.requests) * 1e6 };
 }
 
 /**
@@ -106,10 +80,6 @@ async function perfShare(ngx: Nginx): Promise<{ sampler_pct: number; unwinder_pc
   return { sampler_pct: pct(/libmemdiag_sampler\.so/), unwinder_pct: pct(/libgcc_s\.so/) };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 async function main(): Promise<void> {
   ensureSampler();
@@ -210,8 +180,6 @@ async function main(): Promise<void> {
     await agent.stop();
     await bare.stop();
   }
-  void httpGet;
-  void path;
 }
 
 main().catch((e) => {

@@ -14,7 +14,7 @@
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as http from "http";
-import { Nginx, sleep } from "../harness/nginx";
+import { BareNginx, Nginx, sleep } from "../harness/nginx";
 import { startCP, RunningCP, getJson } from "../harness/control-plane";
 import { Load, LoadResult, childPids, pick, pidAlive, tally, unexpectedErrors, waitFor } from "./lib";
 
@@ -49,12 +49,6 @@ async function timersOfAll(ngx: Nginx): Promise<Map<number, { running: number; p
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-class BareNginx extends Nginx {
-  writeConf(): void {
-    super.writeConf();
-    fs.writeFileSync(this.confFile, fs.readFileSync(this.confFile, "utf8").replace(/^\s*include memdiag\.conf;\s*$/m, ""));
-  }
-}
 
 /** RELOADS SIGHUPs in a row under keepalive load; old-worker exit times (ms after their HUP) */
 async function reloadRun(ngx: Nginx, onReload: () => void): Promise<{ res: LoadResult; exitMs: number[] }> {

@@ -14,7 +14,7 @@
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
-import { Nginx, sleep } from "../harness/nginx";
+import { BareNginx, Nginx, sleep } from "../harness/nginx";
 import { freePort } from "../harness/ports";
 import { CPProcess, Load, envNum, ensureDist, rssOf, tally, tempDir } from "./lib";
 
@@ -22,13 +22,6 @@ const SECONDS = envNum("MEMDIAG_SOAK_SECONDS", 60);
 const WARMUP_S = Math.min(30, Math.max(10, SECONDS / 10));
 const EVERY_S = Math.max(2, Math.min(30, SECONDS / 30));
 
-class BareNginx extends Nginx {
-  writeConf(): void {
-    super.writeConf();
-    const conf = fs.readFileSync(this.confFile, "utf8").replace(/^\s*include memdiag\.conf;\s*$/m, "");
-    fs.writeFileSync(this.confFile, conf);
-  }
-}
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);

@@ -262,3 +262,16 @@ export function procStatus(pid: number): Record<string, number> {
   }
   return out;
 }
+
+/**
+ * The same nginx without the memdiag include line (same modules loaded): the baseline the
+ * benchmarks and drills compare with.
+ */
+export class BareNginx extends Nginx {
+  writeConf(): void {
+    super.writeConf();
+    const conf = fs.readFileSync(this.confFile, "utf8").replace(/^\s*include memdiag\.conf;\s*$/m, "");
+    if (conf.includes("memdiag.conf")) throw new Error("could not remove the include line");
+    fs.writeFileSync(this.confFile, conf);
+  }
+}
