@@ -75,7 +75,7 @@
 #define MS_CACHE_SET_BITS   10                      /* 1024 sets */
 #define MS_CACHE_WAYS       4
 #define MS_CACHE_ENTRIES    ((1u << MS_CACHE_SET_BITS) * MS_CACHE_WAYS)
-#define MS_STACK_SPAN       (65536ull * 8)          /* cacheable: hook frame .. outermost frame (16-bit word offsets) */
+#define MS_STACK_SPAN       (64ull * 1024 * 1024)   /* max distance hook frame .. outermost frame */
 
 enum { F_MALLOC, F_CALLOC, F_REALLOC, F_FREE, F_POSIX_MEMALIGN, F_MEMALIGN, F_ALIGNED_ALLOC };
 
@@ -151,24 +151,16 @@ typedef struct {
 
 /* ---- internal state ---- */
 
-/*
- * 32 bytes, so a record never straddles two cache lines: the hooks touch one
- * per allocation and one per matched free. The sampling weights are not
- * stored; entry_weights() derives them from the size (mean_bytes is fixed
- * while the tables live: arming resets them).
- */
 typedef struct {
     uint64_t ptr;
-    uint64_t size;                  /* requested bytes; top bit MS_SAMPLED */
+    uint64_t size;
+    uint64_t w_bytes;
+    uint32_t w_count_milli;
     uint32_t stack;                 /* stack index + 1 */
     uint32_t next;                  /* entry index + 1, 0 = end */
     uint32_t t_ms;                  /* ms since arm */
-    uint32_t pad;
 } ms_entry_t;
-#define MS_SAMPLED      (1ull << 63)
-#define ENTRY_SIZE(e)   ((e)->size & ~MS_SAMPLED)
 
-/* the counters the hooks update share the first cache line */
 typedef struct {
     uint64_t hash;
     uint32_t depth;
@@ -176,7 +168,7 @@ typedef struct {
     uint64_t live_count, live_bytes, est_bytes, est_count_milli, total_count, total_bytes;
     uint64_t w_count, w_bytes, w_est_bytes, w_est_count_milli;   /* window scratch */
     void    *frames[MS_MAX_DEPTH];
-} __attribute__((aligned(64))) ms_stack_t;
+} ms_stack_t;
 
 typedef struct {
     void    **slot;
@@ -194,20 +186,15 @@ typedef struct {
 
 typedef struct { uintptr_t start, end; int prot; } ms_region_t;
 
-/*
- * A hit reads this entry's first cache line (paths up to 16 frames) and the
- * stack words it names, which are hot: the entry keeps where each return
- * address sits, and one hash of their values, not the values themselves.
- */
 typedef struct {
     uint32_t  seq;                  /* seqlock: odd while being written */
     uint32_t  stack;                /* stack index + 1, 0 = empty */
     uint32_t  fn;
     uint32_t  n;
     uintptr_t ret0;
-    uint64_t  hash;                 /* ips_hash() of the n return addresses */
-    uint16_t  off[MS_MAX_DEPTH];    /* return address k at anchor + 8 * off[k] */
-} __attribute__((aligned(64))) ms_cache_t;
+    uint32_t  off[MS_MAX_DEPTH];    /* return address k at anchor + off[k] */
+    void     *ip[MS_MAX_DEPTH];
+} ms_cache_t;
 
 static void *real_fn[MS_NFUNCS];
 static int   resolved;
@@ -388,19 +375,15 @@ static void thread_init(void)
 
 /* ---- tables ---- */
 
-/* every table starts on a cache line (the hooks' reads are one line each) */
-#define LINE_UP(x)  (((size_t) (x) + 63) & ~(size_t) 63)
-
 static int tables_map(void)
 {
     if (table_mem) return 0;
-    _Static_assert(sizeof(ms_entry_t) == 32, "a record fills half a cache line");
-    const size_t sz_buckets = LINE_UP((size_t) MS_NBUCKETS * sizeof(uint32_t));
-    const size_t sz_occupied = LINE_UP((size_t) MS_NBUCKETS / 8);
-    const size_t sz_entries = LINE_UP((size_t) MS_MAX_ENTRIES * sizeof(ms_entry_t));
-    const size_t sz_index = LINE_UP((size_t) MS_STACK_HASH * sizeof(uint32_t));
-    const size_t sz_stacks = LINE_UP((size_t) MS_MAX_STACKS * sizeof(ms_stack_t));
-    size_t sz = sz_buckets + sz_occupied + sz_entries + sz_index + sz_stacks + (size_t) MS_CACHE_ENTRIES * sizeof(ms_cache_t);
+    size_t sz = (size_t) MS_NBUCKETS * sizeof(uint32_t)
+              + (size_t) MS_NBUCKETS / 8
+              + (size_t) MS_MAX_ENTRIES * sizeof(ms_entry_t)
+              + (size_t) MS_STACK_HASH * sizeof(uint32_t)
+              + (size_t) MS_MAX_STACKS * sizeof(ms_stack_t)
+              + (size_t) MS_CACHE_ENTRIES * sizeof(ms_cache_t);
     long pg = sysconf(_SC_PAGESIZE);
     sz = (sz + (size_t) pg - 1) & ~((size_t) pg - 1);
     void *m = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -408,11 +391,11 @@ static int tables_map(void)
     table_mem = m;
     table_size = sz;
     unsigned char *p = m;
-    buckets = (uint32_t *) p;            p += sz_buckets;
-    occupied = (uint64_t *) p;           p += sz_occupied;
-    entries = (ms_entry_t *) p;          p += sz_entries;
-    stack_index = (uint32_t *) p;        p += sz_index;
-    stacks = (ms_stack_t *) p;           p += sz_stacks;
+    buckets = (uint32_t *) p;            p += (size_t) MS_NBUCKETS * sizeof(uint32_t);
+    occupied = (uint64_t *) p;           p += (size_t) MS_NBUCKETS / 8;
+    entries = (ms_entry_t *) p;          p += (size_t) MS_MAX_ENTRIES * sizeof(ms_entry_t);
+    stack_index = (uint32_t *) p;        p += (size_t) MS_STACK_HASH * sizeof(uint32_t);
+    stacks = (ms_stack_t *) p;           p += (size_t) MS_MAX_STACKS * sizeof(ms_stack_t);
     bt_cache = (ms_cache_t *) p;
     return 0;
 }
@@ -469,28 +452,6 @@ static uint32_t stack_intern(void **f, int n, uint32_t fn, uint64_t h)
 }
 
 /*
- * What one record stands for: itself when recorded in full; when sampled with
- * probability 1 - exp(-size / mean), size / p bytes and 1 / p allocations
- * (in thousandths). A pure function of the stored size, so removing a record
- * subtracts exactly what adding it added.
- */
-static void entry_weights(uint64_t size_flag, uint64_t *w_bytes, uint64_t *w_count_milli)
-{
-    uint64_t size = size_flag & ~MS_SAMPLED;
-    if (!(size_flag & MS_SAMPLED)) {
-        *w_bytes = size;
-        *w_count_milli = 1000;
-        return;
-    }
-    double pr = 1.0 - exp(-(double) size / (double) mean_bytes);
-    if (pr < 1e-12) pr = 1e-12;
-    double wb = (double) size / pr;
-    double wc = 1000.0 / pr;
-    *w_bytes = (uint64_t) (wb + 0.5);
-    *w_count_milli = wc > 4e9 ? 4000000000u : (uint64_t) (wc + 0.5);
-}
-
-/*
  * caller holds table_lock: unlink every record of p (normally one; a stale one
  * is left when hooked memory was freed by code we do not hook and the address
  * came back)
@@ -507,12 +468,10 @@ static void entry_remove_locked(uint64_t p)
             __atomic_store_n(link, e->next, __ATOMIC_RELEASE);
             if (e->stack) {
                 ms_stack_t *st = &stacks[e->stack - 1];
-                uint64_t wb, wc;
-                entry_weights(e->size, &wb, &wc);
                 st->live_count--;
-                st->live_bytes -= ENTRY_SIZE(e);
-                st->est_bytes -= wb;
-                st->est_count_milli -= wc;
+                st->live_bytes -= e->size;
+                st->est_bytes -= e->w_bytes;
+                st->est_count_milli -= e->w_count_milli;
             }
             e->ptr = 0;
             e->next = free_list;
@@ -568,8 +527,7 @@ static _Unwind_Reason_Code uw_cb(struct _Unwind_Context *ctx, void *arg)
     if (ip == 0) return _URC_END_OF_STACK;
     if (u->n == 0 && ip >= self_text_lo && ip < self_text_hi) return _URC_NO_REASON;   /* our own frames */
     u->ips[u->n] = (void *) ip;
-    if (loc > u->anchor && loc - u->anchor < MS_STACK_SPAN && (loc - u->anchor) % sizeof(uintptr_t) == 0
-        && loc + sizeof(uintptr_t) <= tls_stack_hi
+    if (loc > u->anchor && loc - u->anchor < MS_STACK_SPAN && loc + sizeof(uintptr_t) <= tls_stack_hi
         && *(const uintptr_t *) loc == ip) u->locs[u->n] = loc;
     else u->ok = 0;
     u->last_cfa = cfa;
@@ -587,18 +545,6 @@ static __attribute__((noinline)) int unwind_full(void **ips, uintptr_t *locs, in
     _Unwind_Backtrace(uw_cb, &u);
     *cacheable = u.ok && u.n > 0;
     return u.n;
-}
-
-/*
- * Frame k's share of a path's hash: a different odd multiplier per position,
- * summed. The products are independent of each other, so a long path costs a
- * few cycles more than a short one instead of a chain of dependent mixes;
- * two paths that differ in one frame never collide (odd multipliers are
- * invertible mod 2^64).
- */
-static inline uint64_t ips_term(uint32_t k, uintptr_t ip)
-{
-    return (uint64_t) ip * (0x9E3779B97F4A7C15ull ^ ((uint64_t) k << 1));
 }
 
 static inline uint32_t cache_set(uintptr_t ret0, uint32_t fn)
@@ -639,13 +585,12 @@ static uint32_t cache_lookup(uintptr_t anchor, uintptr_t ret0, uint32_t fn)
         uint32_t n = e->n;
         if (n == 0 || n > MS_MAX_DEPTH) continue;
         uint32_t k;
-        uint64_t h = 0;
         for (k = 0; k < n; k++) {
-            uintptr_t loc = anchor + (uintptr_t) e->off[k] * sizeof(uintptr_t);
-            if (loc > hi - sizeof(uintptr_t)) break;      /* outside the live stack */
-            h += ips_term(k, *(const uintptr_t *) loc);
+            uint32_t off = e->off[k];
+            if (off >= hi - anchor - sizeof(uintptr_t) + 1) break;      /* outside the live stack */
+            if (*(const uintptr_t *) (anchor + off) != (uintptr_t) e->ip[k]) break;
         }
-        if (k != n || h != e->hash) continue;
+        if (k != n) continue;
         uint32_t id = e->stack;
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != s1) continue;
@@ -668,12 +613,10 @@ static void cache_store(uintptr_t anchor, void **ips, uintptr_t *locs, int n, ui
     e->ret0 = (uintptr_t) ips[0];
     e->fn = fn;
     e->n = (uint32_t) n;
-    uint64_t h = 0;
     for (int k = 0; k < n; k++) {
-        h += ips_term((uint32_t) k, (uintptr_t) ips[k]);
-        e->off[k] = (uint16_t) ((locs[k] - anchor) / sizeof(uintptr_t));
+        e->ip[k] = ips[k];
+        e->off[k] = (uint32_t) (locs[k] - anchor);
     }
-    e->hash = h;
     e->stack = stack;
     __atomic_store_n(&e->seq, e->seq + 1, __ATOMIC_RELEASE);      /* even: stable */
 }
@@ -683,8 +626,8 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
     void *ips[MS_MAX_DEPTH];
     uintptr_t locs[MS_MAX_DEPTH];
     int n = 0, cacheable = 0;
-    uint64_t w_bytes, w_count_milli, bt = 0;
-    uint32_t s;
+    uint64_t w_bytes, bt = 0;
+    uint32_t w_count_milli, s;
 
     tls_guard = 1;
     s = cache_lookup(anchor, ret0, fn);
@@ -695,9 +638,17 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
         bt = now_ns() - t0;
     }
 
-    size &= ~MS_SAMPLED;     /* sizes that large never succeed */
-    uint64_t size_flag = size | (sampled ? MS_SAMPLED : 0);
-    entry_weights(size_flag, &w_bytes, &w_count_milli);
+    if (sampled) {
+        double pr = 1.0 - exp(-(double) size / (double) mean_bytes);
+        if (pr < 1e-12) pr = 1e-12;
+        double wb = (double) size / pr;
+        double wc = 1000.0 / pr;
+        w_bytes = (uint64_t) (wb + 0.5);
+        w_count_milli = wc > 4e9 ? 4000000000u : (uint32_t) (wc + 0.5);
+    } else {
+        w_bytes = size;
+        w_count_milli = 1000;
+    }
 
     uint64_t nowc = coarse_ms();
     uint32_t t_ms = (uint32_t) (nowc > arm_ms ? nowc - arm_ms : 0);
@@ -730,7 +681,9 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
     }
     ms_entry_t *e = &entries[idx - 1];
     e->ptr = (uint64_t) (uintptr_t) ptr;
-    e->size = size_flag;
+    e->size = size;
+    e->w_bytes = w_bytes;
+    e->w_count_milli = w_count_milli;
     e->stack = s;
     e->t_ms = t_ms;
     uint32_t b = ptr_bucket(e->ptr);
@@ -815,23 +768,8 @@ static void hook_free(void *p)
         }                                                                           \
     } while (0)
 
-/*
- * Pool blocks are recorded every time: start loading the lines record() will
- * need (the stack-cache set of this call site, the next free record) while
- * the real allocator runs. A prefetch never faults; a stale free_list only
- * wastes it.
- */
-static inline __attribute__((always_inline)) void prefetch_record(uintptr_t ret0, uint32_t fn)
-{
-    if (!armed || !record_aligned || !bt_cache) return;
-    __builtin_prefetch(&bt_cache[(size_t) cache_set(ret0, fn) * MS_CACHE_WAYS], 0, 3);
-    uint32_t f = __atomic_load_n(&free_list, __ATOMIC_RELAXED);
-    if (f) __builtin_prefetch(&entries[f - 1], 1, 3);
-}
-
 static int hook_posix_memalign(void **out, size_t align, size_t size)
 {
-    prefetch_record(RET0, F_POSIX_MEMALIGN);
     int rc = ((posix_memalign_t) real_fn[F_POSIX_MEMALIGN])(out, align, size);
     if (rc == 0) ALIGNED_DONE(*out, size, F_POSIX_MEMALIGN);
     return rc;
@@ -839,7 +777,6 @@ static int hook_posix_memalign(void **out, size_t align, size_t size)
 
 static void *hook_memalign(size_t align, size_t size)
 {
-    prefetch_record(RET0, F_MEMALIGN);
     void *p = ((memalign_t) real_fn[F_MEMALIGN])(align, size);
     ALIGNED_DONE(p, size, F_MEMALIGN);
     return p;
@@ -847,7 +784,6 @@ static void *hook_memalign(size_t align, size_t size)
 
 static void *hook_aligned_alloc(size_t align, size_t size)
 {
-    prefetch_record(RET0, F_ALIGNED_ALLOC);
     void *p = ((memalign_t) real_fn[F_ALIGNED_ALLOC])(align, size);
     ALIGNED_DONE(p, size, F_ALIGNED_ALLOC);
     return p;
@@ -1296,12 +1232,10 @@ MS_API int memdiag_sampler_paths(memdiag_sampler_path_t *out, int max, uint32_t 
             if (window_ms > 0 && age > window_ms) continue;
             if (age < min_age_ms) continue;
             ms_stack_t *st = &stacks[e->stack - 1];
-            uint64_t wb, wc;
-            entry_weights(e->size, &wb, &wc);
             st->w_count++;
-            st->w_bytes += ENTRY_SIZE(e);
-            st->w_est_bytes += wb;
-            st->w_est_count_milli += wc;
+            st->w_bytes += e->size;
+            st->w_est_bytes += e->w_bytes;
+            st->w_est_count_milli += e->w_count_milli;
         }
     }
     for (uint32_t i = 0; i < nstacks && n < max; i++) {
@@ -1351,7 +1285,7 @@ MS_API uint32_t memdiag_sampler_lookup(const void *ptr, uint64_t *size, uint32_t
         ms_entry_t *e = &entries[cur - 1];
         if (e->ptr == p) {
             id = e->stack;
-            if (size) *size = ENTRY_SIZE(e);
+            if (size) *size = e->size;
             if (age_ms) {
                 uint64_t ref = armed ? coarse_ms() : disarm_ms;
                 uint64_t now_rel = ref > arm_ms ? ref - arm_ms : 0;
