@@ -370,6 +370,14 @@ function scanPoolRange(s: number, used: number): void {
   else skip(st.ctx, "scan_pool_unreadable");
 }
 
+/** one root range: its references to the index (module level, see LateState) */
+function scanRoot(s: number, e: number): void {
+  if (e <= s) return;
+  const st = S!;
+  if (st.ctx.maps.readable(s, e - s)) st.refBytes += scanRange(st.ctx, st.ix, s, e, rootHit);
+  else skip(st.ctx, "scan_root_unreadable");
+}
+
 function visitChunk(this: void, user: number, usable: number, mmapped: boolean): void {
   const st = S!;
   if (st.poolChunk.get(user)) return;
@@ -449,6 +457,114 @@ interface LateResult {
 }
 
 /**
+ * Late discovery's working state at module level, and its helpers module-level functions:
+ * closures made per scan get traces that guard on their identity, so every scan compiled
+ * the same loops again (several traces in a row, each 0.2-1.5 ms here, inside one slice).
+ */
+interface LateState {
+  ctx: Ctx;
+  ix: RangeIndex;
+  known: RangeIndex;
+  othersIx: RangeIndex;
+  nPools: number;
+  /** targets: the word's value, where it is, and who holds it (> 0: a late pool's node; < 0: data segment -src-1; 0: cycle pool block tFloor) */
+  tWord: number[];
+  tAt: number[];
+  tSrc: number[];
+  tFloor: number[];
+  /** words read since the last budget check, across collect() calls */
+  words: number;
+  poolChunk: LuaTable<number, boolean>;
+  P: PoolOffsets;
+  pagesize: number;
+  hs: number[];
+  he: number[];
+}
+let LS: LateState | undefined;
+
+/** the brk heap as the current mappings show it, then the other regions */
+function currentRegions(ctx: Ctx, others: HeapRegion[]): HeapRegion[] {
+  const out: HeapRegion[] = [];
+  const list = ctx.maps.list;
+  let i = 0;
+  while (i < list.length) {
+    const m = list[i];
+    i++;
+    if (m.path !== "[heap]" || !m.readable) continue;
+    let end = m.end;
+    while (i < list.length && list[i].path === "[heap]" && list[i].start === end && list[i].readable) end = list[i++].end;
+    out.push({ kind: KIND_MAIN, start: m.start, first: m.start, end });
+  }
+  for (const r of others) out.push(r);
+  return out;
+}
+
+function addKnown(p: FoundPool, node: number, to: RangeIndex): void {
+  for (const b of p.mem.blocks) to.add(b, b + p.st.create_size, node);
+  for (let j = 0; j < p.mem.larges.length; j++) to.add(p.mem.larges[j], p.mem.larges[j] + p.mem.largeSizes[j], node);
+}
+
+/** heap memory as it is now: the brk heap up to the current break, the other regions as the owner pass saw them */
+function inHeap(L: LateState, w: number): boolean {
+  const [bs, be] = L.ctx.maps.brkHeap();
+  if (w >= bs && w < be) return true;
+  return L.othersIx.lookup(w) !== 0;
+}
+
+/** words of [s, e) pointing at heap memory no known pool covers (or at a plain chunk node) → targets */
+function collect(s: number, e: number, src: number, floor: number): void {
+  const L = LS!;
+  const ctx = L.ctx;
+  if (e <= s) return;
+  if (!ctx.maps.readable(s, e - s)) {
+    skip(ctx, "late_range_unreadable");
+    return;
+  }
+  const ix = L.ix;
+  const known = L.known;
+  const nPools = L.nPools;
+  let a = s + ((8 - (s % 8)) % 8);
+  while (a + 8 <= e) {
+    const w = rdU64(a);
+    // a word into a plain chunk node is followed too: the chunk may have been freed and
+    // reused as a new pool's first block since the chunk pass read it (its edges are stale)
+    const hit = w >= 65536 ? ix.lookup(w) : -1;
+    if ((hit === 0 || hit > nPools) && known.lookup(w) === 0 && inHeap(L, w)) {
+      if (L.tWord.length >= MAX_LATE_TARGETS) {
+        skip(ctx, "late_targets_limit");
+        return;
+      }
+      L.tWord.push(w);
+      L.tAt.push(a);
+      L.tSrc.push(src);
+      L.tFloor.push(floor);
+    }
+    a += 8;
+    L.words++;
+    // a pointer-looking word costs three index lookups: check the budget every 512 words (not
+    // more often: the ranges are data segments, outside the brk heap, so the first read after a
+    // yield re-reads /proc/self/maps, ~50-100 us)
+    if (L.words % 512 === 0 && tick(ctx)) {
+      if (a < e && !ctx.maps.readable(a, e - a)) {
+        skip(ctx, "late_range_unmapped");
+        return;
+      }
+    }
+  }
+}
+
+/** in-use chunks no known pool owns that look like a pool head → L.hs/L.he */
+function lateHead(this: void, user: number, usable: number): void {
+  const L = LS!;
+  if (L.poolChunk.get(user)) return;
+  if (L.hs.length >= MAX_LATE_HEADS) return;
+  if (looksLikePoolHead(L.ctx, L.P, user, L.pagesize)) {
+    L.hs.push(user);
+    L.he.push(user + usable);
+  }
+}
+
+/**
  * Pools created while the (sliced) scan ran, after the heap walk, were never
  * discovered; a root that now points at one (the .bss head of a list that just got a
  * new element) would cut the chain and leave every older pool "unreferenced". So the
@@ -476,31 +592,13 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   refreshMaps(ctx);
   const others: HeapRegion[] = [];
   for (const r of inp.regions) if (r.kind !== KIND_MAIN) others.push(r);
-  const currentRegions = (): HeapRegion[] => {
-    const out: HeapRegion[] = [];
-    const list = ctx.maps.list;
-    let i = 0;
-    while (i < list.length) {
-      const m = list[i];
-      i++;
-      if (m.path !== "[heap]" || !m.readable) continue;
-      let end = m.end;
-      while (i < list.length && list[i].path === "[heap]" && list[i].start === end && list[i].readable) end = list[i++].end;
-      out.push({ kind: KIND_MAIN, start: m.start, first: m.start, end });
-    }
-    for (const r of others) out.push(r);
-    return out;
-  };
-  let regions = currentRegions();
   // every known pool's memory (rooted ones too): pointers there are no news
   const known = new RangeIndex();
-  const addKnown = (p: FoundPool, node: number, to: RangeIndex): void => {
-    for (const b of p.mem.blocks) to.add(b, b + p.st.create_size, node);
-    for (let j = 0; j < p.mem.larges.length; j++) to.add(p.mem.larges[j], p.mem.larges[j] + p.mem.largeSizes[j], node);
-  };
+  // (no memory is read from here to collect(): yields cannot invalidate anything)
+  tick(ctx);
   for (let k = 0; k < nPools; k++) {
     addKnown(pools[k], 1, known);
-    if (k % 64 === 63) tick(ctx);
+    if (k % 8 === 7) tick(ctx);
   }
   known.build(ctx);
   // heap memory as it is now: the brk heap up to the current break, the other regions as the owner
@@ -508,55 +606,13 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   const othersIx = new RangeIndex();
   for (const r of others) othersIx.add(r.first, r.end, 1);
   othersIx.build(ctx);
-  const inHeap = (w: number): boolean => {
-    const [bs, be] = ctx.maps.brkHeap();
-    if (w >= bs && w < be) return true;
-    return othersIx.lookup(w) !== 0;
+  const L: LateState = {
+    ctx, ix, known, othersIx, nPools, tWord: [], tAt: [], tSrc: [], tFloor: [], words: 0,
+    poolChunk: st.poolChunk, P: LP.P, pagesize: LP.pagesize, hs: [], he: [],
   };
+  LS = L;
+  tick(ctx);
 
-  // targets: the word's value, where it is, and who holds it (> 0: a late pool's node;
-  // < 0: data segment -src-1; 0: cycle pool block tFloor)
-  let tWord: number[] = [];
-  let tAt: number[] = [];
-  let tSrc: number[] = [];
-  let tFloor: number[] = [];
-  // words read since the last budget check, across collect() calls: the cycle pool is
-  // many small blocks, each shorter than the check interval (a per-call count never fired)
-  let words = 0;
-  const collect = (s: number, e: number, src: number, floor: number): void => {
-    if (e <= s) return;
-    if (!ctx.maps.readable(s, e - s)) {
-      skip(ctx, "late_range_unreadable");
-      return;
-    }
-    let a = s + ((8 - (s % 8)) % 8);
-    while (a + 8 <= e) {
-      const w = rdU64(a);
-      // a word into a plain chunk node is followed too: the chunk may have been freed and
-      // reused as a new pool's first block since the chunk pass read it (its edges are stale)
-      const hit = w >= 65536 ? ix.lookup(w) : -1;
-      if ((hit === 0 || hit > nPools) && known.lookup(w) === 0 && inHeap(w)) {
-        if (tWord.length >= MAX_LATE_TARGETS) {
-          skip(ctx, "late_targets_limit");
-          return;
-        }
-        tWord.push(w);
-        tAt.push(a);
-        tSrc.push(src);
-        tFloor.push(floor);
-      }
-      a += 8;
-      words++;
-      // a pointer-looking word costs three index lookups: check the budget every 128 words
-      // (the loop's traces are compiled here in every scan's first slices: a check between them)
-      if (words % 128 === 0 && tick(ctx)) {
-        if (a < e && !ctx.maps.readable(a, e - a)) {
-          skip(ctx, "late_range_unmapped");
-          return;
-        }
-      }
-    }
-  };
   B.phase = "late: collect targets";
   for (let i = 0; i < inp.segments.length; i++) collect(inp.segments[i].start, inp.segments[i].end, -(i + 1), 0);
   for (let k = 0; k < nPools; k++) {
@@ -570,23 +626,16 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   }
 
   ctx.budget.mark("late: targets read");
-  if (tWord.length === 0) return res;
+  if (L.tWord.length === 0) return res;
   // one walk over the heap as it is now: the in-use chunks no known pool owns that look
   // like a pool head (pools created since the heap walk, mostly). Every pool a target can
   // lead to existed when its word was read, before this walk.
   B.phase = "late: heads walk";
   refreshMaps(ctx);
-  regions = currentRegions();
-  const hs: number[] = [];
-  const he: number[] = [];
-  forEachInUseChunk(ctx, regions, (user, usable) => {
-    if (st.poolChunk.get(user)) return;
-    if (hs.length >= MAX_LATE_HEADS) return;
-    if (looksLikePoolHead(ctx, LP.P, user, LP.pagesize)) {
-      hs.push(user);
-      he.push(user + usable);
-    }
-  });
+  const regions = currentRegions(ctx, others);
+  const hs = L.hs;
+  const he = L.he;
+  forEachInUseChunk(ctx, regions, lateHead);
   ctx.budget.mark("late: heads walked");
   if (hs.length >= MAX_LATE_HEADS) skip(ctx, "late_heads_limit");
   B.phase = "late: heads sort";
@@ -608,12 +657,12 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   ctx.budget.mark("late: rooted set");
 
   B.phase = "late: rounds";
-  for (let round = 0; round < MAX_LATE_ROUNDS && tWord.length > 0 && nH > 0; round++) {
+  for (let round = 0; round < MAX_LATE_ROUNDS && L.tWord.length > 0 && nH > 0; round++) {
     tick(ctx);
     // the pool-head chunks that hold a target
     const cands: number[] = [];
     const candSeen = new LuaTable<number, boolean>();
-    for (const w of tWord) {
+    for (const w of L.tWord) {
       // last head starting at or below w
       let l = 0;
       let h = nH - 1;
@@ -674,6 +723,10 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
     fresh.build(ctx);
     known.build(ctx);
     // the words that led here become root hits or edges from other late pools
+    const tWord = L.tWord;
+    const tAt = L.tAt;
+    const tSrc = L.tSrc;
+    const tFloor = L.tFloor;
     for (let t = 0; t < tWord.length; t++) {
       const node = fresh.lookup(tWord[t]);
       if (node === 0) continue;
@@ -700,10 +753,10 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
       R.kinds.push(src < 0 ? "segment" : "cycle");
     }
     // next round: what the new pools point at
-    tWord = [];
-    tAt = [];
-    tSrc = [];
-    tFloor = [];
+    L.tWord = [];
+    L.tAt = [];
+    L.tSrc = [];
+    L.tFloor = [];
     for (let j = 0; j < added.length; j++) {
       const nd = addedNode[j];
       const nr = poolRanges(added[j]);
@@ -781,11 +834,6 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   };
   RS = R;
   const rootNode = R.node;
-  const scanRoot = (s: number, e: number): void => {
-    if (e <= s) return;
-    if (ctx.maps.readable(s, e - s)) st.refBytes += scanRange(ctx, ix, s, e, rootHit);
-    else skip(ctx, "scan_root_unreadable");
-  };
   const [winStart, winEnd] = copyWindow();
   R.kind = "segment";
   for (const seg of inp.segments) {
@@ -806,6 +854,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   }
   if (trace) trace("owners: segments + rooted pools");
   const late = lateDiscovery(ctx, inp, st, R, nPools);
+  LS = undefined;
   if (trace) trace("owners: late discovery");
   R.kind = "lua";
   // Dead cdata not yet swept still pass inCdata: forcing a GC cycle here would cost a

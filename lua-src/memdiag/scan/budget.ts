@@ -18,7 +18,7 @@ function faultsNow(): LuaMultiReturn<[number, number]> {
 
 type TraceFn = (this: void, what: string, tr: number, func: unknown, pc: number, otr: unknown, oex: unknown) => void;
 /** LuaJIT's jit.attach (trace events: "start", "stop", "abort", "flush"), when the VM has a JIT */
-declare const jit: { attach?: (this: void, fn: TraceFn, what?: string) => void } | undefined;
+declare const jit: { attach?: (this: void, fn: TraceFn, what?: string) => void; off?: (this: void, fn: unknown) => void } | undefined;
 /** trace events of the whole scan (the first MAX_EV): what, function, pc, abort reason; formatted at finish() */
 const MAX_EV = 512;
 const EV = { n: 0, what: [] as string[], func: [] as unknown[], pc: [] as number[], err: [] as unknown[], info: [] as unknown[], total: 0, aborts: 0, flushes: 0, ms: 0 };
@@ -159,7 +159,6 @@ interface SliceRec {
   traces: number;
   aborts: number;
   traceMs: number;
-  gcKb: number;
   from: string;
   to: string;
   checks: number;
@@ -175,7 +174,7 @@ interface SliceRec {
 }
 
 function newRec(): SliceRec {
-  return { cpu: 0, wall: 0, faults: 0, preempted: 0, traces: 0, aborts: 0, traceMs: 0, gcKb: 0, from: "", to: "", checks: 0, maxGap: 0, lastCheck: 0, ev0: 0, ev1: 0, markWhat: [], markAt: [], markVal: [] };
+  return { cpu: 0, wall: 0, faults: 0, preempted: 0, traces: 0, aborts: 0, traceMs: 0, from: "", to: "", checks: 0, maxGap: 0, lastCheck: 0, ev0: 0, ev1: 0, markWhat: [], markAt: [], markVal: [] };
 }
 
 function recText(r: SliceRec, ju: unknown, vmdef: unknown): string {
@@ -187,11 +186,26 @@ function recText(r: SliceRec, ju: unknown, vmdef: unknown): string {
     marks.push(r.markVal[i] >= 0 ? `gap ${string.format("%.2f", r.markVal[i])} ms in ${r.markWhat[i]}@${at}` : `${r.markWhat[i]}@${at}`);
   }
   return string.format(
-    "%.2f ms cpu (wall %.2f) from \"%s\" to \"%s\": %d checks, last at %.2f, max gap %.3f ms; faults %d, preempted %d, traces %d (aborted %d, %.2f ms cpu), lua heap +%d KB%s",
-    r.cpu, r.wall, r.from, r.to, r.checks, r.lastCheck, r.maxGap, r.faults, r.preempted, r.traces, r.aborts, r.traceMs, r.gcKb,
+    "%.2f ms cpu (wall %.2f) from \"%s\" to \"%s\": %d checks, last at %.2f, max gap %.3f ms; faults %d, preempted %d, traces %d (aborted %d, %.2f ms cpu)%s",
+    r.cpu, r.wall, r.from, r.to, r.checks, r.lastCheck, r.maxGap, r.faults, r.preempted, r.traces, r.aborts, r.traceMs,
     (marks.length > 0 ? " [" + marks.join(" ") + "]" : "") + (evs.length > 0 ? " {" + evs.join("; ") + "}" : ""),
   );
 }
+
+/**
+ * The yield path of check(), kept out of the JIT (jit.off). check() is inlined into the trace
+ * of every loop that calls it; its yield branch is a side exit taken once per slice, and once
+ * hot (10 exits) LuaJIT compiled a side trace through close(), the sleep and the next slice's
+ * setup for every such loop: five or six traces per loop (every NYI call, collectgarbage and
+ * ngx.sleep, stitches a new one), ~1 ms of compiling each time, inside a slice, in every scan.
+ * With the JIT off here a side trace aborts at this call (tryside times, then the exit is left
+ * to the interpreter): the path runs interpreted, once per slice, for a few microseconds.
+ */
+function yieldSlice(this: void, b: DeepBudget, elapsed: number): boolean {
+  b.nextSlice(elapsed);
+  return true;
+}
+if (jit !== undefined && jit.off !== undefined) jit.off(yieldSlice);
 
 export class DeepBudget extends Budget {
   /** the longest slice in thread CPU time (slices not preempted: see close()) */
@@ -231,15 +245,13 @@ export class DeepBudget extends Budget {
     this.lastCheck = this.wall0;
   }
 
-  /** per slice: page faults, involuntary switches, trace compiler and Lua heap at its start */
+  /** per slice: page faults, involuntary switches and trace compiler at its start */
   private flt0 = 0;
   private ivcsw0 = 0;
-  private gc0 = 0;
   private beginSlice(): void {
     const [f, iv] = faultsNow();
     this.flt0 = f;
     this.ivcsw0 = iv;
-    this.gc0 = collectgarbage("count");
     JT.starts = 0;
     JT.aborts = 0;
     JT.flushes = 0;
@@ -287,6 +299,11 @@ export class DeepBudget extends Budget {
     // a trace compiled in this slice: more follow (side traces of the same loops), each a
     // step longer than the work between two checks; yield early rather than risk a second one
     if (elapsed < this.sliceMs * (JT.starts > 0 ? YIELD_AFTER_TRACE : YIELD_AT)) return false;
+    return yieldSlice(this, elapsed);
+  }
+
+  /** the end of a slice, the yield and the start of the next (yieldSlice, not compiled) */
+  nextSlice(elapsed: number): void {
     this.close(elapsed);
     collectgarbage("restart");
     ngx.sleep(YIELD_S);
@@ -300,7 +317,6 @@ export class DeepBudget extends Budget {
     this.cpu0 = cpuMs();
     // gaps are measured inside slices, not across the yield
     this.lastCheck = this.wall0;
-    return true;
   }
 
   finish(): void {
@@ -349,7 +365,6 @@ export class DeepBudget extends Budget {
     r.traces = JT.starts;
     r.aborts = JT.aborts;
     r.traceMs = JT.ms;
-    r.gcKb = Math.floor(collectgarbage("count") - this.gc0);
     r.from = this.startPhase;
     r.to = this.phase;
     r.checks = this.checks;
