@@ -9,7 +9,11 @@
  *   walk MB/s  = scan.heap_bytes / scan.phase_cpu_ms.walk
  *   ref MB/s   = scan.ref_bytes  / scan.phase_cpu_ms.owners
  *   max slice  = scan.max_slice_cpu_ms (CPU) and scan.max_slice_ms (wall, includes other processes)
+ *   slow slices, p99 = over slices the worker was not switched out during (scan.preempted_slices:
+ *     this VM's thread CPU clock is unreliable across an involuntary switch), listed apart
  * Usage: bash bench/run.sh deep-scan    (MEMDIAG_BENCH_SIZES=10,100,1024 in MB; MEMDIAG_BENCH_SCANS=3)
+ *   MEMDIAG_BENCH_SITES=1: every slow slice (scan.slow_slice_sites: steps, checks, faults, switches,
+ *   traces compiled); MEMDIAG_BENCH_JIT=1: the trace compiler's activity per scan (scan.jit_traces)
  * Targets: walk ≥ 1 GB/s, reference scan ≥ 300 MB/s, longest slice ≤ 1.5 ms.
  */
 import * as fs from "fs";

@@ -330,6 +330,10 @@ function newPassState(ctx: Ctx, ix: RangeIndex, poolChunk: LuaTable<number, bool
   };
 }
 
+/** rooted pool kinds scanned as roots, in priority order, and their root kind names */
+const ROOTED_KINDS = ["cycle", "connection", "request"];
+const ROOTED_KIND_NAMES = ["cycle", "connection pool", "request pool"];
+
 /** the pass under way (one deep scan at a time per worker) */
 let S: PassState | undefined;
 
@@ -821,6 +825,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   for (let k = 0; k < nPools; k++) {
     const p = pools[k];
     if (p.rooted !== undefined) continue;
+    tick(ctx);
     st.curPool = k + 1;
     const nr = poolRanges(p);
     for (let j = 0; j < nr; j++) scanPoolRange(RG.s[j], RG.e[j]);
@@ -841,10 +846,14 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     R.segFile = seg.fileStart ?? seg.start;
     scanRoot(seg.start, seg.end);
   }
-  for (const kind of ["cycle", "connection", "request"]) {
-    R.kind = kind === "cycle" ? "cycle" : `${kind} pool`;
-    for (const p of pools) {
+  for (let ki = 0; ki < ROOTED_KINDS.length; ki++) {
+    const kind = ROOTED_KINDS[ki];
+    R.kind = ROOTED_KIND_NAMES[ki];
+    for (let k = 0; k < nPools; k++) {
+      const p = pools[k];
       if (p.rooted !== kind) continue;
+      // per pool: the ranges are small (scanRange checks by bytes read), the pools many
+      tick(ctx);
       const nr = poolRanges(p);
       for (let j = 0; j < nr; j++) {
         R.floor = RG.s[j];

@@ -171,10 +171,11 @@ interface SliceRec {
   markWhat: string[];
   markAt: number[];
   markVal: number[];
+  markKb: number[];
 }
 
 function newRec(): SliceRec {
-  return { cpu: 0, wall: 0, faults: 0, preempted: 0, traces: 0, aborts: 0, traceMs: 0, from: "", to: "", checks: 0, maxGap: 0, lastCheck: 0, ev0: 0, ev1: 0, markWhat: [], markAt: [], markVal: [] };
+  return { cpu: 0, wall: 0, faults: 0, preempted: 0, traces: 0, aborts: 0, traceMs: 0, from: "", to: "", checks: 0, maxGap: 0, lastCheck: 0, ev0: 0, ev1: 0, markWhat: [], markAt: [], markVal: [], markKb: [] };
 }
 
 function recText(r: SliceRec, ju: unknown, vmdef: unknown): string {
@@ -183,7 +184,7 @@ function recText(r: SliceRec, ju: unknown, vmdef: unknown): string {
   for (let i = r.ev0; i < r.ev1 && i < EV.n && evs.length < 12; i++) evs.push(evText(i, ju, vmdef));
   for (let i = 0; i < r.markWhat.length; i++) {
     const at = string.format("%.2f", r.markAt[i]);
-    marks.push(r.markVal[i] >= 0 ? `gap ${string.format("%.2f", r.markVal[i])} ms in ${r.markWhat[i]}@${at}` : `${r.markWhat[i]}@${at}`);
+    marks.push(r.markVal[i] >= 0 ? `gap ${string.format("%.2f", r.markVal[i])} ms (${string.format("%.0f", r.markKb[i])} KB read) in ${r.markWhat[i]}@${at}` : `${r.markWhat[i]}@${at}`);
   }
   return string.format(
     "%.2f ms cpu (wall %.2f) from \"%s\" to \"%s\": %d checks, last at %.2f, max gap %.3f ms; faults %d, preempted %d, traces %d (aborted %d, %.2f ms cpu)%s",
@@ -270,6 +271,10 @@ export class DeepBudget extends Budget {
   private markWhat: string[] = [];
   private markAt: number[] = [];
   private markVal: number[] = [];
+  private markKb: number[] = [];
+  /** bytes the scan has read so far (heap/walk.ts progress), for the gap marks: was a long gap long work or a stall? */
+  public progress: { bytes: number } = { bytes: 0 };
+  private lastBytes = 0;
   private nMarks = 0;
   mark(what: string, val = -1): void {
     if (this.nMarks >= 24) return;
@@ -277,6 +282,7 @@ export class DeepBudget extends Budget {
     this.markWhat[i] = what;
     this.markAt[i] = monoMs() - this.wall0;
     this.markVal[i] = val;
+    this.markKb[i] = (this.progress.bytes - this.lastBytes) / 1024;
   }
 
   public checks = 0;
@@ -295,6 +301,7 @@ export class DeepBudget extends Budget {
     // a long stretch without a check: mark where it ended and in which step
     if (gap > this.sliceMs * 0.5) this.mark(this.phase, gap);
     this.lastCheck = now;
+    this.lastBytes = this.progress.bytes;
     const elapsed = now - this.wall0;
     // a trace compiled in this slice: more follow (side traces of the same loops), each a
     // step longer than the work between two checks; yield early rather than risk a second one
@@ -317,6 +324,7 @@ export class DeepBudget extends Budget {
     this.cpu0 = cpuMs();
     // gaps are measured inside slices, not across the yield
     this.lastCheck = this.wall0;
+    this.lastBytes = this.progress.bytes;
   }
 
   finish(): void {
@@ -376,11 +384,13 @@ export class DeepBudget extends Budget {
       r.markWhat[i] = this.markWhat[i];
       r.markAt[i] = this.markAt[i];
       r.markVal[i] = this.markVal[i];
+      r.markKb[i] = this.markKb[i];
     }
     for (let i = r.markWhat.length - 1; i >= this.nMarks; i--) {
       r.markWhat[i] = undefined as unknown as string;
       r.markAt[i] = undefined as unknown as number;
       r.markVal[i] = undefined as unknown as number;
+      r.markKb[i] = undefined as unknown as number;
     }
   }
 

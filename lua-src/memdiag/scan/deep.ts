@@ -138,6 +138,7 @@ function scanOnce(): void {
   ngx.update_time();
   status = { state: "running", phase: "heap", started: ngx.now(), bytes_scanned: 0, heap_bytes: 0, ref_bytes: 0, ms_total: 0, wall_ms: 0, max_slice_ms: 0, cpu_ms: 0, max_slice_cpu_ms: 0, slices: 1 };
   const b = new DeepBudget(config.slice_ms);
+  b.progress = progress;
   budget = b;
   const reads0 = Maps.reads;
   const [maps, merr] = Maps.self();
