@@ -17,7 +17,25 @@
  * Targets: walk ≥ 1 GB/s, reference scan ≥ 300 MB/s, longest slice ≤ 1.5 ms.
  */
 import * as fs from "fs";
+import * as path from "path";
 import { Nginx, httpGet } from "../test/harness/nginx";
+
+/**
+ * MEMDIAG_BENCH_LUA_DIR=<dir>: run the agent's Lua from another build (e.g. an older commit's
+ * build/lua, compiled in a git worktree) in the same bench, for before/after comparisons.
+ */
+class AltLuaNginx extends Nginx {
+  writeConf(): void {
+    super.writeConf();
+    const alt = process.env.MEMDIAG_BENCH_LUA_DIR;
+    if (!alt) return;
+    const built = path.join(__dirname, "..", "..", "build", "lua");
+    const f = path.join(this.prefix, "conf", "memdiag.conf");
+    const text = fs.readFileSync(f, "utf8");
+    if (!text.includes(built)) throw new Error(`MEMDIAG_BENCH_LUA_DIR: ${built} not in ${f}`);
+    fs.writeFileSync(f, text.split(built).join(alt));
+  }
+}
 
 const load = (): string => fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 
@@ -84,7 +102,7 @@ async function deep(ngx: Nginx): Promise<any> {
 }
 
 async function main(): Promise<void> {
-  const ngx = new Nginx({ workers: 1, agent: { interval_s: 3600 }, memdiagLocations: INFLATE });
+  const ngx = new AltLuaNginx({ workers: 1, agent: { interval_s: 3600 }, memdiagLocations: INFLATE });
   await ngx.start();
   const rows: string[] = [];
   try {

@@ -129,14 +129,13 @@ export function stopScanDiagnostics(): void {
 const YIELD_S = 0.001;
 const SLOW_SLICE_MS = 1.5;
 /**
- * Yield once a slice has run this share of sliceMs: the step after the last check can be
- * longer than the steps' bounded work, by a trace the JIT compiles there (0.2-1 ms each
- * on this project's VM, several in a row when a loop and its side exits get hot), so
- * the headroom between the yield point and SLOW_SLICE_MS is what keeps the longest slice
- * under it.
+ * Yield once a slice has run this share of sliceMs. Measured: 0.75 (headroom for a trace the
+ * JIT compiles after the last check) did not shorten the longest slices measurably (the traces
+ * come several in one step, 1-2 ms) but cost 20-30 % more CPU at 1 GB (0.4 ms per extra slice:
+ * each slice starts slow after the yield), so the whole slice.
  */
-const YIELD_AT = 0.75;
-/** ... or this share once the JIT compiled a trace in the slice */
+const YIELD_AT = 1;
+/** ... or this share once the JIT compiled a trace in the slice (more tend to follow: side traces of the same loops) */
 const YIELD_AFTER_TRACE = 0.3;
 /** slow slices described one by one in the scan status, at most */
 const MAX_SITES = 16;
