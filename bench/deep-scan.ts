@@ -123,6 +123,7 @@ async function main(): Promise<void> {
       }
       const walk: number[] = [], ref: number[] = [], sliceCpu: number[] = [], p99: number[] = [], slow: number[] = [], mapsReads: number[] = [], sliceWall: number[] = [], cpu: number[] = [], wall: number[] = [], slices: number[] = [];
       const jumps: number[] = [];
+      const diag: number[] = [];
       const pre: string[] = [];
       let last: any;
       const sitesAll: string[] = [];
@@ -136,6 +137,7 @@ async function main(): Promise<void> {
         slow.push(sc.slow_slices ?? NaN);
         mapsReads.push(sc.maps_reads ?? NaN);
         jumps.push(sc.cpu_clock_jumps ?? NaN);
+        diag.push(sc.diag_ms ?? NaN);
         pre.push(`${sc.preempted_slices}/${sc.slow_preempted_slices}/${(sc.max_preempted_slice_cpu_ms ?? NaN).toFixed(1)}`);
         sliceWall.push(sc.max_slice_ms);
         cpu.push(sc.cpu_ms);
@@ -150,7 +152,7 @@ async function main(): Promise<void> {
         `heap ${String(Math.round(sc.heap_bytes / 1048576)).padStart(5)} MB | ref scanned ${String(Math.round(sc.ref_bytes / 1048576)).padStart(5)} MB | ` +
         `pools ${String(sc.pools_found).padStart(5)} | walk ${median(walk).toFixed(0).padStart(6)} MB/s | ref scan ${median(ref).toFixed(0).padStart(5)} MB/s | ` +
         `cpu ${median(cpu).toFixed(1)} ms (walk ${sc.phase_cpu_ms.walk.toFixed(1)}, discover ${sc.phase_cpu_ms.discover.toFixed(1)}, owners ${sc.phase_cpu_ms.owners.toFixed(1)}) | ` +
-        `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | slice cpu p99 ${Math.max(...p99).toFixed(1)} ms, over 1.5 ms: ${slow.join("/")} slices | maps reads ${median(mapsReads)} | cpu clock jumps ${jumps.join("/")} | preempted slices (n/over 1.5 ms/longest ms) ${pre.join(" ")} | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
+        `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | slice cpu p99 ${Math.max(...p99).toFixed(1)} ms, over 1.5 ms: ${slow.join("/")} slices | maps reads ${median(mapsReads)} | cpu clock jumps ${jumps.join("/")} | diagnostics ${diag.map((x) => x.toFixed(2)).join("/")} ms | preempted slices (n/over 1.5 ms/longest ms) ${pre.join(" ")} | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
       rows.push(`${row} | load ${load()}`);
       console.log(row);
       if (process.env.MEMDIAG_BENCH_MAPS) console.log(`   regions: arena heaps ${sc.arena_heaps}, mmapped chunks ${sc.mmapped_chunks}; skipped ${JSON.stringify(last.skipped)}`);

@@ -41,6 +41,7 @@ function onTrace(this: void, what: string, _tr: number, func: unknown, pc: numbe
   if (what === "start") {
     JT.starts++;
     JT.t0 = cpuMs();
+    if (CUR.b !== undefined) CUR.b.traceStarted();
   } else if (what === "stop" || what === "abort") {
     if (what === "abort") JT.aborts++;
     if (JT.t0 > 0) {
@@ -95,15 +96,29 @@ function traceSites(): string[] {
   const out: string[] = [];
   out.push(string.format("%d traces started, %d aborted, %d flushes, %.1f ms cpu from start to stop/abort", EV.total, EV.aborts, EV.flushes, EV.ms));
   const [ju, vmdef] = jitModules();
-  const count = new LuaTable<string, number>();
-  const keys: string[] = [];
+  // counted by (event, function, pc) without making strings; only the 12 most frequent are named
+  const byFunc = new LuaTable<AnyNotNil, LuaTable<number, number>>();
+  const first: number[] = [];
+  const count: number[] = [];
   for (let i = 0; i < EV.n; i++) {
-    const k = evText(i, ju, vmdef);
-    if (count.get(k) === undefined) keys.push(k);
-    count.set(k, (count.get(k) ?? 0) + 1);
+    let byPc = byFunc.get(EV.func[i] as AnyNotNil);
+    if (byPc === undefined) {
+      byPc = new LuaTable();
+      byFunc.set(EV.func[i] as AnyNotNil, byPc);
+    }
+    // pc * 4 + event kind: one key per site and event
+    const key = EV.pc[i] * 4 + (EV.what[i] === "start" ? 0 : EV.what[i] === "abort" ? 1 : 2);
+    const j = byPc.get(key);
+    if (j === undefined) {
+      byPc.set(key, first.length);
+      first.push(i);
+      count.push(1);
+    } else count[j]++;
   }
-  table.sort(keys, (a, b) => count.get(a)! > count.get(b)!);
-  for (let i = 0; i < keys.length && i < 12; i++) out.push(`${count.get(keys[i])} ${keys[i]}`);
+  const order: number[] = [];
+  for (let j = 0; j < first.length; j++) order.push(j);
+  table.sort(order, (a, b) => count[a] > count[b]);
+  for (let k = 0; k < order.length && k < 12; k++) out.push(`${count[order[k]]} ${evText(first[order[k]], ju, vmdef)}`);
   return out;
 }
 
@@ -180,7 +195,7 @@ function newRec(): SliceRec {
 function recText(r: SliceRec, ju: unknown, vmdef: unknown): string {
   const marks: string[] = [];
   const evs: string[] = [];
-  for (let i = r.ev0; i < r.ev1 && i < EV.n && evs.length < 12; i++) evs.push(evText(i, ju, vmdef));
+  for (let i = r.ev0; i < r.ev1 && i < EV.n && evs.length < 8; i++) evs.push(evText(i, ju, vmdef));
   for (let i = 0; i < r.markWhat.length; i++) {
     const at = string.format("%.2f", r.markAt[i]);
     marks.push(r.markVal[i] >= 0 ? `gap ${string.format("%.2f", r.markVal[i])} ms (${string.format("%.0f", r.markKb[i])} KB read) in ${r.markWhat[i]}@${at}` : `${r.markWhat[i]}@${at}`);
@@ -205,7 +220,14 @@ function yieldSlice(this: void, b: DeepBudget, elapsed: number): boolean {
   b.nextSlice(elapsed);
   return true;
 }
-if (jit !== undefined && jit.off !== undefined) jit.off(yieldSlice);
+/** check()'s other rare branch, kept out of the JIT for the same reason */
+function longGap(this: void, b: DeepBudget, now: number): void {
+  b.noteGap(now - b.lastCheckAt());
+}
+if (jit !== undefined && jit.off !== undefined) {
+  jit.off(yieldSlice);
+  jit.off(longGap);
+}
 
 export class DeepBudget extends Budget {
   /** the longest slice in thread CPU time (slices not preempted: see close()) */
@@ -243,6 +265,7 @@ export class DeepBudget extends Budget {
     this.wall0 = monoMs();
     this.cpu0 = cpuMs();
     this.lastCheck = this.wall0;
+    this.deadline = this.wall0 + this.sliceMs * YIELD_AT;
   }
 
   /** per slice: page faults, involuntary switches and trace compiler at its start */
@@ -285,8 +308,12 @@ export class DeepBudget extends Budget {
   }
 
   public checks = 0;
+  /** the longest gap between two checks in the slice, when over half a slice (else 0) */
   public maxGapMs = 0;
   private lastCheck = 0;
+  lastCheckAt(): number {
+    return this.lastCheck;
+  }
   /**
    * Called every few tens of microseconds of work: wall clock only (49 ns through the
    * vDSO here; the thread CPU clock is a system call, 2.1 us on this VM, and read per
@@ -295,17 +322,30 @@ export class DeepBudget extends Budget {
   check(): boolean {
     this.checks++;
     const now = monoMs();
-    const gap = now - this.lastCheck;
-    if (gap > this.maxGapMs) this.maxGapMs = gap;
-    // a long stretch without a check: mark where it ended and in which step
-    if (gap > this.sliceMs * 0.5) this.mark(this.phase, gap);
+    // a long stretch without a check (rare): noted out of the JIT (longGap)
+    if (now - this.lastCheck > this.sliceMs * 0.5) longGap(this, now);
     this.lastCheck = now;
     this.lastBytes = this.progress.bytes;
-    const elapsed = now - this.wall0;
-    // a trace compiled in this slice: more follow (side traces of the same loops), each a
-    // step longer than the work between two checks; yield early rather than risk a second one
-    if (elapsed < this.sliceMs * (JT.starts > 0 ? YIELD_AFTER_TRACE : YIELD_AT)) return false;
-    return yieldSlice(this, elapsed);
+    if (now < this.deadline) return false;
+    return yieldSlice(this, now - this.wall0);
+  }
+
+  /** when the current slice yields: sliceMs * YIELD_AT after its start, earlier once a trace was compiled in it */
+  private deadline = 0;
+  /**
+   * A trace compiled in this slice (called from the trace event handler): more tend to follow
+   * (side traces of the same loops), each a step longer than the work between two checks;
+   * yield early rather than risk a second one.
+   */
+  traceStarted(): void {
+    const d = this.wall0 + this.sliceMs * YIELD_AFTER_TRACE;
+    if (d < this.deadline) this.deadline = d;
+  }
+
+  /** a gap of `gap` ms between two checks ended now: the longest, and a mark */
+  noteGap(gap: number): void {
+    if (gap > this.maxGapMs) this.maxGapMs = gap;
+    this.mark(this.phase, gap);
   }
 
   /** the end of a slice, the yield and the start of the next (yieldSlice, not compiled) */
@@ -323,6 +363,7 @@ export class DeepBudget extends Budget {
     this.cpu0 = cpuMs();
     // gaps are measured inside slices, not across the yield
     this.lastCheck = this.wall0;
+    this.deadline = this.wall0 + this.sliceMs * YIELD_AT;
     this.lastBytes = this.progress.bytes;
   }
 
@@ -334,13 +375,30 @@ export class DeepBudget extends Budget {
     collectgarbage("restart");
     this.close(monoMs() - this.wall0);
     attachTrace(false);
+    // formatting takes up to ~1.5 ms (a source line per trace event named): in pieces, yielding
+    // between them like the slices did (outside the slice figures)
+    let t = monoMs();
+    let spent = 0;
+    const pause = (): void => {
+      if (monoMs() - t < this.sliceMs) return;
+      spent += monoMs() - t;
+      ngx.sleep(YIELD_S);
+      t = monoMs();
+    };
     this.jitSites = traceSites();
     const [ju, vmdef] = jitModules();
-    for (const r of this.slow) this.slowSites.push(recText(r, ju, vmdef));
+    for (const r of this.slow) {
+      pause();
+      this.slowSites.push(recText(r, ju, vmdef));
+    }
+    pause();
     this.maxSlicePhase = `${recText(this.longest, ju, vmdef)}; ${this.slowSlices} of ${this.slices - this.preemptedSlices} slices over ${SLOW_SLICE_MS} ms CPU; ${this.preemptedSlices} preempted slices (${this.slowPreempted} over ${SLOW_SLICE_MS} ms, longest ${string.format("%.2f", this.maxPreemptedCpuMs)} ms)`;
+    this.diagMs = spent + (monoMs() - t);
     this.wall0 = monoMs();
     this.cpu0 = cpuMs();
   }
+  /** wall time finish() spent describing the slow slices and the traces (yielding every sliceMs) */
+  public diagMs = 0;
 
   /** CPU time of all slices so far, the current one included (capped by wall time, as in close()) */
   cpuSoFar(): number {

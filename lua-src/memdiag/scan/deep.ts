@@ -69,6 +69,8 @@ export interface ScanStatus {
   preempted_slices?: number;
   max_preempted_slice_cpu_ms?: number;
   slow_preempted_slices?: number;
+  /** wall time spent at the end of the scan describing slow slices and traces (max_slice_phase, slow_slice_sites, jit_traces) */
+  diag_ms?: number;
   /** slices whose thread CPU clock ran ahead of wall time (their CPU time is capped at the wall time) */
   cpu_clock_jumps?: number;
   /** LuaJIT trace compiler during the scan: totals, then trace starts and aborts by source line */
@@ -230,6 +232,7 @@ function scanOnce(): void {
     phase_cpu_ms: phases,
     max_slice_phase: b.maxSlicePhase,
     cpu_clock_jumps: b.clockJumps,
+    diag_ms: b.diagMs,
     preempted_slices: b.preemptedSlices,
     max_preempted_slice_cpu_ms: b.maxPreemptedCpuMs,
     slow_preempted_slices: b.slowPreempted,
