@@ -7,6 +7,8 @@
  *            pays for the include line includes lua-nginx-module's output capture filter, which
  *            any content_by_lua / rewrite_by_lua / access_by_lua installs for every request of
  *            the http block (a header and a body filter; measured ~0.5 % of a static request)
+ *   twin     a second instance configured exactly like `none` (A/A): its "loss" is this run's
+ *            noise floor between two nginx instances, which no ratio below can resolve
  *   agent    the include line, agent collecting every second
  *   deep     the include line, agent collecting every second, and a deep scan started every second
  *            (deep_interval_s 1: the next scan starts 1 s after the previous one ends)
@@ -18,6 +20,8 @@
  * `none`, also paired (median over rounds of the ratio within a round: what the verdicts use,
  * because a shared VM drifts by ±10 % between rounds); per-collection worker time (collect_ms,
  * from the snapshots) and deep-scan slices beside. One worker runs on core 1, wrk on core 0.
+ * (Pausing the idle instances with SIGSTOP during a run was tried: their timers catching up on
+ * resume raised every agent configuration's p99 by 30-150 %.)
  *
  * Then the cost curves:
  *   connections  bench/collect-cost.ts reused (10 → 10,000 held keepalive connections)
@@ -26,7 +30,7 @@
  *
  *   npm run bench:overhead            (= bash bench/run.sh overhead)
  *   options (node dist/bench/overhead.js ...): --rounds 8 --seconds 4 --conns 32 --workers 1 --skip-scaling --heap-mb 10,100,1000 --chunk 4096
- *            --conn-levels 10,1000,10000 --configs agent,deep,sampler (none and plain always run) --paths static,proxy
+ *            --conn-levels 10,1000,10000 --configs agent,deep,sampler (none, twin and plain always run) --paths static,proxy
  * Writes bench/results/overhead-<time>.json (gitignored).
  */
 import { spawn } from "child_process";
@@ -55,8 +59,8 @@ const CONN_LEVELS = arg("conn-levels", "10,1000,10000");
 const SKIP_SCALING = flag("skip-scaling");
 const ONLY_CONFIGS = arg("configs", "");
 
-const CONFIGS = ["none", "plain", "agent", "deep", "sampler"] as const;
-const isBare = (c: Config) => c === "none" || c === "plain";
+const CONFIGS = ["none", "twin", "plain", "agent", "deep", "sampler"] as const;
+const isBare = (c: Config) => c === "none" || c === "twin" || c === "plain";
 type Config = (typeof CONFIGS)[number];
 const ALL_PATHS = { static: "/static/small.html", proxy: "/proxy" } as const;
 type PathName = keyof typeof ALL_PATHS;
@@ -353,6 +357,9 @@ async function main(): Promise<void> {
         // p99 paired like throughput: the medians of p99 drift between rounds by more than 5 %
         const ok = row.paired_loss_pct <= 3 && row.paired_p99_ratio <= 1.05;
         verdicts.push(`${ok ? "PASS" : "MISS"} sampler/${row.path}: ${fmt(row.paired_loss_pct)} % loss paired (≤ 3 %; medians ${fmt(row.throughput_loss_pct)} %; worker CPU per request ${fmt(row.cpu_overhead_pct)} %), p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired (≤ +5 %; medians ${fmt((row.p99_ratio - 1) * 100)} %)`);
+      }
+      if (row.config === "twin") {
+        verdicts.push(`NOISE twin/${row.path}: an instance identical to none shows ${fmt(row.paired_loss_pct)} % loss paired, p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired: differences of that size are not resolved by this run`);
       }
       if (!isBare(row.config) && Number.isFinite(row.paired_loss_vs_plain_pct)) {
         verdicts.push(`     ${row.config}/${row.path} on a plain nginx (no Lua directive before the include): ${fmt(row.paired_loss_vs_plain_pct)} % loss paired, of which ${fmt(plainCost[row.path])} % is lua-nginx-module's capture filter (none vs plain)`);
