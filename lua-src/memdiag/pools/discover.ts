@@ -1,6 +1,7 @@
 import { Ctx, skip, tick } from "../context";
 import { rdPtr } from "../safe/mem";
 import { looksLikePoolHead, newPoolStats, PoolMemory, PoolOffsets, PoolStats, walkPool } from "./walk";
+import { noJit } from "../scan/nojit";
 
 /**
  * Heap-wide pool discovery: the candidates the heap walk pre-filtered are checked
@@ -110,3 +111,5 @@ export function discoverPools(
   }
   return out;
 }
+
+noJit(discoverPools);

@@ -9,6 +9,7 @@ import { FoundPool, discoverPools } from "./discover";
 import { PoolOffsets, looksLikePoolHead } from "./walk";
 import { ConfStart, confAt, nameInSegment, SegmentRoot } from "./roots";
 import { newHash, slicedOrder } from "../scan/sort";
+import { noJit } from "../scan/nojit";
 
 /**
  * Owner attribution by conservative reachability, like the mark phase of a
@@ -113,6 +114,10 @@ export class RangeIndex {
 }
 
 type HitFn = (this: void, at: number, node: number) => void;
+/** scanWords' hits: at most one per word of a call (WORDS_PER_TICK in place, COPY_BYTES / 8 copied) */
+const HIT_MAX = Math.max(WORDS_PER_TICK, COPY_BYTES / 8);
+const HIT_AT = ffi.new("double[?]", HIT_MAX) as unknown as number[];
+const HIT_NODE = ffi.new("double[?]", HIT_MAX) as unknown as number[];
 
 /** the ctx a sliced build/sort checks the budget of (module level: no closure per call) */
 const BT: { ctx?: Ctx } = {};
@@ -123,8 +128,16 @@ function betweenTick(this: void): void {
 /**
  * The hot loop: 8-aligned words of [from, to) that point into the index; hit()
  * gets the word's address + delta (the original address when scanning a copy).
+ * One flat loop, no inner loop: each iteration either filters the word at i or takes one
+ * step of the binary search for it (searching). A binary search nested in the word loop
+ * aborted the trace compiler every scan ("loop unroll limit" from the search's exit side
+ * trace running on through non-candidate words, "inner loop in root trace" for the word
+ * loop): each abort a fraction of a millisecond inside a slice, in every scan.
+ * The hits go to a fixed buffer (HIT_AT/HIT_NODE, returns their count) and deliver() calls
+ * hit() afterwards: with the callbacks (three, with their own rare branches) inlined in the
+ * word loop, its traces kept growing side traces scan after scan.
  */
-function scanWords(ix: RangeIndex, from: number, to: number, delta: number, hit: HitFn): void {
+function scanWords(ix: RangeIndex, from: number, to: number, delta: number): number {
   const lo = ix.lo;
   const hi = ix.hi;
   // high 32-bit halves of the indexed range: most words are rejected on one load
@@ -137,30 +150,50 @@ function scanWords(ix: RangeIndex, from: number, to: number, delta: number, hit:
   const nodes = ix.nodes;
   let i = from / 4;
   const iEnd = to / 4;
+  let searching = false;
+  let w = 0;
+  let l = 0;
+  let h = -1;
+  let nHit = 0;
   while (i < iEnd) {
-    const h32 = u32[i + 1];
-    if (h32 >= loH && h32 <= hiH) {
-      const w = u32[i] + h32 * TWO32;
-      if (w >= lo && w < hi) {
-        const pg = Math.floor(w / PAGE);
-        let l = pageLo.get(pg);
-        if (l !== undefined) {
-          let h = pageHi.get(pg)!;
-          while (l <= h) {
-            const mid = Math.floor((l + h) / 2);
-            if (starts[mid] <= w) {
-              if (w < ends[mid]) {
-                hit(i * 4 + delta, nodes[mid]);
-                break;
-              }
-              l = mid + 1;
-            } else h = mid - 1;
-          }
-        }
+    if (searching) {
+      if (l <= h) {
+        const mid = Math.floor((l + h) / 2);
+        if (starts[mid] <= w) {
+          if (w < ends[mid]) {
+            HIT_AT[nHit] = i * 4 + delta;
+            HIT_NODE[nHit] = nodes[mid];
+            nHit++;
+            searching = false;
+            i += 2;
+          } else l = mid + 1;
+        } else h = mid - 1;
+      } else {
+        searching = false;
+        i += 2;
       }
+    } else {
+      const h32 = u32[i + 1];
+      if (h32 >= loH && h32 <= hiH) {
+        w = u32[i] + h32 * TWO32;
+        if (w >= lo && w < hi) {
+          const pg = Math.floor(w / PAGE);
+          const pl = pageLo.get(pg);
+          if (pl !== undefined) {
+            l = pl;
+            h = pageHi.get(pg)!;
+            searching = true;
+          } else i += 2;
+        } else i += 2;
+      } else i += 2;
     }
-    i += 2;
   }
+  return nHit;
+}
+
+/** hit() for the nHit hits scanWords buffered */
+function deliver(nHit: number, hit: HitFn): void {
+  for (let k = 0; k < nHit; k++) hit(HIT_AT[k], HIT_NODE[k]);
 }
 
 /**
@@ -174,7 +207,8 @@ export function scanRange(ctx: Ctx, ix: RangeIndex, start: number, end: number, 
   let scanned = 0;
   while (a < end) {
     const stop = Math.min(end, a + WORDS_PER_TICK * 8);
-    scanWords(ix, a, stop - ((stop - a) % 8), 0, hit);
+    const nHit = scanWords(ix, a, stop - ((stop - a) % 8), 0);
+    if (nHit > 0) deliver(nHit, hit);
     scanned += stop - a;
     progress.bytes += stop - a;
     sinceTick += stop - a;
@@ -203,7 +237,10 @@ export function scanRangeCopied(ctx: Ctx, ix: RangeIndex, start: number, end: nu
     const len = Math.min(end - a, COPY_BYTES);
     const [copy, got] = copyIn(a, len);
     const words = got - (got % 8);
-    if (words > 0) scanWords(ix, copy, copy + words, a - copy, hit);
+    if (words > 0) {
+      const nHit = scanWords(ix, copy, copy + words, a - copy);
+      if (nHit > 0) deliver(nHit, hit);
+    }
     scanned += words;
     progress.bytes += words;
     sinceTick += len;
@@ -770,6 +807,18 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   return res;
 }
 
+// helpers of attributeOwners at module level: a closure made per scan and called in a loop
+// gets traces that guard on its identity, and every scan compiled the loop's traces again
+function tierOf(this: void, kind: string): number {
+  return kind === "lua" ? 2 : kind === "connection pool" || kind === "request pool" ? 1 : 0;
+}
+function isPoolNode(this: void, n: number, nPools: number, late: LateResult): boolean {
+  return n <= nPools || late.isPool.get(n) === true;
+}
+function nodeOfPool(this: void, k: number, nPools: number, late: LateResult): number {
+  return k < nPools ? k + 1 : late.nodeOf[k - nPools];
+}
+
 export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void, what: string) => void): OwnerResult {
   const pools = inp.pools;
   // node ids: unrooted pool k (0-based in `pools`) → k + 1; heap chunks after
@@ -810,7 +859,6 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   const chunkNode = st.chunkNode;
   const chunkStart = st.chunkStart;
   const chunkEnd = st.chunkEnd;
-  const addEdge = (src: number, dst: number): void => addEdgeS(st, src, dst);
 
   // constant step names: a string made inside a slice can cost a rehash of LuaJIT's string table
   if (trace) trace("owners: plain chunks");
@@ -889,7 +937,6 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   /** node → the root hit (index into R's arrays) that owns it; names are made at the end */
   const owner = newHash<number, number>(st.nextNode);
   const parent = newHash<number, number>(st.nextNode);
-  const tierOf = (kind: string): number => (kind === "lua" ? 2 : kind === "connection pool" || kind === "request pool" ? 1 : 0);
   /** alternatives: root hits of a tier whose node another root of that tier reaches through the graph */
   const altNode: number[] = [];
   const altRoot: number[] = [];
@@ -928,7 +975,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       }
       let qi = 0;
       while (qi < q.length) {
-        if (++steps % 1024 === 0) tick(ctx);
+        if (++steps % 256 === 0) tick(ctx);
         const n = q[qi++];
         const out = edges.get(n);
         if (out === undefined) continue;
@@ -963,7 +1010,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
       }
       let qi = 0;
       while (qi < queue.length) {
-        if (++steps % 1024 === 0) tick(ctx);
+        if (++steps % 256 === 0) tick(ctx);
         const n = queue[qi++];
         const out = edges.get(n);
         if (out === undefined) continue;
@@ -980,7 +1027,6 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   }
   // what each alternative root reaches (pools only), bounded; it is listed with the group
   // of the first pools on its way (its entry: within two hops, as above)
-  const isPoolNode = (n: number): boolean => n <= nPools || late.isPool.get(n) === true;
   const altOf = new LuaTable<number, number[]>();
   for (let a = 0; a < altNode.length; a++) {
     const seen = new LuaTable<number, number>();
@@ -989,10 +1035,10 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
     let qi = 0;
     let np = 0;
     while (qi < q.length && q.length < 65536) {
-      if (++steps % 1024 === 0) tick(ctx);
+      if (++steps % 256 === 0) tick(ctx);
       const n = q[qi++];
       const d = seen.get(n)!;
-      if (isPoolNode(n)) {
+      if (isPoolNode(n, nPools, late)) {
         np++;
         if (d <= 2) {
           const l = altOf.get(n) ?? [];
@@ -1014,9 +1060,8 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
 
   // the retainer path of a pool is made only for the pools a group reports (a string per
   // pool, made in a slice, could cost a rehash of LuaJIT's string table)
-  const nodeOfPool = (k: number): number => (k < nPools ? k + 1 : late.nodeOf[k - nPools]);
   const retainerOf = (k: number): string => {
-    const node = nodeOfPool(k);
+    const node = nodeOfPool(k, nPools, late);
     const o = owner.get(node);
     if (o === undefined) return "unreferenced";
     const hops: string[] = [];
@@ -1037,7 +1082,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   for (let k = 0; k < pools.length; k++) {
     if (k % 128 === 127) tick(ctx);
     if (pools[k].rooted !== undefined) continue;
-    const node = nodeOfPool(k);
+    const node = nodeOfPool(k, nPools, late);
     const o = owner.get(node);
     if (o === undefined) {
       res.owner.set(k, "unreferenced");
@@ -1201,3 +1246,7 @@ export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cy
   }
   return out;
 }
+
+noJit(addKnown);
+noJit(attributeOwners);
+noJit(groupUnrooted);

@@ -7,6 +7,7 @@ import { symbolize } from "../util/symbols";
 import { cycleAddr } from "../identity";
 import { cdef } from "../util/cdef";
 import { AnonRange } from "../heap/walk";
+import { noJit } from "../scan/nojit";
 
 /**
  * The named roots of owner attribution: the rooted pools (cycle, connections,
@@ -374,3 +375,7 @@ export function luaRegions(other: AnonRange[], bss: LuaTable<number, boolean>): 
   }
   return out;
 }
+
+noJit(moduleConfs);
+noJit(dataSegments);
+noJit(luaRegions);

@@ -16,6 +16,7 @@ import { discoverPools } from "../pools/discover";
 import { dataSegments, luaRegions, moduleConfsCached, moduleFilesCached, rootedPoolSet } from "../pools/roots";
 import { attributeOwners, groupUnrooted } from "../pools/owners";
 import { annotateCreationSites } from "../sampler/sampler";
+import { noJit } from "./nojit";
 
 /**
  * The deep scan: glibc heap walk (size classes) → pool discovery → owner
@@ -323,3 +324,5 @@ export function scheduleDeepScans(): void {
   const [ok, err] = ngx.timer.at(config.deep_interval_s, periodic);
   if (!ok) ngx.log(ngx.ERR, "memdiag: cannot schedule deep scans: ", err);
 }
+
+noJit(scanOnce);
