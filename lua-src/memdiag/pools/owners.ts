@@ -116,8 +116,8 @@ export class RangeIndex {
 type HitFn = (this: void, at: number, node: number) => void;
 /** scanWords' hits: at most one per word of a call (WORDS_PER_TICK in place, COPY_BYTES / 8 copied) */
 const HIT_MAX = Math.max(WORDS_PER_TICK, COPY_BYTES / 8);
-const HIT_AT = ffi.new("double[?]", HIT_MAX) as unknown as number[];
-const HIT_NODE = ffi.new("double[?]", HIT_MAX) as unknown as number[];
+const HIT_AT = ffi.new("double[?]", HIT_MAX);
+const HIT_NODE = ffi.new("double[?]", HIT_MAX);
 
 /** the ctx a sliced build/sort checks the budget of (module level: no closure per call) */
 const BT: { ctx?: Ctx } = {};
