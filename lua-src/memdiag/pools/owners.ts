@@ -204,6 +204,20 @@ function deliver(nHit: number, hit: HitFn): void {
 export function scanRange(ctx: Ctx, ix: RangeIndex, start: number, end: number, hit: HitFn): number {
   if (ix.n === 0) return 0;
   let a = start + ((8 - (start % 8)) % 8);
+  if (end - a <= WORDS_PER_TICK * 8) {
+    // most ranges (heap chunks, pool blocks): no loop here, so a trace through the caller's
+    // loop meets one inner loop (the word loop), not two, and its side traces settle
+    if (a >= end) return 0;
+    const nHit = scanWords(ix, a, end - ((end - a) % 8), 0);
+    if (nHit > 0) deliver(nHit, hit);
+    progress.bytes += end - a;
+    sinceTick += end - a;
+    if (sinceTick >= TICK_BYTES) {
+      sinceTick = 0;
+      tick(ctx);
+    }
+    return end - a;
+  }
   let scanned = 0;
   while (a < end) {
     const stop = Math.min(end, a + WORDS_PER_TICK * 8);
