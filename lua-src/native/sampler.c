@@ -26,7 +26,9 @@
  * full tables drop the record and count it.
  *
  * Thread safety: one mutex around table updates (taken only for recorded
- * allocations and frees of possibly recorded pointers); per-thread sampling
+ * allocations and frees of possibly recorded pointers), except the main
+ * thread's nursery of recent records (lock-free, main thread only; readers
+ * called on the main thread flush it first); per-thread sampling
  * state and a re-entrancy guard in initial-exec TLS (no allocation on access).
  * The library is never unloaded (-z nodelete, and pinned with RTLD_NODELETE at
  * first use): LuaJIT dlcloses ffi.load'ed libraries when the worker's Lua VM
@@ -47,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <unwind.h>
@@ -238,6 +241,22 @@ static uint32_t       entries_used, free_list, nstacks;
 static uint64_t       live_entries;
 static uint64_t       st_sampled, st_aligned, st_frees, st_drop_entries, st_drop_stacks, st_reentrant, st_bt_ns;
 
+/*
+ * Main-thread nursery (see "main-thread nursery" below): its header, one cache
+ * line. table_gen is bumped by tables_reset under table_lock; the nursery's
+ * records belong to generation gen and are dropped when the two differ. The
+ * counters are the nursery's share of the session's statistics (main thread
+ * only; readers add them).
+ */
+static struct {
+    uint32_t table_gen;
+    uint32_t gen;
+    uint32_t head, tail;            /* insertion-order ring positions, free running */
+    uint32_t live;                  /* records in the nursery */
+    uint32_t total_hi;              /* nur_total rows in use */
+    uint64_t sampled, aligned, cache_hits, frees;
+} nur __attribute__((aligned(64)));
+
 /* our own text, skipped at the top of backtraces */
 static uintptr_t self_base, self_text_lo, self_text_hi;
 
@@ -323,6 +342,7 @@ static MS_TLS int      tls_init;
 static MS_TLS int64_t  tls_countdown;
 static MS_TLS uint64_t tls_rng;
 static MS_TLS uintptr_t tls_stack_lo, tls_stack_hi;   /* this thread's stack mapping (0 = not looked up yet) */
+static MS_TLS int      tls_role;                      /* 0 = not known yet, 1 = main thread (tid == pid), 2 = other */
 
 /* ---- small helpers ---- */
 
@@ -408,6 +428,7 @@ static void tables_reset(void)
     madvise(table_mem, table_size, MADV_DONTNEED);
     entries_used = 0;
     free_list = 0;
+    __atomic_store_n(&nur.table_gen, nur.table_gen + 1, __ATOMIC_RELEASE);     /* the nursery's records are dropped */
     nstacks = 0;
     live_entries = 0;
     st_sampled = st_aligned = st_frees = st_drop_entries = st_drop_stacks = st_reentrant = st_bt_ns = 0;
@@ -439,7 +460,8 @@ static uint32_t stack_intern(void **f, int n, uint32_t fn, uint64_t h)
             st->depth = (uint32_t) n;
             st->fn = fn;
             memcpy(st->frames, f, (size_t) n * sizeof(void *));
-            stack_index[i] = ++nstacks;
+            __atomic_store_n(&nstacks, nstacks + 1, __ATOMIC_RELEASE);     /* read without the lock by the nursery path */
+            stack_index[i] = nstacks;
             return nstacks;
         }
         ms_stack_t *st = &stacks[s - 1];
@@ -488,11 +510,261 @@ static void entry_remove_locked(uint64_t p)
     }
 }
 
+/* caller holds table_lock; returns 0, or -1 when the live table is full (counted) */
+static int entry_insert_locked(uint64_t ptr, uint64_t size, uint64_t w_bytes, uint32_t w_count_milli,
+                               uint32_t s, uint32_t t_ms, int add_total)
+{
+    uint32_t idx;
+    if (free_list) {
+        idx = free_list;
+        free_list = entries[idx - 1].next;
+    } else if (entries_used < MS_MAX_ENTRIES) {
+        idx = ++entries_used;
+    } else {
+        st_drop_entries++;
+        return -1;
+    }
+    ms_entry_t *e = &entries[idx - 1];
+    e->ptr = ptr;
+    e->size = size;
+    e->w_bytes = w_bytes;
+    e->w_count_milli = w_count_milli;
+    e->stack = s;
+    e->t_ms = t_ms;
+    uint32_t b = ptr_bucket(ptr);
+    e->next = buckets[b];
+    __atomic_store_n(&buckets[b], idx, __ATOMIC_RELEASE);
+    {
+        /* writers hold table_lock: a plain read-modify-write of the word is enough */
+        uint64_t w = __atomic_load_n(&occupied[b >> 6], __ATOMIC_RELAXED);
+        __atomic_store_n(&occupied[b >> 6], w | (1ull << (b & 63)), __ATOMIC_RELEASE);
+    }
+    live_entries++;
+    ms_stack_t *st = &stacks[s - 1];
+    st->live_count++;
+    st->live_bytes += size;
+    st->est_bytes += w_bytes;
+    st->est_count_milli += w_count_milli;
+    if (add_total) {
+        st->total_count++;
+        st->total_bytes += size;
+    }
+    return 0;
+}
+
+static inline int occupied_bit(uint64_t p)
+{
+    uint32_t b = ptr_bucket(p);
+    return (__atomic_load_n(&occupied[b >> 6], __ATOMIC_RELAXED) >> (b & 63)) & 1;
+}
+
+/* ---- main-thread nursery ----
+ *
+ * Most records made on the worker's main thread are request pool blocks,
+ * freed within the same event. Recording them in the global table costs a
+ * lock and five or six cache lines on each side (free list, bucket, bitmap
+ * word, entry, path counters). The main thread (tid == pid, decided once per
+ * thread) keeps its new records first in this small table instead, without a
+ * lock: open addressing keyed by pointer (load <= 1/2), plus a ring in
+ * insertion order. When the ring is full, the oldest record still in the
+ * nursery is promoted into the global table (under table_lock, as a record
+ * was made before); a free() on the main thread looks here first (the
+ * header line and one slot line) and just drops a record it finds.
+ * Statics, not TLS: a dlopen'ed library has little static-TLS room.
+ *
+ * Counts: a path's total_count/total_bytes of nursery records are counted
+ * when they enter, in nur_total (written by the main thread only,
+ * taken back if the promotion finds the global table full, as a record that
+ * did not fit was never counted); readers add them. live_count/live_bytes/
+ * est_* are counted when a record is promoted. Every reader API flushes the
+ * nursery first when called on the main thread (the agent calls them from
+ * Lua, i.e. on the main thread), so its results are those of a single table.
+ *
+ * Other threads never look here: a main-thread record freed on another
+ * thread stays in the nursery (and is promoted later) as a record freed by
+ * code we do not hook stays in the global table. nginx allocates and frees
+ * pool blocks on the thread that owns the pool (thread-pool tasks do not
+ * create or destroy pools), so this does not happen there. A stale record
+ * goes away when the address is freed again on the main thread: a free
+ * removes the nursery record and, if the pointer's bitmap bit is set, every
+ * global record of it, as before. A new record of an address that already
+ * has one in the nursery (whose free we did not see) promotes the old one,
+ * so both stay, as they would in the global table.
+ *
+ * tables_reset (arm, clear) bumps nur.table_gen; the main thread drops the
+ * nursery's records and counters when it next sees the change.
+ */
+#define MS_NUR_RING   128
+#define MS_NUR_BITS   8
+#define MS_NUR_SLOTS  (1u << MS_NUR_BITS)       /* 2 x ring: load <= 1/2 */
+
+typedef struct {
+    uint64_t ptr;                   /* 0 = empty */
+    uint64_t size;
+    uint64_t w_bytes;
+    uint32_t w_count_milli;
+    uint32_t stack;
+    uint32_t t_ms;
+    uint32_t pos;                   /* ring position */
+} ms_nur_t;
+
+static ms_nur_t nur_slot[MS_NUR_SLOTS] __attribute__((aligned(64)));
+static uint64_t nur_ring[MS_NUR_RING] __attribute__((aligned(64)));   /* pointer, 0 = freed */
+/* per path (stack index): count and bytes of records that entered the nursery; dense, so the few hot paths share a line or two */
+static uint64_t nur_total[MS_MAX_STACKS][2] __attribute__((aligned(64)));
+
+static int role_init(void)
+{
+    tls_role = (pid_t) syscall(SYS_gettid) == getpid() ? 1 : 2;
+    return tls_role;
+}
+
+static inline int on_main(void)
+{
+    int r = tls_role;
+    return (r ? r : role_init()) == 1;
+}
+
+static inline uint32_t nur_home(uint64_t p)
+{
+    return (uint32_t) (((p >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - MS_NUR_BITS));
+}
+
+/* main thread: drop the records of an older table generation */
+static inline void nur_sync(void)
+{
+    uint32_t g = __atomic_load_n(&nur.table_gen, __ATOMIC_ACQUIRE);
+    if (nur.gen == g) return;
+    memset(nur_slot, 0, sizeof(nur_slot));
+    memset(nur_ring, 0, sizeof(nur_ring));
+    memset(nur_total, 0, (size_t) nur.total_hi * sizeof(nur_total[0]));
+    nur.total_hi = 0;
+    nur.head = nur.tail = nur.live = 0;
+    nur.sampled = nur.aligned = nur.cache_hits = nur.frees = 0;
+    nur.gen = g;
+}
+
+static inline int nur_find(uint64_t p)
+{
+    uint32_t i = nur_home(p);
+    for (uint32_t k = 0; k < MS_NUR_SLOTS; k++, i = (i + 1) & (MS_NUR_SLOTS - 1)) {
+        uint64_t q = nur_slot[i].ptr;
+        if (q == p) return (int) i;
+        if (q == 0) return -1;
+    }
+    return -1;
+}
+
+/* removes slot i (backward-shift deletion: no tombstones) */
+static void nur_remove(uint32_t i)
+{
+    nur_ring[nur_slot[i].pos % MS_NUR_RING] = 0;
+    nur.live--;
+    uint32_t j = i;
+    for (uint32_t k = 0; k < MS_NUR_SLOTS; k++) {
+        j = (j + 1) & (MS_NUR_SLOTS - 1);
+        if (nur_slot[j].ptr == 0) break;
+        uint32_t h = nur_home(nur_slot[j].ptr);
+        /* j may fill the hole at i unless its home lies cyclically in (i, j] */
+        if (((j - h) & (MS_NUR_SLOTS - 1)) >= ((j - i) & (MS_NUR_SLOTS - 1))) {
+            nur_slot[i] = nur_slot[j];
+            i = j;
+        }
+    }
+    nur_slot[i].ptr = 0;
+}
+
+/* caller holds table_lock: the record in slot i into the global table (the slot is left as is) */
+static void nur_promote_locked(uint32_t i)
+{
+    ms_nur_t *e = &nur_slot[i];
+    if (entry_insert_locked(e->ptr, e->size, e->w_bytes, e->w_count_milli, e->stack, e->t_ms, 0) != 0) {
+        uint64_t *t = nur_total[e->stack - 1];
+        __atomic_store_n(&t[0], t[0] - 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&t[1], t[1] - e->size, __ATOMIC_RELAXED);
+    }
+}
+
+static void nur_promote(uint32_t i)
+{
+    pthread_mutex_lock(&table_lock);
+    nur_promote_locked(i);
+    pthread_mutex_unlock(&table_lock);
+    nur_remove(i);
+}
+
+/* main thread, nur_sync done; s is a valid path */
+static void nur_insert(uint64_t p, uint64_t size, uint64_t w_bytes, uint32_t w_count_milli, uint32_t s, uint32_t t_ms)
+{
+    int i = nur_find(p);
+    if (i >= 0) nur_promote((uint32_t) i);      /* an older record of p whose free we did not see */
+    if (nur.tail - nur.head >= MS_NUR_RING) {
+        uint64_t old = nur_ring[nur.head % MS_NUR_RING];
+        nur.head++;
+        if (old && (i = nur_find(old)) >= 0) nur_promote((uint32_t) i);
+    }
+    uint32_t k = nur_home(p);
+    while (nur_slot[k].ptr) k = (k + 1) & (MS_NUR_SLOTS - 1);     /* live <= ring size < slots */
+    ms_nur_t *e = &nur_slot[k];
+    e->ptr = p;
+    e->size = size;
+    e->w_bytes = w_bytes;
+    e->w_count_milli = w_count_milli;
+    e->stack = s;
+    e->t_ms = t_ms;
+    e->pos = nur.tail;
+    nur_ring[nur.tail % MS_NUR_RING] = p;
+    nur.tail++;
+    nur.live++;
+    uint64_t *t = nur_total[s - 1];
+    if (s > nur.total_hi) nur.total_hi = s;
+    __atomic_store_n(&t[0], t[0] + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&t[1], t[1] + size, __ATOMIC_RELAXED);
+}
+
+/* main thread: every record still in the nursery into the global table, oldest first */
+static void nur_flush(void)
+{
+    if (!table_mem) return;
+    nur_sync();
+    if (nur.live) {
+        pthread_mutex_lock(&table_lock);
+        for (uint32_t pos = nur.head; pos != nur.tail; pos++) {
+            uint64_t p = nur_ring[pos % MS_NUR_RING];
+            int i;
+            if (p && (i = nur_find(p)) >= 0) {
+                nur_promote_locked((uint32_t) i);
+                nur_remove((uint32_t) i);
+            }
+        }
+        pthread_mutex_unlock(&table_lock);
+    }
+    nur.head = nur.tail;
+}
+
+/* readers: exact results on the main thread (see above) */
+static inline void nur_flush_if_main(void)
+{
+    if (on_main()) nur_flush();
+}
+
 static void forget(void *ptr)
 {
     uint64_t p = (uint64_t) (uintptr_t) ptr;
-    uint32_t b = ptr_bucket(p);
-    if (!(__atomic_load_n(&occupied[b >> 6], __ATOMIC_RELAXED) & (1ull << (b & 63)))) return;
+    if (on_main() && nur.live) {
+        if (__atomic_load_n(&nur.table_gen, __ATOMIC_RELAXED) != nur.gen) {
+            nur_sync();
+        } else {
+            int i = nur_find(p);
+            if (i >= 0) {
+                nur.frees++;
+                nur_remove((uint32_t) i);
+                /* a stale global record of p (see above): removed as before */
+                if (!occupied_bit(p)) return;
+            }
+        }
+    }
+    if (!occupied_bit(p)) return;
     pthread_mutex_lock(&table_lock);
     entry_remove_locked(p);
     pthread_mutex_unlock(&table_lock);
@@ -653,6 +925,16 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
     uint64_t nowc = coarse_ms();
     uint32_t t_ms = (uint32_t) (nowc > arm_ms ? nowc - arm_ms : 0);
 
+    /* main thread, path from the stack cache: into the nursery, no lock */
+    if (s != 0 && on_main() && s <= __atomic_load_n(&nstacks, __ATOMIC_ACQUIRE)) {
+        nur_sync();
+        nur.cache_hits++;
+        if (sampled) nur.sampled++; else nur.aligned++;
+        nur_insert((uint64_t) (uintptr_t) ptr, size, w_bytes, w_count_milli, s, t_ms);
+        tls_guard = 0;
+        return;
+    }
+
     pthread_mutex_lock(&table_lock);
     if (s == 0) {
         st_bt_ns += bt;
@@ -665,44 +947,8 @@ static void record(void *ptr, size_t size, uint32_t fn, int sampled, uintptr_t a
         st_cache_hits++;
     }
     if (sampled) st_sampled++; else st_aligned++;
-    if (s == 0) {
-        st_drop_stacks++;
-        goto done;
-    }
-    uint32_t idx;
-    if (free_list) {
-        idx = free_list;
-        free_list = entries[idx - 1].next;
-    } else if (entries_used < MS_MAX_ENTRIES) {
-        idx = ++entries_used;
-    } else {
-        st_drop_entries++;
-        goto done;
-    }
-    ms_entry_t *e = &entries[idx - 1];
-    e->ptr = (uint64_t) (uintptr_t) ptr;
-    e->size = size;
-    e->w_bytes = w_bytes;
-    e->w_count_milli = w_count_milli;
-    e->stack = s;
-    e->t_ms = t_ms;
-    uint32_t b = ptr_bucket(e->ptr);
-    e->next = buckets[b];
-    __atomic_store_n(&buckets[b], idx, __ATOMIC_RELEASE);
-    {
-        /* writers hold table_lock: a plain read-modify-write of the word is enough */
-        uint64_t w = __atomic_load_n(&occupied[b >> 6], __ATOMIC_RELAXED);
-        __atomic_store_n(&occupied[b >> 6], w | (1ull << (b & 63)), __ATOMIC_RELEASE);
-    }
-    live_entries++;
-    ms_stack_t *st = &stacks[s - 1];
-    st->live_count++;
-    st->live_bytes += size;
-    st->est_bytes += w_bytes;
-    st->est_count_milli += w_count_milli;
-    st->total_count++;
-    st->total_bytes += size;
-done:
+    if (s == 0) st_drop_stacks++;
+    else entry_insert_locked((uint64_t) (uintptr_t) ptr, size, w_bytes, w_count_milli, s, t_ms, 1);
     pthread_mutex_unlock(&table_lock);
     tls_guard = 0;
 }
@@ -1107,6 +1353,7 @@ MS_API int memdiag_sampler_arm(const memdiag_sampler_opts_t *opts)
     pthread_mutex_lock(&table_lock);
     tables_reset();
     pthread_mutex_unlock(&table_lock);
+    if (on_main()) nur_sync();          /* the nursery's records belonged to the old tables */
     /* every thread draws a fresh countdown with the new mean */
     tls_init = 0;
 
@@ -1144,6 +1391,7 @@ MS_API int memdiag_sampler_disarm(void)
     if (!armed) { rc = -1; goto out; }
     rc = restore_all();
     __atomic_store_n(&armed, 0, __ATOMIC_SEQ_CST);
+    nur_flush_if_main();                /* records stay readable: all of them in the global table */
     disarm_ns = now_ns();
     disarm_ms = coarse_ms();
     n_disarms++;
@@ -1162,6 +1410,7 @@ MS_API int memdiag_sampler_clear(void)
         pthread_mutex_lock(&table_lock);
         tables_reset();
         pthread_mutex_unlock(&table_lock);
+        if (on_main()) nur_sync();
     }
     pthread_mutex_unlock(&arm_lock);
     return rc;
@@ -1192,6 +1441,7 @@ MS_API void memdiag_sampler_stats(memdiag_sampler_stats_t *s)
     s->restore_mismatch = restore_mismatch;
     if (arm_ns) s->armed_ms = ((armed ? now_ns() : disarm_ns) - arm_ns) / 1000000ull;
     pthread_mutex_unlock(&arm_lock);
+    nur_flush_if_main();
     pthread_mutex_lock(&table_lock);
     s->sampled = st_sampled;
     s->recorded_aligned = st_aligned;
@@ -1204,6 +1454,14 @@ MS_API void memdiag_sampler_stats(memdiag_sampler_stats_t *s)
     s->backtrace_ns = st_bt_ns;
     s->unwinds = st_unwinds;
     s->cache_hits = st_cache_hits;
+    if (__atomic_load_n(&nur.gen, __ATOMIC_RELAXED) == nur.table_gen) {
+        /* the nursery's counters (exact on the main thread; a recent snapshot elsewhere) */
+        s->sampled += __atomic_load_n(&nur.sampled, __ATOMIC_RELAXED);
+        s->recorded_aligned += __atomic_load_n(&nur.aligned, __ATOMIC_RELAXED);
+        s->cache_hits += __atomic_load_n(&nur.cache_hits, __ATOMIC_RELAXED);
+        s->frees_matched += __atomic_load_n(&nur.frees, __ATOMIC_RELAXED);
+        s->live_entries += __atomic_load_n(&nur.live, __ATOMIC_RELAXED);
+    }
     pthread_mutex_unlock(&table_lock);
 }
 
@@ -1217,8 +1475,10 @@ MS_API int memdiag_sampler_paths(memdiag_sampler_path_t *out, int max, uint32_t 
 {
     int n = 0;
     if (!table_mem || max <= 0) return 0;
+    nur_flush_if_main();
     pthread_mutex_lock(&table_lock);
     int filtered = window_ms > 0 || min_age_ms > 0;
+    int nur_current = __atomic_load_n(&nur.gen, __ATOMIC_RELAXED) == nur.table_gen;
     if (filtered) {
         uint64_t ref = armed ? coarse_ms() : disarm_ms;
         uint64_t now_rel = ref > arm_ms ? ref - arm_ms : 0;
@@ -1253,6 +1513,10 @@ MS_API int memdiag_sampler_paths(memdiag_sampler_path_t *out, int max, uint32_t 
         o->est_count_milli = filtered ? st->w_est_count_milli : st->est_count_milli;
         o->total_count = st->total_count;
         o->total_bytes = st->total_bytes;
+        if (nur_current) {
+            o->total_count += __atomic_load_n(&nur_total[i][0], __ATOMIC_RELAXED);
+            o->total_bytes += __atomic_load_n(&nur_total[i][1], __ATOMIC_RELAXED);
+        }
     }
     pthread_mutex_unlock(&table_lock);
     return n;
@@ -1263,6 +1527,7 @@ MS_API int memdiag_sampler_frames(uint32_t id, void **out, int max)
 {
     int n = 0;
     if (!table_mem) return 0;
+    nur_flush_if_main();
     pthread_mutex_lock(&table_lock);
     if (id >= 1 && id <= nstacks) {
         ms_stack_t *st = &stacks[id - 1];
@@ -1279,6 +1544,7 @@ MS_API uint32_t memdiag_sampler_lookup(const void *ptr, uint64_t *size, uint32_t
     uint32_t id = 0;
     uint64_t p = (uint64_t) (uintptr_t) ptr;
     if (!table_mem) return 0;
+    nur_flush_if_main();
     pthread_mutex_lock(&table_lock);
     uint32_t cur = buckets[ptr_bucket(p)], guard = 0;
     while (cur && guard++ < MS_MAX_ENTRIES) {

@@ -17,6 +17,7 @@ const REALLOC = 2;
 describe("native sampler driven from C", () => {
   let r: any;
   let full: any;
+  let nur: any;
   beforeAll(() => {
     const so = ensureSampler();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memdiag-driver-"));
@@ -24,6 +25,7 @@ describe("native sampler driven from C", () => {
     // BIND_NOW: the driver's GOT holds the real functions before arming (like Debian's nginx)
     execFileSync("cc", ["-O1", "-g", "-Wl,-z,now", "-o", exe, path.join(ROOT, "test/fixtures/sampler-driver/driver.c"), "-ldl", "-pthread"]);
     r = JSON.parse(execFileSync(exe, [so], { encoding: "utf8", timeout: 60000 }));
+    nur = JSON.parse(execFileSync(exe, [so, "nursery"], { encoding: "utf8", timeout: 60000 }));
     // the same library with tiny tables: 256 live records, 4 call paths
     const small = path.join(dir, "libsmall.so");
     execFileSync("cc", ["-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-omit-frame-pointer", "-DMS_ENTRY_BITS=8", "-DMS_MAX_STACKS=4",
@@ -70,5 +72,25 @@ describe("native sampler driven from C", () => {
     const re = r.paths.filter((p: any) => p.fn === REALLOC);
     expect(re.reduce((a: number, p: any) => a + p.live, 0)).toBe(1);
     expect(re.reduce((a: number, p: any) => a + p.live_bytes, 0)).toBe(50 * 1000);
+  });
+
+  test("main-thread nursery: 600 live pool blocks (more than it holds), frees in another order, readers in between: counts exact", () => {
+    expect(nur.armed).toBeGreaterThan(0);
+    // 200 left of 600: 100 of 256 bytes (via_a), 100 of 272 (via_b); totals count all 600
+    expect(nur.mid).toEqual({
+      live: 200, bytes: 100 * 256 + 100 * 272, total: 600, total_bytes: 300 * 256 + 300 * 272,
+      id_last: expect.any(Number), size_last: 256, id_mid: expect.any(Number), size_mid: 272, id_freed: 0,
+    });
+    expect(nur.mid.id_last).toBeGreaterThan(0);
+    expect(nur.mid.id_mid).toBeGreaterThan(0);
+    expect(nur.mid.id_mid).not.toBe(nur.mid.id_last);
+    // then 300 short-lived blocks of 512 bytes (100 kept) and the 200 older ones freed newest first
+    // (paths without live records are not listed: only the 512-byte call site, all 300 of its blocks in its total)
+    expect(nur.end).toEqual({ live: 100, bytes: 100 * 512, total: 300, window_live: 100 });
+    // records stay readable after disarm (frees no longer seen); a new arm starts empty
+    expect(nur.after_disarm_live).toBe(100);
+    expect(nur.rearmed).toBeGreaterThan(0);
+    expect(nur.rearm_live).toBe(0);
+    expect(nur.rearm_end).toEqual({ live: 3, total: 5 });
   });
 });
