@@ -342,24 +342,33 @@ async function main(): Promise<void> {
     // ---- targets (issue 6)
     const verdicts: string[] = [];
     const plainCost: Record<string, number> = {};
+    const noise: Record<string, number> = {};
     for (const row of table) if (row.config === "plain") plainCost[row.path] = -row.paired_loss_pct;
+    for (const row of table) if (row.config === "twin") noise[row.path] = Math.abs(row.paired_loss_pct);
+    // within the twin's noise of the target is not a pass, and not a measured miss either
+    const judge = (loss: number, target: number, p99ok: boolean, path: string) =>
+      !p99ok ? "MISS" : loss <= target ? "PASS" : loss <= target + (noise[path] ?? 0) ? "UNRESOLVED" : "MISS";
     for (const row of table) {
+      const head = `${fmt(row.paired_loss_pct)} % loss paired`;
+      const cpu = `medians ${fmt(row.throughput_loss_pct)} %; worker CPU per request ${fmt(row.cpu_overhead_pct)} %`;
       if (row.config === "agent") {
-        const ok = row.paired_loss_pct <= 1 && row.p99_delta_ms <= Math.max(row.baseline_p99_spread_ms, 0.05);
-        verdicts.push(`${ok ? "PASS" : "MISS"} agent/${row.path}: ${fmt(row.paired_loss_pct)} % loss paired (≤ 1 %; medians ${fmt(row.throughput_loss_pct)} %; worker CPU per request ${fmt(row.cpu_overhead_pct)} %), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (baseline spread ${fmt(row.baseline_p99_spread_ms, 3)} ms)`);
+        const v = judge(row.paired_loss_pct, 1, row.p99_delta_ms <= Math.max(row.baseline_p99_spread_ms, 0.05), row.path);
+        verdicts.push(`${v} agent/${row.path}: ${head} (≤ 1 %; ${cpu}), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (baseline spread ${fmt(row.baseline_p99_spread_ms, 3)} ms)`);
+        // direct accounting, free of the instance noise: the collection's own slices per 1 s interval
+        verdicts.push(`     agent/${row.path}: the collection itself takes ${fmt(row.collect_ms_p50, 2)} ms of the worker per second (median of ${row.collections}) = ${fmt(row.collect_ms_p50 / 10, 2)} % of its time`);
       }
       if (row.config === "deep") {
-        const ok = row.paired_loss_pct <= 3 && row.p99_delta_ms <= 1.5;
-        verdicts.push(`${ok ? "PASS" : "MISS"} deep/${row.path}: ${fmt(row.paired_loss_pct)} % loss paired (≤ 3 %; medians ${fmt(row.throughput_loss_pct)} %; worker CPU per request ${fmt(row.cpu_overhead_pct)} %), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (≤ +1.5 ms)`);
+        const v = judge(row.paired_loss_pct, 3, row.p99_delta_ms <= 1.5, row.path);
+        verdicts.push(`${v} deep/${row.path}: ${head} (≤ 3 %; ${cpu}), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (≤ +1.5 ms)`);
       }
       if (row.config === "sampler") {
         // issue 5's target, against no agent at all (the sampler needs the agent)
         // p99 paired like throughput: the medians of p99 drift between rounds by more than 5 %
-        const ok = row.paired_loss_pct <= 3 && row.paired_p99_ratio <= 1.05;
-        verdicts.push(`${ok ? "PASS" : "MISS"} sampler/${row.path}: ${fmt(row.paired_loss_pct)} % loss paired (≤ 3 %; medians ${fmt(row.throughput_loss_pct)} %; worker CPU per request ${fmt(row.cpu_overhead_pct)} %), p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired (≤ +5 %; medians ${fmt((row.p99_ratio - 1) * 100)} %)`);
+        const v = judge(row.paired_loss_pct, 3, row.paired_p99_ratio <= 1.05, row.path);
+        verdicts.push(`${v} sampler/${row.path}: ${head} (≤ 3 %; ${cpu}), p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired (≤ +5 %; medians ${fmt((row.p99_ratio - 1) * 100)} %)`);
       }
       if (row.config === "twin") {
-        verdicts.push(`NOISE twin/${row.path}: an instance identical to none shows ${fmt(row.paired_loss_pct)} % loss paired, p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired: differences of that size are not resolved by this run`);
+        verdicts.push(`NOISE twin/${row.path}: an instance identical to none shows ${head}, p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired: differences of that size are not resolved by this run`);
       }
       if (!isBare(row.config) && Number.isFinite(row.paired_loss_vs_plain_pct)) {
         verdicts.push(`     ${row.config}/${row.path} on a plain nginx (no Lua directive before the include): ${fmt(row.paired_loss_vs_plain_pct)} % loss paired, of which ${fmt(plainCost[row.path])} % is lua-nginx-module's capture filter (none vs plain)`);
