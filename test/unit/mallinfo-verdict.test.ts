@@ -1,24 +1,28 @@
 import { runLua } from "../harness/lua";
 
-/** glibc/mallinfo.ts: when one mallinfo2 call's cost ends its use (pure rule, in the compiled Lua). */
+/** glibc/mallinfo.ts: when one mallinfo2 call's cost and free-chunk count end its use (pure rule, in the compiled Lua). */
 describe("mallinfoVerdict", () => {
-  const verdict = (ms: number, prevOver: number) =>
+  const verdict = (ms: number, chunks: number, prevOver: number) =>
     runLua(`
       local M = require("memdiag.glibc.mallinfo")
-      local v = M.mallinfoVerdict(${ms}, ${prevOver}, 0.3)
+      local v = M.mallinfoVerdict(${ms}, ${chunks}, ${prevOver})
       return { over = v.over, giveUp = v.giveUp }`);
 
-  test("under the limit: keeps calling and forgets an earlier slow call", () => {
-    expect(verdict(0.05, 0)).toEqual({ over: 0, giveUp: false });
-    expect(verdict(0.29, 1)).toEqual({ over: 0, giveUp: false });
+  test("cheap: keeps calling and forgets an earlier slow call", () => {
+    expect(verdict(0.05, 8000, 0)).toEqual({ over: 0, giveUp: false });
+    expect(verdict(0.29, 8000, 1)).toEqual({ over: 0, giveUp: false });
   });
-  test("over the limit once (a preemption can do that): keeps calling, counts it", () => {
-    expect(verdict(0.5, 0)).toEqual({ over: 1, giveUp: false });
+  test("slow with few free chunks is a preemption or a VM stall, not the walk: never counted", () => {
+    expect(verdict(1.7, 12, 0)).toEqual({ over: 0, giveUp: false });
+    expect(verdict(25, 4999, 1)).toEqual({ over: 0, giveUp: false });
   });
-  test("over the limit twice in a row: gives up", () => {
-    expect(verdict(0.5, 1)).toEqual({ over: 2, giveUp: true });
+  test("slow once with many free chunks: keeps calling, counts it", () => {
+    expect(verdict(0.5, 8000, 0)).toEqual({ over: 1, giveUp: false });
   });
-  test("over four times the limit once: gives up at once", () => {
-    expect(verdict(1.3, 0)).toEqual({ over: 1, giveUp: true });
+  test("slow twice in a row with many free chunks: gives up", () => {
+    expect(verdict(0.5, 8000, 1)).toEqual({ over: 2, giveUp: true });
+  });
+  test("at 30,000 free chunks the next call would cost milliseconds: gives up whatever this one cost", () => {
+    expect(verdict(0.01, 30000, 0)).toEqual({ over: 0, giveUp: true });
   });
 });
