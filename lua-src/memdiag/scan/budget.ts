@@ -3,6 +3,7 @@ import { cpuMs, monoMs } from "../util/clock";
 import { Maps } from "../safe/maps";
 import * as ffi from "ffi";
 import { cdef } from "../util/cdef";
+import { noJit } from "./nojit";
 
 cdef(`
   typedef struct { long tv[4]; long f[14]; } memdiag_rusage_t;
@@ -18,7 +19,7 @@ function faultsNow(): LuaMultiReturn<[number, number]> {
 
 type TraceFn = (this: void, what: string, tr: number, func: unknown, pc: number, otr: unknown, oex: unknown) => void;
 /** LuaJIT's jit.attach (trace events: "start", "stop", "abort", "flush"), when the VM has a JIT */
-declare const jit: { attach?: (this: void, fn: TraceFn, what?: string) => void; off?: (this: void, fn: unknown) => void } | undefined;
+declare const jit: { attach?: (this: void, fn: TraceFn, what?: string) => void } | undefined;
 /** trace events of the whole scan (the first MAX_EV): what, function, pc, abort reason; formatted at finish() */
 const MAX_EV = 512;
 const EV = { n: 0, what: [] as string[], func: [] as unknown[], pc: [] as number[], err: [] as unknown[], info: [] as unknown[], total: 0, aborts: 0, flushes: 0, ms: 0 };
@@ -224,10 +225,8 @@ function yieldSlice(this: void, b: DeepBudget, elapsed: number): boolean {
 function longGap(this: void, b: DeepBudget, now: number): void {
   b.noteGap(now - b.lastCheckAt());
 }
-if (jit !== undefined && jit.off !== undefined) {
-  jit.off(yieldSlice);
-  jit.off(longGap);
-}
+noJit(yieldSlice);
+noJit(longGap);
 
 export class DeepBudget extends Budget {
   /** the longest slice in thread CPU time (slices not preempted: see close()) */
@@ -420,6 +419,14 @@ export class DeepBudget extends Budget {
     return 10;
   }
 
+  /** a slow slice's description, for the first MAX_SITES of them */
+  private keepSlow(cpu: number, elapsed: number): void {
+    if (this.slow.length >= MAX_SITES) return;
+    const r = newRec();
+    this.record(r, cpu, elapsed);
+    this.slow.push(r);
+  }
+
   /** the slice that just ended, into r (numbers and constant strings only) */
   private record(r: SliceRec, cpu: number, elapsed: number): void {
     const [f, iv] = faultsNow();
@@ -471,11 +478,7 @@ export class DeepBudget extends Budget {
       if (cpu > this.maxPreemptedCpuMs) this.maxPreemptedCpuMs = cpu;
       if (cpu > SLOW_SLICE_MS) {
         this.slowPreempted++;
-        if (this.slow.length < MAX_SITES) {
-          const r = newRec();
-          this.record(r, cpu, elapsed);
-          this.slow.push(r);
-        }
+        this.keepSlow(cpu, elapsed);
       }
       this.resetSlice();
       return;
@@ -484,11 +487,7 @@ export class DeepBudget extends Budget {
     this.hist[bucket] = (this.hist[bucket] ?? 0) + 1;
     if (cpu > SLOW_SLICE_MS) {
       this.slowSlices++;
-      if (this.slow.length < MAX_SITES) {
-        const r = newRec();
-        this.record(r, cpu, elapsed);
-        this.slow.push(r);
-      }
+      this.keepSlow(cpu, elapsed);
     }
     if (cpu > this.maxSliceCpuMs) {
       this.maxSliceCpuMs = cpu;
