@@ -759,8 +759,7 @@ static void forget(void *ptr)
             if (i >= 0) {
                 nur.frees++;
                 nur_remove((uint32_t) i);
-                /* a stale global record of p (see above): removed as before */
-                if (!occupied_bit(p)) return;
+                /* falls through: a stale global record of p (see above) is removed as before */
             }
         }
     }
