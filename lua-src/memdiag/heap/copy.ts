@@ -1,5 +1,5 @@
 import * as ffi from "ffi";
-import { cdef } from "../util/cdef";
+import { selfPid } from "../safe/probe";
 import { addrOf } from "../safe/mem";
 
 /**
@@ -9,13 +9,6 @@ import { addrOf } from "../safe/mem";
  * any yield: a direct read of LuaJIT memory can SIGSEGV. process_vm_readv on our
  * own pid copies what is mapped and returns a short count (or EFAULT) for the rest.
  */
-cdef(`
-  typedef struct { uintptr_t iov_base; size_t iov_len; } memdiag_iovec_u_t;
-  long process_vm_readv(int pid, const memdiag_iovec_u_t *local_iov, unsigned long liovcnt,
-                        const memdiag_iovec_u_t *remote_iov, unsigned long riovcnt, unsigned long flags);
-  int getpid(void);
-`);
-
 const C = ffi.C;
 export const COPY_BYTES = 65536;
 /**
@@ -61,7 +54,7 @@ export function copyWindow(): LuaMultiReturn<[number, number]> {
 /** Why safe copies do not work here (seccomp, old kernel), or undefined. */
 export function copyUnavailable(): string | undefined {
   if (pid === 0) {
-    pid = C.getpid();
+    pid = selfPid();
     liov[0].iov_base = bufAddr;
     liov[0].iov_len = 16;
     riov[0].iov_base = (bufAddr + COPY_BYTES);

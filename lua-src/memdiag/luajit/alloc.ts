@@ -24,8 +24,8 @@ import * as ffi from "ffi";
  *     area, and the area is within the +-2 GB jump range of the VM's code (allocf).
  * Why not addresses of live Lua objects (tostring of tables, the registry): they only sample the
  * mappings that happen to hold those objects, and say nothing about free or retained segments.
- * Reading this memory is safe only while the GC cannot munmap it: the caller stops the GC and
- * re-reads maps first (system/regions.ts).
+ * The GC and the JIT unmap this memory on their own schedule: the caller stops the GC, re-reads
+ * the maps and reads through kernel copies (system/regions.ts, safe/probe.ts).
  * Limits: x86-64 GC64 builds only (else `error` says why and the classifier still finds direct
  * chunks); LUAJIT_USE_SYSMALLOC builds allocate from glibc, so their objects show as glibc_heap;
  * memory the allocator's segments hold but has not touched is counted in `bytes`, not RSS.

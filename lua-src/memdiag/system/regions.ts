@@ -1,7 +1,7 @@
 import * as ffi from "ffi";
 import { Ctx, refreshMaps, skip } from "../context";
 import { Mapping, Maps } from "../safe/maps";
-import { rdU64 } from "../safe/mem";
+import { checkedMem, VANISHED } from "../safe/probe";
 import { ShmZone } from "../shm/zones";
 import { cdef } from "../util/cdef";
 import { cpuMs, monoMs } from "../util/clock";
@@ -28,8 +28,9 @@ import { locateLuajit, LjLocate } from "../luajit/alloc";
  * Kernel mappings merge adjacent anonymous allocations, so one mapping may hold several
  * blocks: the walk goes block by block from the mapping start (each recognised block gives the
  * next block start) and from known boundaries (LuaJIT segments, 64 MB arena alignment); what it
- * cannot recognise is other_anon up to the next known boundary. Pointer reads go through
- * `readable` first (ctx.maps, re-read after every yield).
+ * cannot recognise is other_anon up to the next known boundary. Headers are read through
+ * `readable` first; live, that is a kernel copy (safe/probe.ts): LuaJIT unmaps its big chunks on
+ * its own schedule, so a mapping listed a moment ago may be gone.
  *
  * bytes = virtual size; rss_bytes from the Rss: line of each smaps record (mappings that changed
  * between the smaps read and the classification: resident pages by mincore). When a mapping is split
@@ -50,6 +51,8 @@ export interface Region {
 export interface Mem {
   readable: (this: void, addr: number, len: number) => boolean;
   u64: (this: void, addr: number) => number;
+  /** read these mapping starts ahead, in one go (safe/probe.ts CheckedMem) */
+  prefetch?: (this: void, addrs: number[], n: number) => void;
 }
 
 export interface KnownRange {
@@ -157,7 +160,7 @@ export function glibcArenaAt(mem: Mem, pos: number, end: number): boolean {
   const mprot = mem.u64(pos + 24);
   if (size === 0 || size % PAGE !== 0 || size > HEAP_MAX || mprot < size || mprot > HEAP_MAX || pos + size > end) return false;
   if (prev === 0) return ar >= pos + 32 && ar <= pos + 64 && ar % 16 === 0; // first heap: arena follows heap_info
-  return prev % HEAP_MAX === 0 && mem.readable(prev, 32) && mem.readable(ar, 8) && mem.u64(prev) === ar;
+  return prev % HEAP_MAX === 0 && mem.readable(ar, 8) && mem.readable(prev, 32) && mem.u64(prev) === ar;
 }
 
 /** index of the first known range with end > pos (binary search) */
@@ -234,8 +237,18 @@ export function classifyPieces(inp: ClassifyInput): LuaMultiReturn<[Piece[][], n
   let prevElf: string | undefined; // ELF object whose mapping ends where the next one starts
   let prevEnd = -1;
   let guardEnd = -1; // end of a PROT_NONE guard: the mapping starting there is a thread stack
+  const starts: number[] = [];
   for (let i = 0; i < list.length; i++) {
     if (inp.tick && i % 32 === 31) inp.tick();
+    // the next 32 anonymous private starts (where walkAnon reads first) in one read, after the tick
+    if (inp.mem.prefetch !== undefined && i % 32 === 0) {
+      let n = 0;
+      for (let j = i; j < i + 32 && j < list.length; j++) {
+        const x = list[j];
+        if (x.inode === 0 && string.byte(x.perms, 1) === 114 && string.byte(x.perms, 4) === 112) starts[n++] = x.start;
+      }
+      inp.mem.prefetch(starts, n);
+    }
     const m = list[i];
     const pieces: Piece[] = [];
     const shared = string.sub(m.perms, 4, 4) === "s";
@@ -601,8 +614,10 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
   // refresh and no progress. So after a refresh, work at least as long as the refresh took.
   let refreshCost = 0;
   let refreshedAt = 0;
+  const checked = checkedMem(() => ctx.maps);
   const refresh = (): void => {
     const a = monoMs();
+    checked.reset!();
     refreshMaps(ctx);
     refreshedAt = monoMs();
     refreshCost = refreshedAt - a;
@@ -613,14 +628,24 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
       if (tickTimed()) refresh();
       return;
     }
+    // The GC is restarted only for a yield: a restart sets its threshold to the heap's size, so
+    // the next allocation of ours runs a GC step that may sweep (and munmap) a big string or
+    // table, and the mappings read before would be stale with no yield to say so (seen: a SIGSEGV
+    // at the start of a LuaJIT direct chunk the sweep had just unmapped).
+    if (!ctx.budget.due()) return;
     collectgarbage("restart");
-    const yielded = tickTimed();
+    tickTimed();
     collectgarbage("stop");
-    if (yielded) refresh(); // others ran (and the GC) during the yield
+    refresh(); // others ran (and the GC) during the yield
   };
-  if (gcWasRunning) collectgarbage("stop");
-  const [ok, outOrErr] = pcall((): { res: ClassifyResult; lj: LjLocate } => {
+  // Header reads go through checkedMem: a mapping can still vanish under a read (another
+  // thread's munmap, our own table growth moving a LuaJIT direct chunk), and then the read
+  // fails instead of faulting. The classification is redone once on fresh maps; a second
+  // failure gives the mappings' classes without reading memory (blind), never no snapshot.
+  const blind: Mem = { readable: () => false, u64: () => error(VANISHED, 0) };
+  const attempt = (mem: Mem): { res: ClassifyResult; lj: LjLocate } => {
     refresh();
+    changed = 0;
     // Classify the mappings as they are now (GC stopped). smaps gave Rss a moment (or a few
     // collections) earlier: used for every mapping that is still the same; one that changed
     // meanwhile (the GC unmapped a chunk, the allocator grew a segment), and with a reused read
@@ -641,10 +666,6 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
         if (i % 32 === 31) onTick();
       }
     }
-    const mem: Mem = {
-      readable: (a, l) => ctx.maps.readable(a, l),
-      u64: rdU64,
-    };
     const lj = locateLuajit(mem, ctx.maps.list);
     const known: KnownRange[] = [];
     for (const x of lj.ranges) known.push({ start: x.start, end: x.end, cls: "luajit" });
@@ -660,10 +681,23 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
       rssTotal: rss,
     });
     return { res, lj };
-  });
+  };
+  if (gcWasRunning) collectgarbage("stop");
+  let out: { res: ClassifyResult; lj: LjLocate } | undefined;
+  let failure: unknown;
+  for (const mem of [checked, checked, blind]) {
+    const [ok, v] = pcall(attempt, mem);
+    if (ok) {
+      out = v as { res: ClassifyResult; lj: LjLocate };
+      break;
+    }
+    failure = v;
+    if (v !== VANISHED) break;
+    skip(ctx, "regions_memory_vanished");
+  }
   if (gcWasRunning) collectgarbage("restart");
-  if (!ok) error(outOrErr, 0);
-  const { res, lj } = outOrErr as { res: ClassifyResult; lj: LjLocate };
+  if (out === undefined) error(failure as string, 0);
+  const { res, lj } = out;
   const ljt = res.byClass["luajit"];
   lastInfo = {
     luajit_bytes: ljt.bytes,

@@ -29,6 +29,11 @@ export class Budget {
     this.sliceStart = monoMs();
   }
 
+  /** True when the next check() will yield: lets a caller prepare (restart the GC) only then. */
+  due(): boolean {
+    return this.canYield && monoMs() - this.sliceStart >= this.sliceMs;
+  }
+
   /** Call often from loops; cheap. Returns true if it yielded (caller must revalidate). */
   check(): boolean {
     const now = monoMs();
