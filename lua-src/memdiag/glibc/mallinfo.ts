@@ -35,7 +35,7 @@ export interface GlibcTotals {
  */
 export const MALLINFO_MAX_MS = 0.3;
 export const MALLINFO_MIN_CHUNKS = 5000;
-export const MALLINFO_MAX_CHUNKS = 30000;
+export const MALLINFO_MAX_CHUNKS = 20000;
 
 let mallinfo2: ((this: void) => any) | undefined;
 let missing: string | undefined;
