@@ -15,6 +15,12 @@
  *   MEMDIAG_BENCH_SITES=1: every slow slice (scan.slow_slice_sites: steps, checks, faults, switches,
  *   traces compiled); MEMDIAG_BENCH_JIT=1: the trace compiler's activity per scan (scan.jit_traces)
  * Targets: walk ≥ 1 GB/s, reference scan ≥ 300 MB/s, longest slice ≤ 1.5 ms.
+ *
+ * The machine's own floor, in the same worker on the same heap: a plain FFI loop summing every
+ * word of the brk heap in 1 MB pieces (about a slice's worth of reading), each piece timed by the
+ * thread CPU clock and the wall clock. When plain reading has pieces over 1.5 ms too (this VM's
+ * memory stalls: milliseconds on a few tens of KB, with no page fault and no preemption), a
+ * longest slice over 1.5 ms is the machine's, and the verdict says UNRESOLVED rather than MISS.
  */
 import * as fs from "fs";
 import * as path from "path";
@@ -41,6 +47,46 @@ const load = (): string => fs.readFileSync("/proc/loadavg", "utf8").split(" ").s
 
 const SIZES = (process.env.MEMDIAG_BENCH_SIZES ?? "10,100,1024").split(",").map(Number);
 const SCANS = Number(process.env.MEMDIAG_BENCH_SCANS ?? 3);
+
+const READ_FLOOR = `
+    location = /t/readfloor {
+      content_by_lua_block {
+        local ffi = require "ffi"
+        pcall(ffi.cdef, [[
+          typedef struct { long md_sec; long md_nsec; } md_floor_ts;
+          int clock_gettime(int clk, md_floor_ts *ts);
+        ]])
+        local ts = ffi.new("md_floor_ts")
+        local function now(clk) ffi.C.clock_gettime(clk, ts) return tonumber(ts.md_sec) * 1e3 + tonumber(ts.md_nsec) / 1e6 end
+        local piece = tonumber(ngx.var.arg_piece) or 1048576
+        local cpus, walls, bytes, sum
+        -- twice: the first pass compiles the loop (an interpreted piece takes milliseconds)
+        for pass = 1, 2 do
+        cpus, walls, bytes, sum = {}, {}, 0, 0
+        for line in io.lines("/proc/self/maps") do
+          local a, b = line:match("^(%x+)-(%x+) rw%-p .*%[heap%]")
+          if a then
+            local s, e = tonumber(a, 16), tonumber(b, 16)
+            for p = s, e - 8, piece do
+              local n = math.floor((math.min(p + piece, e) - p) / 8)
+              local w = ffi.cast("const uint64_t *", p)
+              local c0, w0 = now(3), now(1)
+              for i = 0, n - 1 do sum = sum + tonumber(w[i] % 4096) end
+              cpus[#cpus + 1], walls[#walls + 1] = now(3) - c0, now(1) - w0
+              bytes = bytes + n * 8
+            end
+          end
+        end
+        end
+        table.sort(cpus)
+        table.sort(walls)
+        local over = 0
+        for _, c in ipairs(cpus) do if c > 1.5 then over = over + 1 end end
+        ngx.say(string.format('{"pieces":%d,"bytes":%d,"max_cpu_ms":%.4f,"p99_cpu_ms":%.4f,"median_cpu_ms":%.4f,"max_wall_ms":%.4f,"over_1_5":%d,"sum":%d}',
+          #cpus, bytes, cpus[#cpus] or 0, cpus[math.max(1, math.floor(#cpus * 0.99))] or 0, cpus[math.max(1, math.floor(#cpus / 2))] or 0, walls[#walls] or 0, over, sum % 1000))
+      }
+    }
+`;
 
 const INFLATE = `
     location = /t/inflate {
@@ -102,7 +148,7 @@ async function deep(ngx: Nginx): Promise<any> {
 }
 
 async function main(): Promise<void> {
-  const ngx = new AltLuaNginx({ workers: 1, agent: { interval_s: 3600 }, memdiagLocations: INFLATE });
+  const ngx = new AltLuaNginx({ workers: 1, agent: { interval_s: 3600 }, memdiagLocations: INFLATE + READ_FLOOR });
   await ngx.start();
   const rows: string[] = [];
   try {
@@ -147,14 +193,25 @@ async function main(): Promise<void> {
         if (process.env.MEMDIAG_BENCH_JIT) for (const x of sc.jit_traces ?? []) sitesAll.push(`scan ${i + 1} jit: ${x}`);
         last = s;
       }
+      // the machine's floor on the same heap, right after the scans
+      const fl = await httpGet(ngx.memdiagPort, "/t/readfloor?piece=1048576", 600000);
+      if (fl.status !== 200) throw new Error(`readfloor: ${fl.status} ${fl.body.slice(0, 300)}`);
+      const floor = JSON.parse(fl.body);
       const sc = last.scan;
+      const longest = median(sliceCpu);
+      const verdict = longest <= 1.5 ? "PASS" : floor.max_cpu_ms > 1.5 ? "UNRESOLVED (the machine: plain reads stall as long)" : "MISS";
+      const floorRow =
+        `   plain read of the same heap in 1 MB pieces: ${floor.pieces} pieces, median ${floor.median_cpu_ms.toFixed(3)} ms, p99 ${floor.p99_cpu_ms.toFixed(3)} ms, ` +
+        `longest ${floor.max_cpu_ms.toFixed(3)} ms cpu (${floor.max_wall_ms.toFixed(3)} wall), over 1.5 ms: ${floor.over_1_5} | longest slice: ${verdict}`;
       const row =
         `heap ${String(Math.round(sc.heap_bytes / 1048576)).padStart(5)} MB | ref scanned ${String(Math.round(sc.ref_bytes / 1048576)).padStart(5)} MB | ` +
         `pools ${String(sc.pools_found).padStart(5)} | walk ${median(walk).toFixed(0).padStart(6)} MB/s | ref scan ${median(ref).toFixed(0).padStart(5)} MB/s | ` +
         `cpu ${median(cpu).toFixed(1)} ms (walk ${sc.phase_cpu_ms.walk.toFixed(1)}, discover ${sc.phase_cpu_ms.discover.toFixed(1)}, owners ${sc.phase_cpu_ms.owners.toFixed(1)}) | ` +
         `wall ${median(wall).toFixed(0)} ms in ${median(slices)} slices | slice cpu p99 ${Math.max(...p99).toFixed(1)} ms, over 1.5 ms: ${slow.join("/")} slices | maps reads ${median(mapsReads)} | cpu clock jumps ${jumps.join("/")} | diagnostics ${diag.map((x) => x.toFixed(2)).join("/")} ms | preempted slices (n/over 1.5 ms/longest ms) ${pre.join(" ")} | longest slice cpu ${Math.max(...sliceCpu).toFixed(3)} ms (median ${median(sliceCpu).toFixed(3)}; ${sc.max_slice_phase}), wall ${Math.max(...sliceWall).toFixed(3)} ms`;
       rows.push(`${row} | load ${load()}`);
+      rows.push(floorRow);
       console.log(row);
+      console.log(floorRow);
       if (process.env.MEMDIAG_BENCH_MAPS) console.log(`   regions: arena heaps ${sc.arena_heaps}, mmapped chunks ${sc.mmapped_chunks}; skipped ${JSON.stringify(last.skipped)}`);
       if (process.env.MEMDIAG_BENCH_SITES) {
         for (const x of sitesAll) console.log(`   slow: ${x}`);

@@ -10,6 +10,13 @@
  *   twin     a second instance configured exactly like `none` (A/A): its "loss" is this run's
  *            noise floor between two nginx instances, which no ratio below can resolve
  *   agent    the include line, agent collecting every second
+ *   idle     the same nginx instance as `agent`, its agent not collecting (with one worker, the
+ *            default): rounds alternate between the two, so agent vs idle is the collection's
+ *            cost with everything else equal. Two nginx instances differ by 1-2 % on their own
+ *            (the `twin` rows: address-space layout, cache and TLB placement), which is more
+ *            than the 1 % target; one instance toggled does not. The instance's own timer is
+ *            set to an hour and a memdiag location (/t/loop) runs the same collectAndPublish the
+ *            agent's timer runs, every second, while switched on.
  *   deep     the include line, agent collecting every second, and a deep scan started every second
  *            (deep_interval_s 1: the next scan starts 1 s after the previous one ends)
  *   sampler  the include line, agent collecting every second, allocation sampler armed (default rate)
@@ -38,7 +45,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { BareNginx, Nginx, NginxOptions, httpGet, sleep } from "../test/harness/nginx";
-import { median, percentile as pct } from "./stats";
+import { median, medianCI95, percentile as pct } from "./stats";
 import { wrk as runWrk, WrkRun } from "./wrk";
 import { freePort } from "../test/harness/ports";
 import { ensureSampler } from "../test/harness/fixtures";
@@ -59,8 +66,12 @@ const CONN_LEVELS = arg("conn-levels", "10,1000,10000");
 const SKIP_SCALING = flag("skip-scaling");
 const ONLY_CONFIGS = arg("configs", "");
 
-const CONFIGS = ["none", "twin", "plain", "agent", "deep", "sampler"] as const;
+const CONFIGS = ["none", "twin", "plain", "agent", "idle", "deep", "sampler"] as const;
 const isBare = (c: Config) => c === "none" || c === "twin" || c === "plain";
+/** agent and idle are one instance toggled (needs one worker: the switch reaches the worker that answers) */
+const TOGGLED = WORKERS === 1;
+/** the instance a config runs on */
+const home = (c: Config): Config => (c === "idle" ? "agent" : c);
 type Config = (typeof CONFIGS)[number];
 const ALL_PATHS = { static: "/static/small.html", proxy: "/proxy" } as const;
 type PathName = keyof typeof ALL_PATHS;
@@ -90,7 +101,7 @@ function nginxOptions(dir: string, backendPort: number, cfg: Config): NginxOptio
   return {
     workers: WORKERS,
     workerConnections: 4096,
-    agent: isBare(cfg) ? undefined : cfg === "deep" ? { interval_s: 1, deep_interval_s: 1 } : { interval_s: 1 },
+    agent: isBare(cfg) ? undefined : cfg === "deep" ? { interval_s: 1, deep_interval_s: 1 } : cfg === "agent" && TOGGLED ? { interval_s: 3600 } : { interval_s: 1 },
     http: `
   upstream md_bench_backend { server 127.0.0.1:${backendPort}; keepalive 32; }
   server {
@@ -106,7 +117,7 @@ function nginxOptions(dir: string, backendPort: number, cfg: Config): NginxOptio
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }`,
-    memdiagLocations: HEAP_LUA,
+    memdiagLocations: HEAP_LUA + (cfg === "agent" && TOGGLED ? LOOP_LUA : ""),
     // MEMDIAG_BENCH_CORE_DIR=/dir: workers dump core there when they crash (debugging)
     // one worker: it runs on core 1 and wrk on core 0, so the two never fight over a core
     // (most of the run-to-run noise on 2 cores)
@@ -138,6 +149,36 @@ const HEAP_LUA = `
         }
     }`;
 
+/**
+ * Bench-only switch of the `agent` instance: ?on=1 starts a timer loop doing what the agent's own
+ * timer does (collectAndPublish, then the next one a second after it ends), ?on=0 stops it after
+ * the collection in flight. The instance's own timer is set to an hour.
+ */
+const LOOP_LUA = `
+    location = /t/loop {
+        content_by_lua_block {
+            local S = package.loaded.md_bench_loop or {}
+            package.loaded.md_bench_loop = S
+            S.on = ngx.var.arg_on == "1"
+            if S.on and not S.running then
+                S.running = true
+                local agent = require("memdiag.agent")
+                local function tick(premature)
+                    if premature or not S.on then S.running = false return end
+                    agent.collectAndPublish(true)
+                    if not ngx.timer.at(1, tick) then S.running = false end
+                end
+                if not ngx.timer.at(0, tick) then S.running = false end
+            end
+            ngx.say(S.on and "on" or "off")
+        }
+    }`;
+
+async function setLoop(ngx: Nginx, on: boolean): Promise<void> {
+  const r = await httpGet(ngx.memdiagPort, `/t/loop?on=${on ? 1 : 0}`);
+  if (r.status !== 200 || r.body.trim() !== (on ? "on" : "off")) throw new Error(`/t/loop: ${r.status} ${r.body}`);
+}
+
 interface Sample { collect_ms: number[]; max_slice_ms: number[]; scans: { ms_total: number; wall_ms: number; max_slice_ms: number; slices: number; heap_bytes: number; cpu_ms?: number; max_slice_cpu_ms?: number }[] }
 const emptySample = (): Sample => ({ collect_ms: [], max_slice_ms: [], scans: [] });
 
@@ -166,7 +207,8 @@ async function pollSnapshots(ngx: Nginx, until: () => boolean, into: Sample): Pr
 async function measure(cfg: Config, ngx: Nginx, p: PathName, sample: Sample): Promise<Run> {
   let done = false;
   const bg: Promise<void>[] = [];
-  if (!isBare(cfg)) bg.push(pollSnapshots(ngx, () => done, sample));
+  if (TOGGLED && (cfg === "agent" || cfg === "idle")) await setLoop(ngx, cfg === "agent");
+  if (!isBare(cfg) && cfg !== "idle") bg.push(pollSnapshots(ngx, () => done, sample));
   try {
     const c0 = workerCpuNs(ngx);
     const r = await wrk(ngx.appPort, PATHS[p]!);
@@ -255,7 +297,9 @@ async function main(): Promise<void> {
   fs.chmodSync(dir, 0o755);
   const haveSampler = fs.existsSync(path.join(ROOT, "lua-src/memdiag/sampler"));
   if (haveSampler) ensureSampler();
-  const configs: Config[] = CONFIGS.filter((c) => (c !== "sampler" || haveSampler) && (!ONLY_CONFIGS || isBare(c) || ONLY_CONFIGS.split(",").includes(c)));
+  const configs: Config[] = CONFIGS.filter(
+    (c) => (c !== "sampler" || haveSampler) && (c !== "idle" || TOGGLED) && (!ONLY_CONFIGS || isBare(c) || ONLY_CONFIGS.split(",").includes(home(c))),
+  );
 
   const inst: Partial<Record<Config, Nginx>> = {};
   const samples: Record<string, Sample> = {};
@@ -263,11 +307,13 @@ async function main(): Promise<void> {
   const crashes: string[] = [];
   try {
     for (const c of configs) {
+      if (home(c) !== c) continue;
       const o = nginxOptions(dir, await freePort(), c);
       inst[c] = isBare(c) ? new BareNginx(o) : new Nginx(o);
       await inst[c]!.start();
       if (!isBare(c)) await inst[c]!.snapshots();
     }
+    for (const c of configs) inst[c] = inst[home(c)];
     if (inst.sampler) {
       // the sampler acts on the answering worker: arm until every worker answered armed
       const armed = new Set<number>();
@@ -295,6 +341,7 @@ async function main(): Promise<void> {
     }
     const sstatus = inst.sampler ? await sampler(inst.sampler, "status") : undefined;
     for (const c of configs) {
+      if (home(c) !== c) continue;
       for (const l of inst[c]!.errors()) if (/exited on signal/.test(l)) crashes.push(`${c}: ${l}`);
       // what the dying worker wrote to stderr (glibc's abort message goes there, not to the error log)
       const err = String((inst[c] as unknown as { stderr: string }).stderr ?? "").trim();
@@ -319,6 +366,11 @@ async function main(): Promise<void> {
         const paired = median(rs.map((x, i) => x.rps / base[i].rps));
         const pairedP99 = median(rs.map((x, i) => x.p99ms / base[i].p99ms));
         const pairedPlain = plain ? median(rs.map((x, i) => x.rps / plain[i].rps)) : NaN;
+        // the same instance with its agent idle, round by round (agent only): loss and p99 change with 95 % intervals
+        const idle = c === "agent" ? runs[`idle/${p}`] : undefined;
+        const lossIdle = idle ? rs.map((x, i) => (1 - x.rps / idle[i].rps) * 100) : [];
+        const p99Idle = idle ? rs.map((x, i) => x.p99ms - idle[i].p99ms) : [];
+        const lossNone = rs.map((x, i) => (1 - x.rps / base[i].rps) * 100);
         table.push({
           path: p, config: c, rounds: rs.length,
           rps, p50_ms: p50, p99_ms: p99, errors: rs.reduce((a, b) => a + b.errors, 0),
@@ -326,6 +378,9 @@ async function main(): Promise<void> {
           rps_ratio: rps / bRps, throughput_loss_pct: (1 - rps / bRps) * 100,
           paired_rps_ratio: paired, paired_loss_pct: (1 - paired) * 100, paired_p99_ratio: pairedP99,
           paired_loss_vs_plain_pct: (1 - pairedPlain) * 100,
+          paired_loss_ci95: medianCI95(lossNone),
+          loss_vs_idle_pct: idle ? median(lossIdle) : NaN, loss_vs_idle_ci95: idle ? medianCI95(lossIdle) : undefined,
+          p99_vs_idle_ms: idle ? median(p99Idle) : NaN, p99_vs_idle_ci95: idle ? medianCI95(p99Idle) : undefined,
           p50_delta_ms: p50 - bP50, p99_delta_ms: p99 - bP99, p99_ratio: p99 / bP99, baseline_p99_spread_ms: bP99Spread,
           rps_rounds: rs.map((x) => Math.round(x.rps)), p99_rounds: rs.map((x) => x.p99ms),
           collect_ms_p50: median(s.collect_ms), collect_ms_p99: pct(s.collect_ms, 0.99), collect_max_slice_ms: s.max_slice_ms.length ? Math.max(...s.max_slice_ms) : NaN,
@@ -351,7 +406,19 @@ async function main(): Promise<void> {
     for (const row of table) {
       const head = `${fmt(row.paired_loss_pct)} % loss paired`;
       const cpu = `medians ${fmt(row.throughput_loss_pct)} %; worker CPU per request ${fmt(row.cpu_overhead_pct)} %`;
-      if (row.config === "agent") {
+      if (row.config === "agent" && row.loss_vs_idle_ci95) {
+        // the collection's cost, everything else equal: decided by the 95 % interval of the median
+        const [lo, hi] = row.loss_vs_idle_ci95 as [number, number];
+        const [plo, phi] = row.p99_vs_idle_ci95 as [number, number];
+        const p99ok = plo <= 0; // no measurable p99 increase: the interval reaches zero or below
+        const v = !p99ok ? "MISS" : hi <= 1 ? "PASS" : lo > 1 ? "MISS" : "UNRESOLVED";
+        verdicts.push(
+          `${v} agent/${row.path}: collecting every second vs the same nginx idle: ${fmt(row.loss_vs_idle_pct)} % loss paired, 95 % interval [${fmt(lo)}, ${fmt(hi)}] % (≤ 1 %); ` +
+            `p99 ${row.p99_vs_idle_ms >= 0 ? "+" : ""}${fmt(row.p99_vs_idle_ms, 3)} ms, interval [${fmt(plo, 3)}, ${fmt(phi, 3)}] ms (no measurable change: reaches 0)`,
+        );
+        verdicts.push(`     agent/${row.path} vs none (another instance): ${head}, interval [${fmt(row.paired_loss_ci95[0])}, ${fmt(row.paired_loss_ci95[1])}] % (${cpu}); p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms`);
+        verdicts.push(`     agent/${row.path}: the collection itself takes ${fmt(row.collect_ms_p50, 2)} ms of the worker per second (median of ${row.collections}) = ${fmt(row.collect_ms_p50 / 10, 2)} % of its time`);
+      } else if (row.config === "agent") {
         const v = judge(row.paired_loss_pct, 1, row.p99_delta_ms <= Math.max(row.baseline_p99_spread_ms, 0.05), row.path);
         verdicts.push(`${v} agent/${row.path}: ${head} (≤ 1 %; ${cpu}), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (baseline spread ${fmt(row.baseline_p99_spread_ms, 3)} ms)`);
         // direct accounting, free of the instance noise: the collection's own slices per 1 s interval
@@ -367,8 +434,11 @@ async function main(): Promise<void> {
         const v = judge(row.paired_loss_pct, 3, row.paired_p99_ratio <= 1.05, row.path);
         verdicts.push(`${v} sampler/${row.path}: ${head} (≤ 3 %; ${cpu}), p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired (≤ +5 %; medians ${fmt((row.p99_ratio - 1) * 100)} %)`);
       }
+      if (row.config === "idle") {
+        verdicts.push(`     idle/${row.path}: the include line with its agent not collecting vs none (another instance): ${head}, interval [${fmt(row.paired_loss_ci95[0])}, ${fmt(row.paired_loss_ci95[1])}] %`);
+      }
       if (row.config === "twin") {
-        verdicts.push(`NOISE twin/${row.path}: an instance identical to none shows ${head}, p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired: differences of that size are not resolved by this run`);
+        verdicts.push(`NOISE twin/${row.path}: an instance identical to none shows ${head} (interval [${fmt(row.paired_loss_ci95[0])}, ${fmt(row.paired_loss_ci95[1])}] %), p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired: differences of that size are not resolved by this run`);
       }
       if (!isBare(row.config) && Number.isFinite(row.paired_loss_vs_plain_pct)) {
         verdicts.push(`     ${row.config}/${row.path} on a plain nginx (no Lua directive before the include): ${fmt(row.paired_loss_vs_plain_pct)} % loss paired, of which ${fmt(plainCost[row.path])} % is lua-nginx-module's capture filter (none vs plain)`);
@@ -377,7 +447,7 @@ async function main(): Promise<void> {
 
     let connRows: string[] = [];
     let heapRows: any[] = [];
-    for (const c of configs) await inst[c]!.stop();
+    for (const c of configs) if (home(c) === c) await inst[c]!.stop();
     if (!SKIP_SCALING) {
       console.error("\n== scaling: connections (bench/collect-cost.ts)");
       connRows = await connectionScaling();
@@ -426,7 +496,7 @@ async function main(): Promise<void> {
     console.log(crashes.length ? `\nWORKER CRASHES:\n${crashes.join("\n")}` : "\nno worker crashed");
     console.log(`results: ${path.relative(ROOT, file)}`);
   } finally {
-    for (const c of configs) await inst[c]?.stop().catch(() => undefined);
+    for (const c of configs) if (home(c) === c) await inst[c]?.stop().catch(() => undefined);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
