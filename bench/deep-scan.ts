@@ -52,12 +52,8 @@ const READ_FLOOR = `
     location = /t/readfloor {
       content_by_lua_block {
         local ffi = require "ffi"
-        pcall(ffi.cdef, [[
-          typedef struct { long md_sec; long md_nsec; } md_floor_ts;
-          int clock_gettime(int clk, md_floor_ts *ts);
-        ]])
-        local ts = ffi.new("md_floor_ts")
-        local function now(clk) ffi.C.clock_gettime(clk, ts) return tonumber(ts.md_sec) * 1e3 + tonumber(ts.md_nsec) / 1e6 end
+        local clock = require("memdiag.util.clock")
+        local cpuMs, monoMs = clock.cpuMs, clock.monoMs
         local piece = tonumber(ngx.var.arg_piece) or 1048576
         local cpus, walls, bytes, sum
         -- twice: the first pass compiles the loop (an interpreted piece takes milliseconds)
@@ -70,9 +66,9 @@ const READ_FLOOR = `
             for p = s, e - 8, piece do
               local n = math.floor((math.min(p + piece, e) - p) / 8)
               local w = ffi.cast("const uint64_t *", p)
-              local c0, w0 = now(3), now(1)
+              local c0, w0 = cpuMs(), monoMs()
               for i = 0, n - 1 do sum = sum + tonumber(w[i] % 4096) end
-              cpus[#cpus + 1], walls[#walls + 1] = now(3) - c0, now(1) - w0
+              cpus[#cpus + 1], walls[#walls + 1] = cpuMs() - c0, monoMs() - w0
               bytes = bytes + n * 8
             end
           end

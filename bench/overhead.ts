@@ -208,7 +208,8 @@ async function measure(cfg: Config, ngx: Nginx, p: PathName, sample: Sample): Pr
   let done = false;
   const bg: Promise<void>[] = [];
   if (TOGGLED && (cfg === "agent" || cfg === "idle")) await setLoop(ngx, cfg === "agent");
-  if (!isBare(cfg) && cfg !== "idle") bg.push(pollSnapshots(ngx, () => done, sample));
+  // idle is polled too (into a sample nobody reads): the poll is the bench's, and agent vs idle must differ only by the collection
+  if (!isBare(cfg)) bg.push(pollSnapshots(ngx, () => done, cfg === "idle" ? emptySample() : sample));
   try {
     const c0 = workerCpuNs(ngx);
     const r = await wrk(ngx.appPort, PATHS[p]!);

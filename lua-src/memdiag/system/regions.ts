@@ -91,6 +91,8 @@ export interface ClassifyResult {
 }
 
 const PAGE = 4096;
+/** mappings between budget checks (a mincore of a big mapping, a kernel copy per block: tens of us each) */
+const TICK_EVERY = 8;
 const HEAP_MAX = 64 * 1024 * 1024;
 const GUARD_MAX = 1024 * 1024;
 const STACK_MAX = 64 * 1024 * 1024;
@@ -184,6 +186,8 @@ function walkAnon(inp: ClassifyInput, m: Mapping, unknownCls: string, unknownNam
   let k = knownFrom(known, pos);
   let recognised = false;
   for (let guard = 0; pos < end && guard < 100000; guard++) {
+    // a mapping can hold thousands of merged blocks (each a kernel copy): tick inside it too
+    if (inp.tick && guard % 64 === 63) inp.tick();
     while (k < known.length && known[k].end <= pos) k++;
     const kr = k < known.length ? known[k] : undefined;
     if (kr !== undefined && kr.start <= pos) {
@@ -239,7 +243,8 @@ export function classifyPieces(inp: ClassifyInput): LuaMultiReturn<[Piece[][], n
   let guardEnd = -1; // end of a PROT_NONE guard: the mapping starting there is a thread stack
   const starts: number[] = [];
   for (let i = 0; i < list.length; i++) {
-    if (inp.tick && i % 32 === 31) inp.tick();
+    // ticks are cheap until a yield is due; a loaded worker took up to 3 ms for 32 mappings
+    if (inp.tick && i % TICK_EVERY === TICK_EVERY - 1) inp.tick();
     // the next 32 anonymous private starts (where walkAnon reads first) in one read, after the tick
     if (inp.mem.prefetch !== undefined && i % 32 === 0) {
       let n = 0;
@@ -365,7 +370,7 @@ export function classify(inp: ClassifyInput): ClassifyResult {
   for (const c of FIXED) byClass[c] = { bytes: 0, rss: 0 };
   for (const c of NAMED) byClass[c] = { bytes: 0, rss: 0 };
   for (let i = 0; i < perMapping.length; i++) {
-    if (inp.tick && i % 256 === 255) inp.tick();
+    if (inp.tick && i % TICK_EVERY === TICK_EVERY - 1) inp.tick();
     const pieces = perMapping[i];
     const m = inp.list[i];
     const rss = withRss ? inp.rss!.get(m.start) ?? 0 : 0;
@@ -663,7 +668,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
           rssNow.set(m.start, residentBytes(m.start, m.end - m.start) ?? 0);
           changed++;
         }
-        if (i % 32 === 31) onTick();
+        if (i % TICK_EVERY === TICK_EVERY - 1) onTick();
       }
     }
     const lj = locateLuajit(mem, ctx.maps.list);
