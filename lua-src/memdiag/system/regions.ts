@@ -437,7 +437,7 @@ export function parseSmaps(
   const len = text.length;
   let pos = 1;
   while (pos <= len) {
-    if (onTick && list.length % 128 === 127) onTick();
+    if (onTick && list.length % 16 === 15) onTick();
     const [s, e, perms, off, inode, path] = string.match(text, "^(%x+)%-(%x+) (%S+) (%x+) %S+ (%d+)[ \t]*([^\n]*)", pos);
     if (s === undefined) return $multi(undefined, undefined);
     const [r] = string.find(text, "\nRss:", pos, true);
