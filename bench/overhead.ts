@@ -385,6 +385,8 @@ async function main(): Promise<void> {
           p50_delta_ms: p50 - bP50, p99_delta_ms: p99 - bP99, p99_ratio: p99 / bP99, baseline_p99_spread_ms: bP99Spread,
           rps_rounds: rs.map((x) => Math.round(x.rps)), p99_rounds: rs.map((x) => x.p99ms),
           collect_ms_p50: median(s.collect_ms), collect_ms_p99: pct(s.collect_ms, 0.99), collect_max_slice_ms: s.max_slice_ms.length ? Math.max(...s.max_slice_ms) : NaN,
+          // each collection's longest slice (wall): what a request arriving during it waits at most
+          collect_slice_p50_ms: median(s.max_slice_ms), collect_slice_p90_ms: pct(s.max_slice_ms, 0.9),
           collections: s.collect_ms.length,
           deep_scans: s.scans.length, deep_ms_total_p50: median(s.scans.map((x) => x.ms_total)), deep_wall_ms_p50: median(s.scans.map((x) => x.wall_ms)),
           deep_max_slice_ms: s.scans.length ? Math.max(...s.scans.map((x) => x.max_slice_ms)) : NaN,
@@ -419,6 +421,7 @@ async function main(): Promise<void> {
         );
         verdicts.push(`     agent/${row.path} vs none (another instance): ${head}, interval [${fmt(row.paired_loss_ci95[0])}, ${fmt(row.paired_loss_ci95[1])}] % (${cpu}); p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms`);
         verdicts.push(`     agent/${row.path}: the collection itself takes ${fmt(row.collect_ms_p50, 2)} ms of the worker per second (median of ${row.collections}) = ${fmt(row.collect_ms_p50 / 10, 2)} % of its time`);
+        verdicts.push(`     agent/${row.path}: each collection's longest slice (wall, the event loop waits on it): median ${fmt(row.collect_slice_p50_ms, 2)} ms, p90 ${fmt(row.collect_slice_p90_ms, 2)} ms, max ${fmt(row.collect_max_slice_ms, 2)} ms`);
       } else if (row.config === "agent") {
         const v = judge(row.paired_loss_pct, 1, row.p99_delta_ms <= Math.max(row.baseline_p99_spread_ms, 0.05), row.path);
         verdicts.push(`${v} agent/${row.path}: ${head} (≤ 1 %; ${cpu}), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (baseline spread ${fmt(row.baseline_p99_spread_ms, 3)} ms)`);
