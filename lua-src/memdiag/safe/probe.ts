@@ -10,8 +10,8 @@ import { Maps } from "./maps";
  * on our own pid copies what is mapped and returns a short count or EFAULT for the
  * rest; a read of the same address through an FFI pointer is a SIGSEGV that takes
  * the worker down (seen in CI: a read at a page-aligned address in the classifier).
- * One system call per checked range (~0.3 us here), so this is for header reads,
- * not for scanning; bulk copies are heap/copy.ts.
+ * One system call per checked range (1.8-2.2 us on this VM), so this is for header
+ * reads, not for scanning; bulk copies are heap/copy.ts.
  */
 cdef(`
   typedef struct { uintptr_t iov_base; size_t iov_len; } memdiag_iovec_u_t;
@@ -25,8 +25,8 @@ const pvRead = C.process_vm_readv;
 const CHECK_MAX = 1024;
 /** bytes copied per check at least: the next checks of a header walk (+8, +16, +32) hit the copy */
 const LINE = 64;
-/** mapping starts read per prefetch call (one system call for all of them) */
-export const PREFETCH_MAX = 32;
+/** mapping starts read per prefetch call at most (one system call for all of them) */
+const PREFETCH_MAX = 32;
 const BUF_BYTES = CHECK_MAX + PREFETCH_MAX * LINE;
 const buf = ffi.new("uint8_t[?]", BUF_BYTES + 16);
 /** exported so the module table anchors it: the kernel writes into it through a plain address the GC does not see */
@@ -40,8 +40,6 @@ const u32 = ffi.cast("const uint32_t *", 0);
 const TWO32 = 4294967296;
 let pid = 0;
 let broken: string | undefined;
-/** words read without a check first whose memory was gone: a caller that skipped readable() */
-let vanished = 0;
 
 /** Why checked reads fall back to plain ones here (seccomp, old kernel), or undefined. */
 export function probeUnavailable(): string | undefined {
@@ -58,11 +56,6 @@ export function selfPid(): number {
   return pid;
 }
 
-/** Number of checked reads that found memory gone since the worker started. */
-export function vanishedReads(): number {
-  return vanished;
-}
-
 function copyToBuf(addr: number, len: number): number {
   liov[0].iov_base = base;
   liov[0].iov_len = len;
@@ -74,7 +67,7 @@ function copyToBuf(addr: number, len: number): number {
 /** Thrown (as the error value) when memory the maps called readable is gone. */
 export const VANISHED = "memdiag: memory vanished under a checked read";
 
-/** Reader over a Maps: readable() checks the maps and copies the range; u64() reads the copy. */
+/** readable() has the kernel copy the range (the maps, for long ranges); u64() reads the copy. */
 export interface CheckedMem {
   readable: (this: void, addr: number, len: number) => boolean;
   /** an 8-aligned word; error(VANISHED) if it is gone (outside the last checked range: read on its own) */
@@ -149,15 +142,13 @@ export function checkedMem(getMaps: (this: void) => Maps): CheckedMem {
       return u32[w] + u32[w + 1] * TWO32;
     }
     if (direct) return u32[addr / 4] + u32[addr / 4 + 1] * TWO32;
-    if (!copyLine(addr, 8)) {
-      vanished++;
-      error(VANISHED, 0);
-    }
+    if (!copyLine(addr, 8)) error(VANISHED, 0);
     const w = base / 4;
     return u32[w] + u32[w + 1] * TWO32;
   };
   const prefetch = (addrs: number[], n: number): void => {
     if (direct) return;
+    if (n > PREFETCH_MAX) n = PREFETCH_MAX;
     reset();
     let k = 0;
     // the kernel stops at the first address it cannot read: go on after it

@@ -91,7 +91,7 @@ export interface ClassifyResult {
 }
 
 const PAGE = 4096;
-/** mappings between budget checks (a mincore of a big mapping, a kernel copy per block: tens of us each) */
+/** mappings between budget checks (a mincore of a big mapping, a kernel copy per block: tens of us each); also the prefetch batch */
 const TICK_EVERY = 8;
 const HEAP_MAX = 64 * 1024 * 1024;
 const GUARD_MAX = 1024 * 1024;
@@ -245,10 +245,11 @@ export function classifyPieces(inp: ClassifyInput): LuaMultiReturn<[Piece[][], n
   for (let i = 0; i < list.length; i++) {
     // ticks are cheap until a yield is due; a loaded worker took up to 3 ms for 32 mappings
     if (inp.tick && i % TICK_EVERY === TICK_EVERY - 1) inp.tick();
-    // the next 32 anonymous private starts (where walkAnon reads first) in one read, after the tick
-    if (inp.mem.prefetch !== undefined && i % 32 === 0) {
+    // the anonymous private starts up to the next tick (where walkAnon reads first) in one read:
+    // a yield at the tick drops what was read before it
+    if (inp.mem.prefetch !== undefined && i % TICK_EVERY === 0) {
       let n = 0;
-      for (let j = i; j < i + 32 && j < list.length; j++) {
+      for (let j = i; j < i + TICK_EVERY && j < list.length; j++) {
         const x = list[j];
         if (x.inode === 0 && string.byte(x.perms, 1) === 114 && string.byte(x.perms, 4) === 112) starts[n++] = x.start;
       }
