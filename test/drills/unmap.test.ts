@@ -16,7 +16,7 @@ import { envNum, pick, tally } from "./lib";
 const LOCATIONS = `
     location = /t/mappings {
       content_by_lua_block {
-        -- many mappings: the classification ticks (and used to restart the GC) every 32 of them
+        -- many mappings: the classification ticks (and used to restart the GC) every few of them
         local ffi = require "ffi"
         pcall(ffi.cdef, [[
           void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off);
