@@ -14,6 +14,10 @@ import { config } from "./config";
 import { identity } from "./identity";
 import { AGENT_VERSION, SCHEMA_VERSION } from "./version";
 import { mergeDeepScan } from "./scan/deep";
+import { jitLib } from "./scan/nojit";
+
+// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+jitLib?.off?.(true, true);
 
 let seq = 0;
 

@@ -1,6 +1,10 @@
 import * as ffi from "ffi";
 import { cdef } from "../util/cdef";
 import { monoMs } from "../util/clock";
+import { jitLib } from "../scan/nojit";
+
+// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+jitLib?.off?.(true, true);
 
 cdef(`
   struct mallinfo2 {

@@ -11,6 +11,10 @@ import { config } from "../config";
 import { decode } from "../util/json";
 import { nginxVersionString } from "../identity";
 import { checkComplete, quickCheck, Roots, validateLive } from "./validate";
+import { jitLib } from "../scan/nojit";
+
+// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+jitLib?.off?.(true, true);
 export { Layout } from "./types";
 
 let loaded: Layout | undefined;

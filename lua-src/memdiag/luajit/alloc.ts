@@ -1,4 +1,8 @@
 import * as ffi from "ffi";
+import { jitLib } from "../scan/nojit";
+
+// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+jitLib?.off?.(true, true);
 
 /**
  * Where the LuaJIT allocator of THIS VM keeps its memory, as address ranges.

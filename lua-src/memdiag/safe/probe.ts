@@ -1,6 +1,10 @@
 import * as ffi from "ffi";
 import { cdef } from "../util/cdef";
 import { Maps } from "./maps";
+import { jitLib } from "../scan/nojit";
+
+// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+jitLib?.off?.(true, true);
 
 /**
  * Reads that cannot fault, for memory that can be unmapped between the maps check

@@ -12,6 +12,10 @@ import { cycleAddr } from "../identity";
 import { rdNgxStr, rdPtr, rdU64 } from "../safe/mem";
 import { symbolize } from "../util/symbols";
 import { LIMITS, pagesize, rangeReadable } from "../layout/validate";
+import { jitLib } from "../scan/nojit";
+
+// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+jitLib?.off?.(true, true);
 
 export interface ShmZone {
   name: string;

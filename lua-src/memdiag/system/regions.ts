@@ -6,6 +6,10 @@ import { ShmZone } from "../shm/zones";
 import { cdef } from "../util/cdef";
 import { cpuMs, monoMs } from "../util/clock";
 import { locateLuajit, LjLocate } from "../luajit/alloc";
+import { jitLib } from "../scan/nojit";
+
+// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+jitLib?.off?.(true, true);
 
 /**
  * The worker's address space by owner. Every mapping of /proc/self/smaps is cut into

@@ -1,3 +1,8 @@
+import { jitLib } from "../scan/nojit";
+
+// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+jitLib?.off?.(true, true);
+
 /** /proc/self/status memory lines, in bytes. */
 export interface StatusMem {
   rss_bytes: number;
