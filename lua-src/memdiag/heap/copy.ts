@@ -1,5 +1,5 @@
 import * as ffi from "ffi";
-import { selfPid } from "../safe/probe";
+import { probeUnavailable, selfPid } from "../safe/probe";
 import { addrOf } from "../safe/mem";
 
 /**
@@ -44,25 +44,16 @@ const sriov = ffi.new("memdiag_iovec_u_t[1]");
 const u32 = ffi.cast("const uint32_t *", 0);
 const TWO32 = 4294967296;
 let pid = 0;
-let broken: string | undefined;
 
 /** The copy window [start, end): the reference scan must not read it as LuaJIT memory. */
 export function copyWindow(): LuaMultiReturn<[number, number]> {
   return $multi(rawAddr, rawAddr + TOTAL + 4096);
 }
 
-/** Why safe copies do not work here (seccomp, old kernel), or undefined. */
+/** Why safe copies do not work here (seccomp, old kernel), or undefined: the same system call as safe/probe.ts. */
 export function copyUnavailable(): string | undefined {
-  if (pid === 0) {
-    pid = selfPid();
-    liov[0].iov_base = bufAddr;
-    liov[0].iov_len = 16;
-    riov[0].iov_base = (bufAddr + COPY_BYTES);
-    riov[0].iov_len = 16;
-    const n = tonumber(C.process_vm_readv(pid, liov, 1, riov, 1, 0))!;
-    if (n !== 16) broken = `process_vm_readv on self failed (errno ${ffi.errno()})`;
-  }
-  return broken;
+  if (pid === 0) pid = selfPid();
+  return probeUnavailable();
 }
 
 /**

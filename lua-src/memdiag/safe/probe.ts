@@ -80,9 +80,9 @@ export interface CheckedMem {
    * Copy the first bytes at addrs[0..n) (n <= PREFETCH_MAX) in one system call; later checks
    * at exactly those addresses are served from it until the next prefetch or reset.
    */
-  prefetch?: (this: void, addrs: number[], n: number) => void;
+  prefetch: (this: void, addrs: number[], n: number) => void;
   /** forget every copy: call after a yield (the memory may have changed meanwhile) */
-  reset?: (this: void) => void;
+  reset: (this: void) => void;
 }
 
 /**
@@ -111,12 +111,7 @@ export function checkedMem(getMaps: (this: void) => Maps): CheckedMem {
     pre = new LuaTable<number, number>();
   };
   const copyLine = (addr: number, len: number): boolean => {
-    const want = Math.min(Math.max(len, LINE), CHECK_MAX);
-    liov[0].iov_base = base;
-    liov[0].iov_len = want;
-    riov[0].iov_base = addr;
-    riov[0].iov_len = want;
-    const got = tonumber(pvRead(pid, liov, 1, riov, 1, 0))!;
+    const got = copyToBuf(addr, Math.min(Math.max(len, LINE), CHECK_MAX));
     if (got < len) return false;
     lo = addr;
     hi = addr + got;

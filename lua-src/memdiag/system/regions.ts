@@ -627,7 +627,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
   const checked = checkedMem(() => ctx.maps);
   const refresh = (): void => {
     const a = monoMs();
-    checked.reset!();
+    checked.reset();
     refreshMaps(ctx);
     refreshedAt = monoMs();
     refreshCost = refreshedAt - a;

@@ -36,10 +36,8 @@ export class Budget {
 
   /** Call often from loops; cheap. Returns true if it yielded (caller must revalidate). */
   check(): boolean {
-    const now = monoMs();
-    const elapsed = now - this.sliceStart;
-    if (elapsed < this.sliceMs || !this.canYield) return false;
-    this.endSlice(elapsed);
+    if (!this.due()) return false;
+    this.endSlice(monoMs() - this.sliceStart);
     ngx.sleep(YIELD_S);
     this.slices++;
     this.epoch++;
