@@ -36,8 +36,12 @@
  *                through a test-only location with malloc'ed, touched 4 KB chunks: nginx's request pool size)
  *
  *   npm run bench:overhead            (= bash bench/run.sh overhead)
- *   options (node dist/bench/overhead.js ...): --rounds 8 --seconds 4 --conns 32 --workers 1 --skip-scaling --heap-mb 10,100,1000 --chunk 4096
+ *   options (node dist/bench/overhead.js ...): --rounds 8 --seconds 4 --conns 32 --workers 1 --skip-scaling
+ *            --paced-ms 1 (load below saturation: each connection pauses 0-2 ms between requests) --heap-mb 10,100,1000 --chunk 4096
  *            --conn-levels 10,1000,10000 --configs agent,deep,sampler (none, twin and plain always run) --paths static,proxy
+ *   MEMDIAG_BENCH_BURN=3.5:1.2 (control): the `agent` rounds run a plain CPU burn instead of the
+ *            collection, 3.5 ms of thread CPU per second in slices of 1.2 ms with the same 1 ms
+ *            sleep between them: what any work of that size and shape does to p99 here
  * Writes bench/results/overhead-<time>.json (gitignored).
  */
 import { spawn } from "child_process";
@@ -59,6 +63,8 @@ const flag = (name: string) => process.argv.includes(`--${name}`);
 const ROUNDS = Number(arg("rounds", "8"));
 const SECONDS = Number(arg("seconds", "4"));
 const CONNS = Number(arg("conns", "32"));
+/** > 0: paced load below saturation (bench/wrk.ts pacedMs); 0: wrk as fast as it goes */
+const PACED_MS = Number(arg("paced-ms", "0"));
 const WORKERS = Number(arg("workers", "1"));
 const HEAP_MB = arg("heap-mb", "10,100,1000").split(",").map(Number);
 const CHUNK = Number(arg("chunk", "4096"));
@@ -88,7 +94,7 @@ function workerCpuNs(ngx: Nginx): number {
 }
 
 function wrk(port: number, p: string, seconds = SECONDS): Promise<Run> {
-  return runWrk(`http://127.0.0.1:${port}${p}`, { seconds, conns: CONNS, core: 0 });
+  return runWrk(`http://127.0.0.1:${port}${p}`, { seconds, conns: CONNS, core: 0, pacedMs: PACED_MS });
 }
 
 async function json(port: number, q: string): Promise<any> {
@@ -163,9 +169,22 @@ const LOOP_LUA = `
             if S.on and not S.running then
                 S.running = true
                 local agent = require("memdiag.agent")
+                local burn = ${JSON.stringify(process.env.MEMDIAG_BENCH_BURN ?? "")}
+                local clock = require("memdiag.util.clock")
                 local function tick(premature)
                     if premature or not S.on then S.running = false return end
+                    if burn ~= "" then
+                        local total, slice = burn:match("([%d.]+):([%d.]+)")
+                        total, slice = tonumber(total), tonumber(slice)
+                        local t0 = clock.cpuMs()
+                        while clock.cpuMs() - t0 < total do
+                            local s0 = clock.monoMs()
+                            while clock.monoMs() - s0 < slice do end
+                            ngx.sleep(0.001)
+                        end
+                    else
                     agent.collectAndPublish(true)
+                    end
                     if not ngx.timer.at(1, tick) then S.running = false end
                 end
                 if not ngx.timer.at(0, tick) then S.running = false end
@@ -179,8 +198,8 @@ async function setLoop(ngx: Nginx, on: boolean): Promise<void> {
   if (r.status !== 200 || r.body.trim() !== (on ? "on" : "off")) throw new Error(`/t/loop: ${r.status} ${r.body}`);
 }
 
-interface Sample { collect_ms: number[]; max_slice_ms: number[]; scans: { ms_total: number; wall_ms: number; max_slice_ms: number; slices: number; heap_bytes: number; cpu_ms?: number; max_slice_cpu_ms?: number }[] }
-const emptySample = (): Sample => ({ collect_ms: [], max_slice_ms: [], scans: [] });
+interface Sample { collect_ms: number[]; max_slice_ms: number[]; max_slice_cpu_ms: number[]; scans: { ms_total: number; wall_ms: number; max_slice_ms: number; slices: number; heap_bytes: number; cpu_ms?: number; max_slice_cpu_ms?: number }[] }
+const emptySample = (): Sample => ({ collect_ms: [], max_slice_ms: [], max_slice_cpu_ms: [], scans: [] });
 
 /** Poll the worker's snapshots once a second during a run: collect_ms of every distinct seq, every finished deep scan. */
 async function pollSnapshots(ngx: Nginx, until: () => boolean, into: Sample): Promise<void> {
@@ -194,6 +213,7 @@ async function pollSnapshots(ngx: Nginx, until: () => boolean, into: Sample): Pr
       seen.add(k);
       into.collect_ms.push(w.collect_ms);
       into.max_slice_ms.push(w.max_slice_ms);
+      if (w.max_slice_cpu_ms !== undefined) into.max_slice_cpu_ms.push(w.max_slice_cpu_ms);
       const sc = w.scan;
       if (sc?.state === "done" && !scans.has(`${w.pid}/${sc.started}`)) {
         scans.add(`${w.pid}/${sc.started}`);
@@ -387,6 +407,8 @@ async function main(): Promise<void> {
           collect_ms_p50: median(s.collect_ms), collect_ms_p99: pct(s.collect_ms, 0.99), collect_max_slice_ms: s.max_slice_ms.length ? Math.max(...s.max_slice_ms) : NaN,
           // each collection's longest slice (wall): what a request arriving during it waits at most
           collect_slice_p50_ms: median(s.max_slice_ms), collect_slice_p90_ms: pct(s.max_slice_ms, 0.9),
+          collect_slice_cpu_p50_ms: median(s.max_slice_cpu_ms), collect_slice_cpu_p90_ms: pct(s.max_slice_cpu_ms, 0.9),
+          collect_slice_cpu_max_ms: s.max_slice_cpu_ms.length ? Math.max(...s.max_slice_cpu_ms) : NaN,
           collections: s.collect_ms.length,
           deep_scans: s.scans.length, deep_ms_total_p50: median(s.scans.map((x) => x.ms_total)), deep_wall_ms_p50: median(s.scans.map((x) => x.wall_ms)),
           deep_max_slice_ms: s.scans.length ? Math.max(...s.scans.map((x) => x.max_slice_ms)) : NaN,
@@ -421,7 +443,7 @@ async function main(): Promise<void> {
         );
         verdicts.push(`     agent/${row.path} vs none (another instance): ${head}, interval [${fmt(row.paired_loss_ci95[0])}, ${fmt(row.paired_loss_ci95[1])}] % (${cpu}); p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms`);
         verdicts.push(`     agent/${row.path}: the collection itself takes ${fmt(row.collect_ms_p50, 2)} ms of the worker per second (median of ${row.collections}) = ${fmt(row.collect_ms_p50 / 10, 2)} % of its time`);
-        verdicts.push(`     agent/${row.path}: each collection's longest slice (wall, the event loop waits on it): median ${fmt(row.collect_slice_p50_ms, 2)} ms, p90 ${fmt(row.collect_slice_p90_ms, 2)} ms, max ${fmt(row.collect_max_slice_ms, 2)} ms`);
+        verdicts.push(`     agent/${row.path}: each collection's longest slice (wall, the event loop waits on it): median ${fmt(row.collect_slice_p50_ms, 2)} ms, p90 ${fmt(row.collect_slice_p90_ms, 2)} ms, max ${fmt(row.collect_max_slice_ms, 2)} ms; in the worker's CPU time median ${fmt(row.collect_slice_cpu_p50_ms, 2)} ms, p90 ${fmt(row.collect_slice_cpu_p90_ms, 2)} ms, max ${fmt(row.collect_slice_cpu_max_ms, 2)} ms`);
       } else if (row.config === "agent") {
         const v = judge(row.paired_loss_pct, 1, row.p99_delta_ms <= Math.max(row.baseline_p99_spread_ms, 0.05), row.path);
         verdicts.push(`${v} agent/${row.path}: ${head} (≤ 1 %; ${cpu}), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (baseline spread ${fmt(row.baseline_p99_spread_ms, 3)} ms)`);
@@ -462,7 +484,7 @@ async function main(): Promise<void> {
     const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, mem_gb: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version };
     const out = {
       bench: "overhead", started: started.toISOString(), finished: new Date().toISOString(), machine,
-      settings: { rounds: ROUNDS, seconds: SECONDS, conns: CONNS, wrk_threads: 1, nginx_workers: WORKERS, interval_s: 1, paths: PATHS },
+      settings: { rounds: ROUNDS, seconds: SECONDS, conns: CONNS, paced_ms: PACED_MS, wrk_threads: 1, nginx_workers: WORKERS, interval_s: 1, paths: PATHS },
       overhead: table, verdicts, sampler: sstatus && { armed: sstatus.armed, sampled: sstatus.sampled, rate: sstatus.rate },
       scaling: { connections: connRows, heap: heapRows }, worker_crashes: crashes,
     };
@@ -471,7 +493,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(file, JSON.stringify(out, null, 2));
 
     // ---- print
-    console.log(`\noverhead: ${ROUNDS} rounds × ${SECONDS} s per config and path, alternating; wrk -t1 -c${CONNS} keepalive on loopback; ${WORKERS} nginx worker(s)`);
+    console.log(`\noverhead: ${ROUNDS} rounds × ${SECONDS} s per config and path, alternating; wrk -t1 -c${CONNS} keepalive on loopback, ${PACED_MS > 0 ? `paced (each connection waits 0-${2 * PACED_MS} ms between requests: below saturation)` : "saturating (no pause between requests)"}; ${WORKERS} nginx worker(s)`);
     console.log(`machine: ${machine.cpus} × ${machine.cpu}, ${machine.mem_gb} GB, Linux ${machine.kernel}`);
     const H = ["path", "config", "req/s", "ratio", "loss %", "paired loss %", "cpu µs/req", "cpu +%", "p50 ms", "p99 ms", "Δp99 ms", "errors", "collect ms p50/p99", "max slice ms", "deep scans (worker ms p50)"];
     const lines = table.map((r) => [

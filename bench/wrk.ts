@@ -4,10 +4,25 @@
  * core 1, so the two never fight over a core.
  */
 import { execFile } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
 
 export interface WrkRun { rps: number; p50ms: number; p99ms: number; maxms: number; errors: number; requests: number }
 
-export interface WrkOptions { seconds: number; conns: number; core?: number }
+/**
+ * `pacedMs`: each connection waits a random 0..2*pacedMs ms (wrk's delay(), whole ms) before
+ * each request, so the server runs below saturation, as gateways do in production: at
+ * saturation any CPU the worker spends elsewhere queues the requests in flight.
+ */
+export interface WrkOptions { seconds: number; conns: number; core?: number; pacedMs?: number }
+
+/** the wrk script for pacedMs (written once per value) */
+function pacedScript(ms: number): string {
+  const file = path.join(os.tmpdir(), `memdiag-wrk-paced-${ms}.lua`);
+  if (!fs.existsSync(file)) fs.writeFileSync(file, `function delay() return math.random(0, ${2 * ms}) end\n`);
+  return file;
+}
 
 function ms(v: string, unit: string): number {
   const x = Number(v);
@@ -28,7 +43,7 @@ export function parseWrk(out: string): WrkRun {
 }
 
 export function wrk(url: string, o: WrkOptions): Promise<WrkRun> {
-  const args = ["-t1", `-c${o.conns}`, `-d${o.seconds}s`, "--latency", url];
+  const args = ["-t1", `-c${o.conns}`, `-d${o.seconds}s`, "--latency", ...(o.pacedMs ? ["-s", pacedScript(o.pacedMs)] : []), url];
   const [cmd, argv] = o.core === undefined ? ["wrk", args] : ["taskset", ["-c", String(o.core), "wrk", ...args]];
   return new Promise((resolve, reject) => {
     execFile(cmd, argv, { encoding: "utf8" }, (err, out) => {

@@ -28,7 +28,15 @@ let seq = 0;
  */
 export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
   const t0 = monoMs();
-  const budget = new Budget(config.slice_ms, canYield);
+  const budget = new Budget(config.slice_ms, canYield, true);
+  // the budget holds the GC stopped while our slices run: it must get it back on errors too
+  const [ok, snap] = pcall(collectWith, budget, t0);
+  budget.finish();
+  if (!ok) error(snap, 0);
+  return snap as { [k: string]: unknown };
+}
+
+function collectWith(this: void, budget: Budget, t0: number): { [k: string]: unknown } {
   const [maps] = Maps.self();
   const ctx: Ctx = { maps: maps ?? Maps.parse(""), budget, skipped: {}, mapsEpoch: 0 };
   if (!maps) ctx.skipped["maps_unreadable"] = 1;
@@ -76,6 +84,7 @@ export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
     wall_ms: monoMs() - t0,
     slices: budget.slices,
     max_slice_ms: budget.maxSliceMs,
+    max_slice_cpu_ms: budget.maxSliceCpuMs,
     system: {
       rss_bytes: rss,
       anon_bytes: status?.anon_bytes ?? 0,

@@ -5,6 +5,7 @@ import { checkedMem, VANISHED } from "../safe/probe";
 import { ShmZone } from "../shm/zones";
 import { cdef } from "../util/cdef";
 import { cpuMs, monoMs } from "../util/clock";
+import { gcRunning } from "../util/budget";
 import { locateLuajit, LjLocate } from "../luajit/alloc";
 import { jitLib } from "../scan/nojit";
 
@@ -543,11 +544,6 @@ export function regionsMs(): number | undefined {
   return lastInfo?.cpu_ms;
 }
 
-/** True when the LuaJIT GC is running (collectgarbage "isrunning", LuaJIT 2.1); assume yes otherwise. */
-function gcRunning(): boolean {
-  const [ok, v] = pcall(collectgarbage as (this: void, opt: string) => unknown, "isrunning");
-  return !ok || v !== false;
-}
 
 /**
  * smaps is read and parsed with the GC running (its garbage is collected as usual). Then the
@@ -581,14 +577,14 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
   // (once, with the GC stopped) when we are about to read memory. With 1,000+ mappings a maps read
   // costs more than a slice, and re-reading after every yield would turn each slice into one step.
   const tickTimed = (): boolean => {
+    // the thread CPU clock is a system call (~1 µs here): read only around a yield
+    if (!ctx.budget.due()) return false;
     const a = monoMs();
     const ac = cpuMs();
-    const y = ctx.budget.check();
-    if (y) {
-      yieldedMs += monoMs() - a;
-      yieldedCpu += cpuMs() - ac;
-    }
-    return y;
+    ctx.budget.check();
+    yieldedMs += monoMs() - a;
+    yieldedCpu += cpuMs() - ac;
+    return true;
   };
   const reuse = smapsCache !== undefined && smapsSkip > 0;
   if (reuse) {
