@@ -65,6 +65,10 @@ const SECONDS = Number(arg("seconds", "4"));
 const CONNS = Number(arg("conns", "32"));
 /** > 0: paced load below saturation (bench/wrk.ts pacedMs); 0: wrk as fast as it goes */
 const PACED_MS = Number(arg("paced-ms", "0"));
+if (!(PACED_MS >= 0 && Number.isInteger(PACED_MS))) throw new Error(`--paced-ms: a whole number of ms >= 0, got ${arg("paced-ms", "0")}`);
+/** MEMDIAG_BENCH_BURN "total_ms:slice_ms" (control, see the header), or "" */
+const BURN = process.env.MEMDIAG_BENCH_BURN ?? "";
+if (BURN !== "" && !/^\d+(\.\d+)?:\d+(\.\d+)?$/.test(BURN)) throw new Error(`MEMDIAG_BENCH_BURN: expected total_ms:slice_ms such as 3.5:1.2, got ${JSON.stringify(BURN)}`);
 const WORKERS = Number(arg("workers", "1"));
 const HEAP_MB = arg("heap-mb", "10,100,1000").split(",").map(Number);
 const CHUNK = Number(arg("chunk", "4096"));
@@ -169,7 +173,7 @@ const LOOP_LUA = `
             if S.on and not S.running then
                 S.running = true
                 local agent = require("memdiag.agent")
-                local burn = ${JSON.stringify(process.env.MEMDIAG_BENCH_BURN ?? "")}
+                local burn = "${BURN}"
                 local clock = require("memdiag.util.clock")
                 local function tick(premature)
                     if premature or not S.on then S.running = false return end
