@@ -1,3 +1,4 @@
+import * as fs from "fs";
 import { Nginx, procStatus } from "../harness/nginx";
 import { validateSnapshot } from "../../schema/validate";
 
@@ -28,6 +29,17 @@ describe("agent in a real nginx: one include line, every worker answers", () => 
     expect(s.system.rss_bytes).toBeGreaterThanOrEqual(lo * 0.97);
     expect(s.system.rss_bytes).toBeLessThanOrEqual(hi * 1.03);
     expect(s.system.vm_data_bytes).toBeGreaterThan(0);
+  });
+
+  test("the longest slice's CPU time is within the worker's CPU time read by the test around it", async () => {
+    const cpuNs = (pid: number) => Number(fs.readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+    const before = new Map(ngx.workerPids().map((pid) => [pid, cpuNs(pid)]));
+    const all = JSON.parse((await ngx.memdiag(`?fresh=1`)).body).workers;
+    const s = all.reduce((a: any, b: any) => (b.time > a.time ? b : a));
+    const spentMs = (cpuNs(s.pid) - before.get(s.pid)!) / 1e6;
+    expect(s.max_slice_cpu_ms).toBeGreaterThan(0);
+    expect(s.max_slice_cpu_ms).toBeLessThanOrEqual(s.max_slice_ms);
+    expect(s.max_slice_cpu_ms).toBeLessThanOrEqual(spentMs);
   });
 
   test("unknown parameters get 400 listing the valid ones", async () => {
