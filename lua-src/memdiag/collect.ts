@@ -28,15 +28,7 @@ let seq = 0;
  */
 export function collectSnapshot(canYield: boolean): { [k: string]: unknown } {
   const t0 = monoMs();
-  const budget = new Budget(config.slice_ms, canYield, true);
-  // the budget holds the GC stopped while our slices run: it must get it back on errors too
-  const [ok, snap] = pcall(collectWith, budget, t0);
-  budget.finish();
-  if (!ok) error(snap, 0);
-  return snap as { [k: string]: unknown };
-}
-
-function collectWith(this: void, budget: Budget, t0: number): { [k: string]: unknown } {
+  const budget = new Budget(config.slice_ms, canYield);
   const [maps] = Maps.self();
   const ctx: Ctx = { maps: maps ?? Maps.parse(""), budget, skipped: {}, mapsEpoch: 0 };
   if (!maps) ctx.skipped["maps_unreadable"] = 1;

@@ -5,7 +5,6 @@ import { checkedMem, VANISHED } from "../safe/probe";
 import { ShmZone } from "../shm/zones";
 import { cdef } from "../util/cdef";
 import { cpuMs, monoMs } from "../util/clock";
-import { gcRunning } from "../util/budget";
 import { locateLuajit, LjLocate } from "../luajit/alloc";
 import { jitLib } from "../scan/nojit";
 
@@ -544,12 +543,17 @@ export function regionsMs(): number | undefined {
   return lastInfo?.cpu_ms;
 }
 
+/** True when the LuaJIT GC is running (collectgarbage "isrunning", LuaJIT 2.1); assume yes otherwise. */
+function gcRunning(): boolean {
+  const [ok, v] = pcall(collectgarbage as (this: void, opt: string) => unknown, "isrunning");
+  return !ok || v !== false;
+}
+
 /**
- * smaps is read and parsed with the GC running (its garbage is collected as usual), or, when the
- * collection's budget holds the GC (util/budget.ts holdGc: every collection that can yield), with
- * it running only during yields. Then the LuaJIT GC is stopped while chunk headers and allocator
- * state are read: it frees big objects and empty segments with munmap at any allocation of ours,
- * so memory that /proc/self/maps showed readable a moment ago could be gone. Maps are re-read after stopping it, and again after every
+ * smaps is read and parsed with the GC running (its garbage is collected as usual). Then the
+ * LuaJIT GC is stopped while chunk headers and allocator state are read: it frees big objects and
+ * empty segments with munmap at any allocation of ours, so memory that /proc/self/maps showed
+ * readable a moment ago could be gone. Maps are re-read after stopping it, and again after every
  * yield (the GC runs during yields). Garbage made while it is stopped: ~60 KB (one maps read + pieces).
  */
 /**

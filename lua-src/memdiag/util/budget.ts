@@ -12,12 +12,6 @@ import { cpuMs, monoMs } from "./clock";
  */
 export const YIELD_S = 0.001;
 
-/** True when the LuaJIT GC is running (collectgarbage "isrunning", LuaJIT 2.1); assume yes otherwise. */
-export function gcRunning(): boolean {
-  const [ok, v] = pcall(collectgarbage as (this: void, opt: string) => unknown, "isrunning");
-  return !ok || v !== false;
-}
-
 /**
  * Cuts a long collection into slices of at most `sliceMs` of wall time, yielding to
  * the event loop in between (ngx.sleep(YIELD_S)), so requests never wait on us for
@@ -33,26 +27,10 @@ export class Budget {
   public epoch = 0;
   private sliceStart: number;
   private sliceCpu0: number;
-  /** the GC is stopped by us while a slice runs (holdGc) */
-  private gcHeld = false;
-  private finished = false;
 
-  /**
-   * `holdGc`: stop the LuaJIT GC while our slices run and let it run only while we yield.
-   * With it running, our allocations trigger GC steps that pay the whole VM's debt (the
-   * requests' garbage too) inside our slices: measured under load, slices of 2-4 ms instead
-   * of about 1. The debt is paid at the normal pace by whatever allocates between slices.
-   * A GC the application stopped itself is left alone. finish() must run (also on errors).
-   * It is restarted before every sleep, so a coroutine that is never resumed (request aborted,
-   * worker exiting) does not leave it stopped.
-   */
-  constructor(public readonly sliceMs: number, private readonly canYield: boolean, holdGc = false) {
+  constructor(public readonly sliceMs: number, private readonly canYield: boolean) {
     this.sliceStart = monoMs();
     this.sliceCpu0 = cpuMs();
-    if (holdGc && canYield && gcRunning()) {
-      collectgarbage("stop");
-      this.gcHeld = true;
-    }
   }
 
   /** True when the next check() will yield: lets a caller prepare (restart the GC) only then. */
@@ -64,9 +42,7 @@ export class Budget {
   check(): boolean {
     if (!this.due()) return false;
     this.endSlice(monoMs() - this.sliceStart);
-    if (this.gcHeld) collectgarbage("restart");
     ngx.sleep(YIELD_S);
-    if (this.gcHeld) collectgarbage("stop");
     this.slices++;
     this.epoch++;
     this.sliceStart = monoMs();
@@ -77,17 +53,10 @@ export class Budget {
   /** a named step inside the current slice (diagnostics; no-op here, DeepBudget records it) */
   mark(_what: string): void {}
 
-  /** ends the last slice and gives the GC back; a second call does nothing */
   finish(): void {
-    if (this.finished) return;
-    this.finished = true;
     this.endSlice(monoMs() - this.sliceStart);
     this.sliceStart = monoMs();
     this.sliceCpu0 = cpuMs();
-    if (this.gcHeld) {
-      this.gcHeld = false;
-      collectgarbage("restart");
-    }
   }
 
   private endSlice(elapsed: number): void {
