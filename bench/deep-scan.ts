@@ -17,10 +17,13 @@
  * Targets: walk ≥ 1 GB/s, reference scan ≥ 300 MB/s, longest slice ≤ 1.5 ms.
  *
  * The machine's own floor, in the same worker on the same heap: a plain FFI loop summing every
- * word of the brk heap in 1 MB pieces (about a slice's worth of reading), each piece timed by the
- * thread CPU clock and the wall clock. When plain reading has pieces over 1.5 ms too (this VM's
- * memory stalls: milliseconds on a few tens of KB, with no page fault and no preemption), a
- * longest slice over 1.5 ms is the machine's, and the verdict says UNRESOLVED rather than MISS.
+ * word of the brk heap in pieces cut like the scan's slices (64 KB reads, a piece ends once 1 ms
+ * of wall time has passed), each piece's thread CPU time taken as a slice's is, for as long as the
+ * scans ran: SCANS stretches of the median scan's CPU time. The same statistic on both sides: the
+ * median over scans of the longest slice, the median over stretches of the longest piece. When
+ * plain reading has pieces over 1.5 ms too (this VM's stalls: milliseconds on a few tens of KB,
+ * with no page fault and no preemption), a longest slice over 1.5 ms is the machine's, and the
+ * verdict says UNRESOLVED rather than MISS.
  */
 import * as fs from "fs";
 import * as path from "path";
@@ -54,32 +57,60 @@ const READ_FLOOR = `
         local ffi = require "ffi"
         local clock = require("memdiag.util.clock")
         local cpuMs, monoMs = clock.cpuMs, clock.monoMs
-        local piece = tonumber(ngx.var.arg_piece) or 1048576
-        local cpus, walls, bytes, sum
-        -- twice: the first pass compiles the loop (an interpreted piece takes milliseconds)
-        for pass = 1, 2 do
-        cpus, walls, bytes, sum = {}, {}, 0, 0
+        -- pieces like the scan's slices: 64 KB reads with a wall-clock check after each, a piece
+        -- ends once slice_ms has passed; "groups" stretches of "ms" CPU each (a scan's worth)
+        local sliceMs = tonumber(ngx.var.arg_slice_ms) or 1
+        local groupMs = tonumber(ngx.var.arg_ms) or 0
+        local groups = tonumber(ngx.var.arg_groups) or 1
+        local STEP = 65536
+        local ranges = {}
         for line in io.lines("/proc/self/maps") do
           local a, b = line:match("^(%x+)-(%x+) rw%-p .*%[heap%]")
-          if a then
-            local s, e = tonumber(a, 16), tonumber(b, 16)
-            for p = s, e - 8, piece do
-              local n = math.floor((math.min(p + piece, e) - p) / 8)
-              local w = ffi.cast("const uint64_t *", p)
+          if a then ranges[#ranges + 1] = { tonumber(a, 16), tonumber(b, 16) } end
+        end
+        local sum = 0
+        local function words(p, n)
+          local w = ffi.cast("const uint64_t *", p)
+          for i = 0, n - 1 do sum = sum + tonumber(w[i] % 4096) end
+        end
+        -- a pass to compile the loop first (an interpreted piece takes milliseconds)
+        for _, r in ipairs(ranges) do
+          for p = r[1], r[2] - 8, STEP do words(p, math.floor((math.min(p + STEP, r[2]) - p) / 8)) end
+        end
+        local cpus, gmax, bytes = {}, {}, 0
+        local g, gcpu, passes = 1, 0, 0
+        while g <= groups or passes == 0 do
+          for _, r in ipairs(ranges) do
+            local p = r[1]
+            while p < r[2] - 8 do
               local c0, w0 = cpuMs(), monoMs()
-              for i = 0, n - 1 do sum = sum + tonumber(w[i] % 4096) end
-              cpus[#cpus + 1], walls[#walls + 1] = cpuMs() - c0, monoMs() - w0
-              bytes = bytes + n * 8
+              repeat
+                local n = math.floor((math.min(p + STEP, r[2]) - p) / 8)
+                words(p, n)
+                bytes = bytes + n * 8
+                p = p + STEP
+              until p >= r[2] - 8 or monoMs() - w0 >= sliceMs
+              local c = math.min(cpuMs() - c0, monoMs() - w0)
+              cpus[#cpus + 1] = c
+              if g <= groups then
+                if c > (gmax[g] or 0) then gmax[g] = c end
+                gcpu = gcpu + c
+                if gcpu >= groupMs then g, gcpu = g + 1, 0 end
+              end
             end
           end
-        end
+          passes = passes + 1
+          if passes > 1000 then break end
         end
         table.sort(cpus)
-        table.sort(walls)
         local over = 0
         for _, c in ipairs(cpus) do if c > 1.5 then over = over + 1 end end
-        ngx.say(string.format('{"pieces":%d,"bytes":%d,"max_cpu_ms":%.4f,"p99_cpu_ms":%.4f,"median_cpu_ms":%.4f,"max_wall_ms":%.4f,"over_1_5":%d,"sum":%d}',
-          #cpus, bytes, cpus[#cpus] or 0, cpus[math.max(1, math.floor(#cpus * 0.99))] or 0, cpus[math.max(1, math.floor(#cpus / 2))] or 0, walls[#walls] or 0, over, sum % 1000))
+        local gs = {}
+        for i = 1, #gmax do gs[i] = gmax[i] end
+        table.sort(gs)
+        ngx.say(string.format('{"pieces":%d,"bytes":%d,"passes":%d,"max_cpu_ms":%.4f,"p99_cpu_ms":%.4f,"median_cpu_ms":%.4f,"over_1_5":%d,"groups":%d,"group_max_median_ms":%.4f,"group_max":[%s],"sum":%d}',
+          #cpus, bytes, passes, cpus[#cpus] or 0, cpus[math.max(1, math.floor(#cpus * 0.99))] or 0, cpus[math.max(1, math.floor(#cpus / 2))] or 0, over,
+          #gmax, gs[math.floor(#gs / 2) + 1] or 0, table.concat(gmax, ","), sum % 1000))
       }
     }
 `;
@@ -189,16 +220,19 @@ async function main(): Promise<void> {
         if (process.env.MEMDIAG_BENCH_JIT) for (const x of sc.jit_traces ?? []) sitesAll.push(`scan ${i + 1} jit: ${x}`);
         last = s;
       }
-      // the machine's floor on the same heap, right after the scans
-      const fl = await httpGet(ngx.memdiagPort, "/t/readfloor?piece=1048576", 600000);
+      // the machine's floor on the same heap, right after the scans: plain reads in slices of the
+      // same length, for as long as the scans ran (each group as long as the median scan's CPU time)
+      const fl = await httpGet(ngx.memdiagPort, `/t/readfloor?slice_ms=1&groups=${SCANS}&ms=${median(cpu).toFixed(1)}`, 600000);
       if (fl.status !== 200) throw new Error(`readfloor: ${fl.status} ${fl.body.slice(0, 300)}`);
       const floor = JSON.parse(fl.body);
       const sc = last.scan;
       const longest = median(sliceCpu);
-      const verdict = longest <= 1.5 ? "PASS" : floor.max_cpu_ms > 1.5 ? "UNRESOLVED (the machine: plain reads stall as long)" : "MISS";
+      // the same statistic on both sides: the median over scans (over groups) of the longest slice (piece)
+      const verdict = longest <= 1.5 ? "PASS" : floor.group_max_median_ms > 1.5 ? "UNRESOLVED (the machine: plain reads stall as long)" : "MISS";
       const floorRow =
-        `   plain read of the same heap in 1 MB pieces: ${floor.pieces} pieces, median ${floor.median_cpu_ms.toFixed(3)} ms, p99 ${floor.p99_cpu_ms.toFixed(3)} ms, ` +
-        `longest ${floor.max_cpu_ms.toFixed(3)} ms cpu (${floor.max_wall_ms.toFixed(3)} wall), over 1.5 ms: ${floor.over_1_5} | longest slice: ${verdict}`;
+        `   plain read of the same heap in 1 ms pieces, ${floor.groups} stretches of a scan's CPU time (${floor.passes} passes): ${floor.pieces} pieces, median ${floor.median_cpu_ms.toFixed(3)} ms, p99 ${floor.p99_cpu_ms.toFixed(3)} ms, ` +
+        `over 1.5 ms: ${floor.over_1_5}, longest per stretch ${floor.group_max.map((x: number) => x.toFixed(2)).join("/")} ms (median ${floor.group_max_median_ms.toFixed(3)}) | ` +
+        `longest slice per scan ${sliceCpu.map((x) => x.toFixed(2)).join("/")} ms (median ${longest.toFixed(3)}): ${verdict}`;
       const row =
         `heap ${String(Math.round(sc.heap_bytes / 1048576)).padStart(5)} MB | ref scanned ${String(Math.round(sc.ref_bytes / 1048576)).padStart(5)} MB | ` +
         `pools ${String(sc.pools_found).padStart(5)} | walk ${median(walk).toFixed(0).padStart(6)} MB/s | ref scan ${median(ref).toFixed(0).padStart(5)} MB/s | ` +

@@ -28,6 +28,25 @@ export function tick(ctx: Ctx): boolean {
   return true;
 }
 
+/** Budget.reserve through the context: yields unless a step of about `ms` fits in the slice (true if it yielded) */
+export function tickAhead(ctx: Ctx, ms: number): boolean {
+  if (!ctx.budget.reserve(ms)) return false;
+  stale(ctx);
+  return true;
+}
+
+/**
+ * A step starts a fresh slice unless at least this share of the slice is left: steps begin
+ * with work that has no checks inside (a maps read, setting up, and in a worker's first deep
+ * scans the compiling of their loops' traces, 0.3-1.5 ms each here)
+ */
+const STEP_RESERVE = 0.5;
+
+/** at the start of a step (see STEP_RESERVE): true if it yielded */
+export function tickStep(ctx: Ctx): boolean {
+  return tickAhead(ctx, ctx.budget.sliceMs * STEP_RESERVE);
+}
+
 /** mark the maps stale after a yield (re-read lazily); maps not read from this process are re-read now */
 function stale(ctx: Ctx): void {
   if (ctx.maps.isSelf()) {

@@ -1,5 +1,5 @@
 import * as ffi from "ffi";
-import { Ctx, refreshMaps, skip, tick } from "../context";
+import { Ctx, refreshMaps, skip, tick, tickStep } from "../context";
 import { hex, rdU64, rdU8 } from "../safe/mem";
 import { symbolize } from "../util/symbols";
 import { arr } from "../util/json";
@@ -465,6 +465,15 @@ interface RootState {
   kind: string;
 }
 
+/**
+ * A new step of the deep scan: named in its slow-slice reports (a constant string: see
+ * DeepBudget.mark), and started in a fresh slice unless most of this one is left (tickStep)
+ */
+function setPhase(ctx: Ctx, what: string): void {
+  (ctx.budget as unknown as { phase: string }).phase = what;
+  tickStep(ctx);
+}
+
 let RS: RootState | undefined;
 
 function rootHit(this: void, at: number, node: number): void {
@@ -636,8 +645,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   const res: LateResult = { nodeOf: [], isPool: new LuaTable() };
   const LP = inp.late;
   if (LP === undefined) return res;
-  const B = ctx.budget as unknown as { phase: string };
-  B.phase = "late: known index";
+  setPhase(ctx, "late: known index");
   const pools = inp.pools;
   const ix = st.ix;
   // the heap as it is now: pools created during the scan may lie past the end the
@@ -668,7 +676,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   LS = L;
   tick(ctx);
 
-  B.phase = "late: collect targets";
+  setPhase(ctx, "late: collect targets");
   for (let i = 0; i < inp.segments.length; i++) collect(inp.segments[i].start, inp.segments[i].end, -(i + 1), 0);
   for (let k = 0; k < nPools; k++) {
     const p = pools[k];
@@ -685,7 +693,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   // one walk over the heap as it is now: the in-use chunks no known pool owns that look
   // like a pool head (pools created since the heap walk, mostly). Every pool a target can
   // lead to existed when its word was read, before this walk.
-  B.phase = "late: heads walk";
+  setPhase(ctx, "late: heads walk");
   refreshMaps(ctx);
   const regions = currentRegions(ctx, others);
   const hs = L.hs;
@@ -693,7 +701,7 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   forEachInUseChunk(ctx, regions, lateHead);
   ctx.budget.mark("late: heads walked");
   if (hs.length >= MAX_LATE_HEADS) skip(ctx, "late_heads_limit");
-  B.phase = "late: heads sort";
+  setPhase(ctx, "late: heads sort");
   BT.ctx = ctx;
   const order = slicedOrder(hs, betweenTick);
   BT.ctx = undefined;
@@ -708,10 +716,11 @@ function lateDiscovery(ctx: Ctx, inp: OwnerInputs, st: PassState, R: RootState, 
   const nH = headStart.length;
   // connections and requests opened during the scan have pools too: those are rooted, not late finds
   ctx.budget.mark("late: heads sorted");
+  setPhase(ctx, "late: rooted set");
   const rootedNow = nH > 0 ? LP.rooted() : new LuaTable<number, string>();
   ctx.budget.mark("late: rooted set");
 
-  B.phase = "late: rounds";
+  setPhase(ctx, "late: rounds");
   for (let round = 0; round < MAX_LATE_ROUNDS && L.tWord.length > 0 && nH > 0; round++) {
     tick(ctx);
     // the pool-head chunks that hold a target
@@ -864,8 +873,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   // fresh closures per scan would defeat the JIT's traces (they guard on function identity)
   const st = newPassState(ctx, ix, poolChunk, nPools + 1);
   S = st;
-  (ctx.budget as unknown as { phase: string }).phase = "owners: setup done";
-  tick(ctx);
+  setPhase(ctx, "owners: plain chunks");
 
   // 1. plain in-use heap chunks
   const heapBytes = forEachInUseChunk(ctx, inp.regions, visitChunk);
@@ -876,6 +884,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
 
   // constant step names: a string made inside a slice can cost a rehash of LuaJIT's string table
   if (trace) trace("owners: plain chunks");
+  setPhase(ctx, "owners: chunk index");
   // chunks holding pool pointers become nodes too
   for (let j = 0; j < chunkStart.length; j++) {
     ix.add(chunkStart[j], chunkEnd[j], chunkNode.get(chunkStart[j])!);
@@ -884,6 +893,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   ix.build(ctx);
 
   // 2. unrooted pools' memory
+  setPhase(ctx, "owners: unrooted pools");
   for (let k = 0; k < nPools; k++) {
     const p = pools[k];
     if (p.rooted !== undefined) continue;
@@ -894,6 +904,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   }
 
   if (trace) trace("owners: pools");
+  setPhase(ctx, "owners: roots");
   // 3. roots, in priority order: data segments, cycle pool (module confs), connection/request pools, LuaJIT
   const R: RootState = {
     confs: inp.confs, seen: new LuaTable(), segPathOf: [], segFileOf: [], floorOf: [], nameCache: new LuaTable(),
@@ -928,6 +939,7 @@ export function attributeOwners(ctx: Ctx, inp: OwnerInputs, trace?: (this: void,
   LS = undefined;
   if (trace) trace("owners: late discovery");
   R.kind = "lua";
+  setPhase(ctx, "owners: lua");
   // Dead cdata not yet swept still pass inCdata: forcing a GC cycle here would cost a
   // pause proportional to the Lua heap (collectgarbage("step") runs a whole mark phase
   // in one call), so a pool dropped by Lua shows as "lua" until the GC has swept it.

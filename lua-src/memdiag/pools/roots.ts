@@ -53,10 +53,9 @@ export function rootedPoolSet(ctx: Ctx, L: Layout): LuaTable<number, string> {
   const rConn = off(L, "ngx_http_request_t", "connection");
   const sig = L.constants["NGX_HTTP_REQUEST_SIGNATURE"] ?? 0x50545448;
   for (let i = 0; i < n; i++) {
-    // one slot costs ~50 ns compiled, a request check more, and ~1 us while the loop is still
-    // interpreted (the first scans of a worker): check the budget every 256 slots. After a
-    // yield the array (allocated once per cycle) is checked again before reading on.
-    if (i % 256 === 255 && tick(ctx) && !ctx.maps.readable(conns, n * cs)) {
+    // one slot costs up to ~1 us (interpreted: see noJit below): check the budget every 64
+    // slots. After a yield the array (allocated once per cycle) is checked again before reading on.
+    if (i % 64 === 63 && tick(ctx) && !ctx.maps.readable(conns, n * cs)) {
       skip(ctx, "rootset_connections_unreadable");
       return out;
     }
@@ -377,5 +376,9 @@ export function luaRegions(other: AnonRange[], bss: LuaTable<number, boolean>): 
 }
 
 noJit(moduleConfs);
+// twice per scan, over every connection slot: compiled, its trace and the side traces of
+// slots in new states were compiled again every few scans, 0.3-0.7 ms each inside a slice;
+// interpreted it costs ~1 us a slot (10 ms a scan at 10,000 connections, in checked slices)
+noJit(rootedPoolSet);
 noJit(dataSegments);
 noJit(luaRegions);

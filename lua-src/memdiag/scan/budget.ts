@@ -329,6 +329,13 @@ export class DeepBudget extends Budget {
     return yieldSlice(this, now - this.wall0);
   }
 
+  /** Budget.reserve: yield now unless a step of about `ms` without checks fits before the deadline */
+  reserve(ms: number): boolean {
+    const now = monoMs();
+    if (now + ms < this.deadline) return false;
+    return yieldSlice(this, now - this.wall0);
+  }
+
   /** when the current slice yields: sliceMs * YIELD_AT after its start, earlier once a trace was compiled in it */
   private deadline = 0;
   /**

@@ -1,6 +1,6 @@
 import * as ffi from "ffi";
 import { config } from "../config";
-import { Ctx, tick } from "../context";
+import { Ctx, tickStep } from "../context";
 import { Maps } from "../safe/maps";
 import { rdPtr } from "../safe/mem";
 import { DeepBudget, stopScanDiagnostics } from "./budget";
@@ -127,8 +127,7 @@ function trace(what: string, ctx?: Ctx): void {
     afterName.set(what, name);
   }
   if (budget) budget.phase = name;
-  // a step boundary is a good place to yield: the steps between checks are short but add up
-  if (ctx !== undefined) tick(ctx);
+  if (ctx !== undefined) tickStep(ctx);
   if (!tracing) return;
   const now = monoMs();
   ngx.log(ngx.NOTICE, `memdiag deep: ${what} +${string.format("%.3f", now - phaseT)} ms, max slice ${string.format("%.3f", budget?.maxSliceMs ?? 0)} (cpu ${string.format("%.3f", budget?.maxSliceCpuMs ?? 0)}), cpu total ${string.format("%.3f", budget?.cpuTotalMs ?? 0)}`);

@@ -33,14 +33,28 @@ export class Budget {
     this.sliceCpu0 = cpuMs();
   }
 
-  /** True when the next check() will yield: lets a caller prepare (restart the GC) only then. */
-  due(): boolean {
-    return this.canYield && monoMs() - this.sliceStart >= this.sliceMs;
+  /** True when the next check() (reserve(aheadMs), with aheadMs) will yield: lets a caller prepare only then. */
+  due(aheadMs = 0): boolean {
+    return this.canYield && monoMs() - this.sliceStart + aheadMs >= this.sliceMs;
   }
 
   /** Call often from loops; cheap. Returns true if it yielded (caller must revalidate). */
   check(): boolean {
     if (!this.due()) return false;
+    return this.yieldNow();
+  }
+
+  /**
+   * Call before a step that has no checks inside and costs about `ms` (a /proc read, a
+   * pool walk, building the output): yields now unless the step fits in what is left of
+   * the slice, so it starts a slice rather than overrunning one. Returns true if it yielded.
+   */
+  reserve(ms: number): boolean {
+    if (!this.due(ms)) return false;
+    return this.yieldNow();
+  }
+
+  private yieldNow(): boolean {
     this.endSlice(monoMs() - this.sliceStart);
     ngx.sleep(YIELD_S);
     this.slices++;
