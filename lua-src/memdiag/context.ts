@@ -40,7 +40,7 @@ export function tickAhead(ctx: Ctx, ms: number): boolean {
  * with work that has no checks inside (a maps read, setting up, and in a worker's first deep
  * scans the compiling of their loops' traces, 0.3-1.5 ms each here)
  */
-const STEP_RESERVE = 0.5;
+export const STEP_RESERVE = 0.5;
 
 /** at the start of a step (see STEP_RESERVE): true if it yielded */
 export function tickStep(ctx: Ctx): boolean {

@@ -1,6 +1,5 @@
 import * as ffi from "ffi";
-import { Ctx, refreshMaps, skip } from "../context";
-import { config } from "../config";
+import { Ctx, refreshMaps, skip, STEP_RESERVE } from "../context";
 import { Mapping, Maps } from "../safe/maps";
 import { checkedMem, VANISHED } from "../safe/probe";
 import { ShmZone } from "../shm/zones";
@@ -602,7 +601,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
     const text = readSmaps(() => {
       tickTimed(SMAPS_READ_MS);
     });
-    tickTimed(config.slice_ms * 0.5);
+    tickTimed(ctx.budget.sliceMs * STEP_RESERVE);
     let list: RawMapping[] | undefined;
     let rssBy: LuaTable<number, number> | undefined;
     if (text !== undefined)
