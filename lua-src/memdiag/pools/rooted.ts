@@ -44,6 +44,8 @@ const C = ffi.C;
  * interpreted, the walk cost 743 ns per pool at 10,000 connections against 138 (collect-cost).
  */
 const TICK_WORK = 128;
+const POOL_WORK = 16;
+const MAX_LISTENERS = 4096;
 /**
  * The request path (a request in flight: its pool, the top list's entry with peer and URI) runs
  * interpreted; the slot loop and the connection pools stay compiled. Compiled, the request path's
@@ -53,8 +55,6 @@ const TICK_WORK = 128;
  * connections against 118 with this split, collect-cost).
  */
 let busyPathsOff = false;
-const POOL_WORK = 16;
-const MAX_LISTENERS = 4096;
 
 interface Group {
   kind: string;
@@ -114,6 +114,9 @@ function groupOut(g: Group): { [k: string]: unknown } {
     cleanups: cleanupsOut(g.handlers),
   };
 }
+// once per collection (output): compiled, cleanupsOut's sort comparator (a closure) aborted its trace every time
+noJit(cleanupsOut);
+noJit(groupOut);
 
 interface TopEntry {
   total: number;
@@ -246,9 +249,6 @@ class Top {
   }
 }
 
-// once per collection (output): compiled, cleanupsOut's sort comparator (a closure) aborted its trace every time
-noJit(cleanupsOut);
-noJit(groupOut);
 function entry(kind: string, addr: number, st: PoolStats): TopEntry {
   return {
     total: st.block_bytes + st.large_bytes,

@@ -40,8 +40,7 @@ export class Budget {
 
   /** Call often from loops; cheap. Returns true if it yielded (caller must revalidate). */
   check(): boolean {
-    if (!this.due()) return false;
-    return this.yieldNow();
+    return this.reserve(0);
   }
 
   /**
