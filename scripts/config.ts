@@ -9,6 +9,7 @@ import * as path from "path";
 export interface AgentOptions {
   interval_s?: number;
   slice_ms?: number;
+  regions_every_s?: number;
   dict?: string;
   allow?: string[];
   layouts_dir?: string;

@@ -27,16 +27,17 @@ export function lastSnapshotJson(): string | undefined {
 /**
  * Collect now and publish. Returns the JSON, or undefined and an error. When a
  * collection is already running in this worker (a ?fresh=1 during the timer's
- * collection) it waits for that one instead of running two at once.
+ * collection) it waits for that one instead of running two at once. `full`: every
+ * layer is measured now (no reuse of the last region classification).
  */
-export function collectAndPublish(canYield: boolean): LuaMultiReturn<[string | undefined, string | undefined]> {
+export function collectAndPublish(canYield: boolean, full = false): LuaMultiReturn<[string | undefined, string | undefined]> {
   if (collecting) {
     if (!canYield) return $multi(lastJson, "collection in progress");
     for (let i = 0; i < 2000 && collecting; i++) ngx.sleep(0.005);
     return $multi(lastJson, undefined);
   }
   collecting = true;
-  const [ok, snapOrErr] = xpcall(collectSnapshot, debug.traceback, canYield);
+  const [ok, snapOrErr] = xpcall(() => collectSnapshot(canYield, full), debug.traceback);
   collecting = false;
   if (!ok) {
     const msg = `memdiag: collection failed: ${snapOrErr}`;

@@ -6,6 +6,12 @@
 export interface Config {
   /** seconds between collections */
   interval_s: number;
+  /**
+   * seconds between two classifications of the address space (system.regions): the layer that
+   * costs most per collection (smaps, mincore, allocator headers) and moves slowest; collections
+   * in between carry the last one with its age. 0 = every collection. ?fresh=1 always classifies.
+   */
+  regions_every_s: number;
   /** wall-clock budget of one collection slice before yielding to the event loop */
   slice_ms: number;
   /** lua_shared_dict used for cross-worker state */
@@ -35,6 +41,7 @@ export interface Config {
 export const defaults: Config = {
   interval_s: 5,
   slice_ms: 1,
+  regions_every_s: 5,
   dict: "memdiag",
   allow: [],
   layouts_dir: "",

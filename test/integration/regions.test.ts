@@ -115,7 +115,8 @@ const bytesOf = (snap: any, c: string) => cls(snap, c).reduce((s: number, r: any
 const rssOf = (snap: any, c: string) => cls(snap, c).reduce((s: number, r: any) => s + (r.rss_bytes ?? 0), 0);
 
 describe("regions and luajit.gc_bytes against ground truth", () => {
-  const ngx = new Nginx({ workers: 2, appLocations: LOCATIONS });
+  // every collection classifies: these compare each snapshot with /proc read around it
+  const ngx = new Nginx({ workers: 2, appLocations: LOCATIONS, agent: { regions_every_s: 0 } });
   let conn: Conn;
   let pid = 0;
   beforeAll(async () => {
@@ -218,6 +219,66 @@ describe("regions and luajit.gc_bytes against ground truth", () => {
     expect(bytesOf(after, "glibc_heap") - bytesOf(before, "glibc_heap")).toBeGreaterThanOrEqual(64 * M - 1 * M);
     expect(bytesOf(after, "stack") - bytesOf(before, "stack")).toBe(stackBytes);
     expect(bytesOf(after, "other_anon")).toBeLessThanOrEqual(bytesOf(before, "other_anon"));
+  });
+
+  test("no errors in the error log", () => {
+    expect(ngx.errors()).toEqual([]);
+  });
+});
+
+describe("regions_every_s: the classification is reused between refreshes, with its age", () => {
+  const EVERY = 4;
+  const ngx = new Nginx({ workers: 1, appLocations: LOCATIONS, agent: { interval_s: 1, regions_every_s: EVERY } });
+  let conn: Conn;
+  let pid = 0;
+  beforeAll(async () => {
+    await ngx.start();
+    await ngx.snapshots();
+    conn = new Conn(ngx.appPort);
+    pid = Number(await conn.get("/t/pid"));
+  });
+  afterAll(async () => {
+    conn?.close();
+    await ngx.stop();
+  });
+
+  test("timer snapshots carry the last regions and their age (< regions_every_s + one interval); a new classification comes within it", async () => {
+    const snaps: any[] = [];
+    while (snaps.length < 2 * EVERY + 1) {
+      const s = await ngx.nextSnapshotOf(pid);
+      if (snaps.length === 0 || s.seq > snaps[snaps.length - 1].seq) snaps.push(s);
+    }
+    for (const s of snaps) {
+      expect(validateSnapshot(s).error).toBeUndefined();
+      expect(s.system.regions_age_s).toBeGreaterThanOrEqual(0);
+      expect(s.system.regions_age_s).toBeLessThan(EVERY + 1.5);
+    }
+    // a reused classification is the same list as the snapshot before it, its age grown by about the interval
+    const reused = snaps.filter((s, i) => i > 0 && s.system.regions_age_s > snaps[i - 1].system.regions_age_s);
+    expect(reused.length).toBeGreaterThanOrEqual(EVERY);
+    for (const s of reused) {
+      const prev = snaps[snaps.indexOf(s) - 1];
+      expect(s.system.regions).toEqual(prev.system.regions);
+      expect(s.system.regions_ms).toBe(prev.system.regions_ms);
+    }
+    // and fresh ones (age dropped) came at least once in two refresh periods
+    const fresh = snaps.filter((s, i) => i > 0 && s.system.regions_age_s < snaps[i - 1].system.regions_age_s);
+    expect(fresh.length).toBeGreaterThanOrEqual(1);
+    for (const s of fresh) expect(s.system.regions_age_s).toBeLessThan(0.5);
+  });
+
+  test("?fresh=1 classifies now: a 64 MB malloc made after the last classification is in its glibc_heap", async () => {
+    const bytes = 64 * M;
+    // wait for a reused snapshot, so the timer's classification predates the malloc
+    let before = await ngx.nextSnapshotOf(pid);
+    while (before.system.regions_age_s < 1) before = await ngx.nextSnapshotOf(pid);
+    expect(Number(await conn.get(`/t/malloc?bytes=${bytes}`))).toBe(pid);
+    const r = await ngx.memdiag("?fresh=1");
+    expect(r.status).toBe(200);
+    const now = JSON.parse(r.body).workers.find((w: any) => w.pid === pid);
+    expect(now.system.regions_age_s).toBeLessThan(0.5);
+    expect(bytesOf(now, "glibc_heap") - bytesOf(before, "glibc_heap")).toBeGreaterThanOrEqual(bytes - 1 * M);
+    expect(rssOf(now, "glibc_heap") - rssOf(before, "glibc_heap")).toBeGreaterThanOrEqual(bytes - 1 * M);
   });
 
   test("no errors in the error log", () => {

@@ -115,3 +115,11 @@ test("no workers: the frame says what to do", () => {
   expect(frame).toMatch(/reconnecting/);
   expect(frame).toMatch(/none: nothing grows beyond noise/);
 });
+
+test("snapshot rows: regions classified a while ago say how old they are; fresh ones say nothing", () => {
+  const { snapshotRows } = require("../../control-plane/src/console/snapshot");
+  const base = { seq: 1, time: 1_700_000_000, system: { rss_bytes: 1 << 20, regions: [{ class: "glibc_heap", bytes: 4096, rss_bytes: 4096, mappings: 1 }] } };
+  const rows = snapshotRows([{ ...base, system: { ...base.system, regions_age_s: 3.2 } }, { ...base, system: { ...base.system, regions_age_s: 0 } }]);
+  const head = rows.find((r: { label: string }) => r.label === "regions (RSS)");
+  expect(head.cells).toEqual(["as of 3 s ago", ""]);
+});

@@ -62,7 +62,11 @@ export function snapshotRows(ws: Obj[]): Row[] {
   const REGION_LABEL: Record<string, string> = {
     glibc_heap: "glibc heap", luajit: "LuaJIT", shm_zone: "shm zones", stack: "stacks", code: "code", file: "files", other_anon: "other anon",
   };
-  if (ws.some((s) => Array.isArray(s.system?.regions) && s.system.regions.length)) rows.push({ label: "regions (RSS)", cells: ws.map(() => "") });
+  if (ws.some((s) => Array.isArray(s.system?.regions) && s.system.regions.length)) rows.push({
+      label: "regions (RSS)",
+      // classified every regions_every_s seconds, not at every snapshot: say how old when it is
+      cells: ws.map((s) => ((num(s.system?.regions_age_s) ?? 0) >= 1 ? `as of ${Math.round(s.system.regions_age_s)} s ago` : "")),
+    });
   const classes = new Set<string>();
   for (const s of ws) for (const r of s.system?.regions ?? []) classes.add(r.class);
   for (const c of ["glibc_heap", "luajit", "shm_zone", "stack", "code", "file", "other_anon"].filter((x) => classes.has(x))) {

@@ -116,7 +116,7 @@ export function handle(this: void): void {
     args.fresh = true;
   }
   if (args.fresh) {
-    const [, cerr] = collectAndPublish(true);
+    const [, cerr] = collectAndPublish(true, true);
     if (cerr) return fail(503, cerr);
   }
 
