@@ -114,20 +114,29 @@ const cls = (snap: any, c: string) => snap.system.regions.filter((r: any) => r.c
 const bytesOf = (snap: any, c: string) => cls(snap, c).reduce((s: number, r: any) => s + r.bytes, 0);
 const rssOf = (snap: any, c: string) => cls(snap, c).reduce((s: number, r: any) => s + (r.rss_bytes ?? 0), 0);
 
+/** Start `ngx` for the enclosing describe; `ready` gets one keepalive connection and the pid of the worker it reaches. */
+function startFor(ngx: Nginx, ready: (conn: Conn, pid: number) => void): void {
+  let conn: Conn | undefined;
+  beforeAll(async () => {
+    await ngx.start();
+    await ngx.snapshots();
+    conn = new Conn(ngx.appPort);
+    ready(conn, Number(await conn.get("/t/pid")));
+  });
+  afterAll(async () => {
+    conn?.close();
+    await ngx.stop();
+  });
+}
+
 describe("regions and luajit.gc_bytes against ground truth", () => {
   // every collection classifies: these compare each snapshot with /proc read around it
   const ngx = new Nginx({ workers: 2, appLocations: LOCATIONS, agent: { regions_every_s: 0 } });
   let conn: Conn;
   let pid = 0;
-  beforeAll(async () => {
-    await ngx.start();
-    await ngx.snapshots();
-    conn = new Conn(ngx.appPort);
-    pid = Number(await conn.get("/t/pid"));
-  });
-  afterAll(async () => {
-    conn?.close();
-    await ngx.stop();
+  startFor(ngx, (c, p) => {
+    conn = c;
+    pid = p;
   });
 
   test("idle worker: region bytes add up to the mappings the test reads; rss sum ~ VmRSS; [heap] covered; explained >= 0.8", async () => {
@@ -231,15 +240,9 @@ describe("regions_every_s: the classification is reused between refreshes, with 
   const ngx = new Nginx({ workers: 1, appLocations: LOCATIONS, agent: { interval_s: 1, regions_every_s: EVERY } });
   let conn: Conn;
   let pid = 0;
-  beforeAll(async () => {
-    await ngx.start();
-    await ngx.snapshots();
-    conn = new Conn(ngx.appPort);
-    pid = Number(await conn.get("/t/pid"));
-  });
-  afterAll(async () => {
-    conn?.close();
-    await ngx.stop();
+  startFor(ngx, (c, p) => {
+    conn = c;
+    pid = p;
   });
 
   test("timer snapshots carry the last regions and their age (< regions_every_s + one interval); a new classification comes within it", async () => {
