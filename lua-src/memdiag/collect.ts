@@ -21,14 +21,14 @@ jitLib?.off?.(true, true);
 
 let seq = 0;
 
+/** the last region classification, reused until config.regions_every_s has passed (its cost: regionsMs()) */
+const REG: { regions?: object[]; explained: number; at: number } = { explained: 0, at: 0 };
+
 /**
  * One snapshot of this worker, top-down: system → allocator → LuaJIT → shm → pools.
  * Runs in slices (yields between them) when `canYield`; the result is a plain table
- * ready for JSON.
+ * ready for JSON. `full`: the address space is classified now whatever its age.
  */
-/** the last region classification, reused until config.regions_every_s has passed */
-const REG: { regions?: object[]; explained: number; at: number; ms?: number } = { explained: 0, at: 0 };
-
 export function collectSnapshot(canYield: boolean, full = false): { [k: string]: unknown } {
   const t0 = monoMs();
   const budget = new Budget(config.slice_ms, canYield);
@@ -61,7 +61,6 @@ export function collectSnapshot(canYield: boolean, full = false): { [k: string]:
     REG.regions = arr(regions);
     REG.explained = explained;
     REG.at = monoMs();
-    REG.ms = regionsMs();
   }
   addLuajitRegions(luajit);
 
@@ -103,7 +102,7 @@ export function collectSnapshot(canYield: boolean, full = false): { [k: string]:
       swap_bytes: status?.swap_bytes ?? 0,
       regions: REG.regions,
       explained_ratio: REG.explained,
-      regions_ms: REG.ms,
+      regions_ms: regionsMs(),
       regions_age_s: math.floor((monoMs() - REG.at) / 100) / 10,
     },
     glibc,

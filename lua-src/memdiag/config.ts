@@ -9,7 +9,8 @@ export interface Config {
   /**
    * seconds between two classifications of the address space (system.regions): the layer that
    * costs most per collection (smaps, mincore, allocator headers) and moves slowest; collections
-   * in between carry the last one with its age. 0 = every collection. ?fresh=1 always classifies.
+   * in between carry the last one with its age. 0 = every collection. ?fresh=1 classifies (unless
+   * it arrives while a collection runs: it then gets that one's, see agent.ts collectAndPublish).
    */
   regions_every_s: number;
   /** wall-clock budget of one collection slice before yielding to the event loop */
