@@ -18,7 +18,7 @@ jitLib?.off?.(true, true);
  *     (allocd - 16: the first mmap; later mmaps just below may be prepended to that segment), its
  *     own chunk header says "in use" with a malloc_state-sized size, its segment list (at +840:
  *     base, size, next) is page-aligned, bounded, acyclic and has a segment holding the
- *     malloc_state, and its `top` chunk header equals `topsize` and lies in a segment.
+ *     malloc_state, and its `top` chunk lies in a segment and reaches that segment's end (topReached).
  *  3. The segment list is then the exact set of lj_alloc segments (128 KB granules, merged when
  *     adjacent). Large objects (>= 128 KB: big strings, table arrays) are "direct" mmaps that no
  *     list records: the region classifier recognises them by their chunk markers
@@ -66,6 +66,8 @@ const MSTATE_MIN = 856; // chunk size of the malloc_state chunk: 872 (no prng) .
 const MSTATE_MAX = 1024;
 const MAX_SEGMENTS = 1000000;
 const JUMP_RANGE = 2147483648;
+const LOCATE_TRIES = 3;
+const NOT_SEGMENT_START = "allocd not at a segment start";
 
 // A thread of this VM: the running coroutine (timers, requests), else one made once (plain luajit).
 // Created lazily: ngx_lua forbids coroutine.create in init_worker_by_lua.
@@ -100,7 +102,7 @@ function inExecFile(maps: LjMapping[], addr: number): boolean {
 /** Validate a malloc_state candidate; returns its segments or an error. */
 function segmentsOf(mem: LjMem, ms: number): LuaMultiReturn<[LjRange[] | undefined, string | undefined]> {
   const base0 = ms - 16;
-  if (base0 % PAGE !== 0 || !mem.readable(base0, SEG_OFF + 40)) return $multi(undefined, "allocd not at a segment start");
+  if (base0 % PAGE !== 0 || !mem.readable(base0, SEG_OFF + 40)) return $multi(undefined, NOT_SEGMENT_START);
   const head = mem.u64(ms - 8);
   const csize = head - (head % 4);
   if (head % 4 < 2 || csize < MSTATE_MIN || csize > MSTATE_MAX) return $multi(undefined, "malloc_state chunk header invalid");
@@ -125,17 +127,75 @@ function segmentsOf(mem: LjMem, ms: number): LuaMultiReturn<[LjRange[] | undefin
     s = next;
   }
   if (!holdsState) return $multi(undefined, "no segment holds the malloc_state");
+  // one copy holds both (readable copies at least a line): they agree with each other
+  if (!mem.readable(ms + 16, 24)) return $multi(undefined, "malloc_state unreadable");
   const topsize = mem.u64(ms + 16);
   const top = mem.u64(ms + 32);
-  if (top !== 0) {
-    if (!mem.readable(top, 16)) return $multi(undefined, "top unreadable");
-    const th = mem.u64(top + 8);
-    if (th - (th % 4) !== topsize) return $multi(undefined, "top chunk size != topsize");
-    let inSeg = false;
-    for (const r of segs) if (top >= r.start && top < r.end) inSeg = true;
-    if (!inSeg) return $multi(undefined, "top outside segments");
-  }
+  if (top === 0) return $multi(segs, undefined);
+  let seg: LjRange | undefined;
+  for (const r of segs) if (top >= r.start && top < r.end) seg = r;
+  if (seg === undefined) return $multi(undefined, "top outside segments");
+  const err = topReached(mem, top, top + topsize, seg.end);
+  if (err !== undefined) return $multi(undefined, err);
   return $multi(segs, undefined);
+}
+
+const MIN_CHUNK = 32;
+// chunks carved since the top was read: the segment list's own tables (a few per segment) when
+// topsize came from the copy that read the list; 4,096 headers read from copies are ~0.3 ms
+const TOP_WALK_MAX = 4096;
+const TOP_FOOT_MAX = 256;
+const TOP_COPY = 1024; // the most one kernel copy holds (safe/probe.ts CHECK_MAX)
+
+/**
+ * Checks that `top` and `topsize` (read together, from one copy) describe this allocator's top
+ * chunk. Its header is read later, by another copy, and every read of ours may allocate in
+ * between (an interpreted FFI call boxes its 64-bit result). Small requests the bins cannot serve
+ * are carved from the top chunk's front, so the header at the old `top` may by then be an in-use
+ * chunk, and `top` has moved up by its size. What carving keeps is the top's end (top + topsize),
+ * so: the chunks from the old `top` must tile up to a chunk whose size reaches exactly that end.
+ * Requiring the old header to equal `topsize` refused the real allocator whenever the heap was
+ * growing from its top ("top chunk size != topsize", and the classification then blind to
+ * LuaJIT's memory and to the glibc chunks mapped next to it): 1 in 2,000 locates in a quiet
+ * luajit, and the 64 MB regions test failed in 1 of 3 to 10 runs.
+ */
+function topReached(mem: LjMem, top: number, topEnd: number, segEnd: number): string | undefined {
+  // dlmalloc keeps a few words of the segment (its footer) past the top chunk
+  if (topEnd > segEnd || segEnd - topEnd > TOP_FOOT_MAX) return "top chunk does not end its segment";
+  let c = top;
+  let copied = 0;
+  for (let i = 0; i < TOP_WALK_MAX; i++) {
+    // Each copy of ours boxes its result: one more chunk carved from the top. Copying a line per
+    // header made the walk chase a top that moved as fast as it did ("top chunk not reached" in 1
+    // of ~10 runs of the regions test). One copy of up to 1 KB holds many headers, consistent
+    // with each other: the headers inside it are checked against it, and the walk gains on the top.
+    if (c + 16 > copied) {
+      const len = Math.max(16, Math.min(TOP_COPY, topEnd - c));
+      if (!mem.readable(c, len)) return "top unreadable";
+      copied = c + len;
+    } else if (!mem.readable(c, 16)) return "top unreadable";
+    const h = mem.u64(c + 8);
+    const size = h - (h % 8);
+    if (size === topEnd - c && h % 4 < 2) return undefined; // the top chunk: free
+    if (size < MIN_CHUNK || c + size >= topEnd) return "top chunk size != topsize";
+    c += size;
+  }
+  return "top chunk not reached";
+}
+
+/**
+ * segmentsOf, read again when it fails: our own allocations between its reads can move the top
+ * where topReached cannot follow (into a segment mapped since the list was read, or inside a
+ * chunk below it that grew in place); a fresh read finds it where it is now.
+ */
+export function allocatorSegments(mem: LjMem, ms: number): LuaMultiReturn<[LjRange[] | undefined, string | undefined]> {
+  let [segs, err] = segmentsOf(mem, ms);
+  for (let retry = 1; retry < LOCATE_TRIES && !segs && err !== NOT_SEGMENT_START; retry++) {
+    const [s2, e2] = segmentsOf(mem, ms);
+    segs = s2;
+    err = e2;
+  }
+  return $multi(segs, err);
 }
 
 /** MCLink-headed mcode areas near the VM code (see header comment, step 4). */
@@ -180,7 +240,7 @@ export function locateLuajit(mem: LjMem, maps: LjMapping[]): LjLocate {
     const allocf = mem.u64(g + w * 8);
     const allocd = mem.u64(g + w * 8 + 8);
     if (!inExecFile(maps, allocf) || allocd % 8 !== 0 || !mem.readable(allocd, 8)) continue;
-    const [segs, err] = segmentsOf(mem, allocd);
+    const [segs, err] = allocatorSegments(mem, allocd);
     if (!segs) {
       lastErr = err!;
       continue;
