@@ -39,6 +39,8 @@
  *   options (node dist/bench/overhead.js ...): --rounds 8 --seconds 4 --conns 32 --workers 1 --skip-scaling
  *            --paced-ms 1 (load below saturation: each connection pauses 0-2 ms between requests) --heap-mb 10,100,1000 --chunk 4096
  *            --conn-levels 10,1000,10000 --configs agent,deep,sampler (none, twin and plain always run) --paths static,proxy
+ *            --warm-s 600 (load the agent's instance that long first: its workers' traces settle)
+ *            --slice-ms 0.25 (the agents' slice_ms; default: the agent's default)
  *   MEMDIAG_BENCH_BURN=3.5:1.2 (control): the `agent` rounds run a plain CPU burn instead of the
  *            collection, 3.5 ms of thread CPU per second in slices of 1.2 ms with the same 1 ms
  *            sleep between them: what any work of that size and shape does to p99 here
@@ -75,6 +77,16 @@ const CHUNK = Number(arg("chunk", "4096"));
 const CONN_LEVELS = arg("conn-levels", "10,1000,10000");
 const SKIP_SCALING = flag("skip-scaling");
 const ONLY_CONFIGS = arg("configs", "");
+/**
+ * Seconds of load on the agent's instance before the rounds, collecting as usual. A worker's
+ * first few hundred collections also compile the agent's traces (about as much again as the
+ * collection costs, see the README); a gateway runs for days. 0: measure from a worker's start.
+ */
+const WARM_S = Number(arg("warm-s", "0"));
+/** > 0: the agents' slice_ms (else the default) */
+const SLICE_MS = Number(arg("slice-ms", "0"));
+if (!(SLICE_MS >= 0)) throw new Error(`--slice-ms: ms >= 0, got ${arg("slice-ms", "0")}`);
+if (!(WARM_S >= 0)) throw new Error(`--warm-s: seconds >= 0, got ${arg("warm-s", "0")}`);
 
 const CONFIGS = ["none", "twin", "plain", "agent", "idle", "deep", "sampler"] as const;
 const isBare = (c: Config) => c === "none" || c === "twin" || c === "plain";
@@ -111,7 +123,9 @@ function nginxOptions(dir: string, backendPort: number, cfg: Config): NginxOptio
   return {
     workers: WORKERS,
     workerConnections: 4096,
-    agent: isBare(cfg) ? undefined : cfg === "deep" ? { interval_s: 1, deep_interval_s: 1 } : cfg === "agent" && TOGGLED ? { interval_s: 3600 } : { interval_s: 1 },
+    agent: isBare(cfg)
+      ? undefined
+      : { ...(cfg === "deep" ? { interval_s: 1, deep_interval_s: 1 } : cfg === "agent" && TOGGLED ? { interval_s: 3600 } : { interval_s: 1 }), ...(SLICE_MS > 0 ? { slice_ms: SLICE_MS } : {}) },
     http: `
   upstream md_bench_backend { server 127.0.0.1:${backendPort}; keepalive 32; }
   server {
@@ -351,6 +365,13 @@ async function main(): Promise<void> {
     }
     // warm-up (JIT, connection pools), not recorded
     for (const c of configs) for (const p of Object.keys(PATHS) as PathName[]) await wrk(inst[c]!.appPort, PATHS[p]!, 1);
+    if (WARM_S > 0 && inst.agent) {
+      process.stderr.write(`warming the agent's workers: ${WARM_S} s of load, collecting every second\n`);
+      // one worker: its collection loop is the bench's switch (see LOOP_LUA), on for the warm-up
+      if (TOGGLED) await setLoop(inst.agent, true);
+      const t0 = Date.now();
+      while (Date.now() - t0 < WARM_S * 1000) for (const p of Object.keys(PATHS) as PathName[]) await wrk(inst.agent.appPort, PATHS[p]!, 5);
+    }
 
     for (let r = 0; r < ROUNDS; r++) {
       for (const p of Object.keys(PATHS) as PathName[]) {
@@ -488,7 +509,7 @@ async function main(): Promise<void> {
     const machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, mem_gb: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version };
     const out = {
       bench: "overhead", started: started.toISOString(), finished: new Date().toISOString(), machine,
-      settings: { rounds: ROUNDS, seconds: SECONDS, conns: CONNS, paced_ms: PACED_MS, wrk_threads: 1, nginx_workers: WORKERS, interval_s: 1, paths: PATHS },
+      settings: { rounds: ROUNDS, seconds: SECONDS, conns: CONNS, paced_ms: PACED_MS, warm_s: WARM_S, slice_ms: SLICE_MS || "default", wrk_threads: 1, nginx_workers: WORKERS, interval_s: 1, paths: PATHS },
       overhead: table, verdicts, sampler: sstatus && { armed: sstatus.armed, sampled: sstatus.sampled, rate: sstatus.rate },
       scaling: { connections: connRows, heap: heapRows }, worker_crashes: crashes,
     };
@@ -497,7 +518,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(file, JSON.stringify(out, null, 2));
 
     // ---- print
-    console.log(`\noverhead: ${ROUNDS} rounds × ${SECONDS} s per config and path, alternating; wrk -t1 -c${CONNS} keepalive on loopback, ${PACED_MS > 0 ? `paced (each connection waits 0-${2 * PACED_MS} ms between requests: below saturation)` : "saturating (no pause between requests)"}; ${WORKERS} nginx worker(s)`);
+    console.log(`\noverhead: ${ROUNDS} rounds × ${SECONDS} s per config and path, alternating; wrk -t1 -c${CONNS} keepalive on loopback, ${PACED_MS > 0 ? `paced (each connection waits 0-${2 * PACED_MS} ms between requests: below saturation)` : "saturating (no pause between requests)"}; ${WORKERS} nginx worker(s)${WARM_S > 0 ? `; the agent's workers warmed by ${WARM_S} s of load first` : ""}`);
     console.log(`machine: ${machine.cpus} × ${machine.cpu}, ${machine.mem_gb} GB, Linux ${machine.kernel}`);
     const H = ["path", "config", "req/s", "ratio", "loss %", "paired loss %", "cpu µs/req", "cpu +%", "p50 ms", "p99 ms", "Δp99 ms", "errors", "collect ms p50/p99", "max slice ms", "deep scans (worker ms p50)"];
     const lines = table.map((r) => [
