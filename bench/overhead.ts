@@ -79,8 +79,9 @@ const SKIP_SCALING = flag("skip-scaling");
 const ONLY_CONFIGS = arg("configs", "");
 /**
  * Seconds of load on the agent's instance before the rounds, collecting as usual. A worker's
- * first few hundred collections also compile the agent's traces (about as much again as the
- * collection costs, see the README); a gateway runs for days. 0: measure from a worker's start.
+ * first few hundred collections also compile the agent's traces, inside their slices (589
+ * traces, 103 ms, in the first 300 under saturating proxied load here; see the README); a
+ * gateway runs for days. 0: measure from a worker's start.
  */
 const WARM_S = Number(arg("warm-s", "0"));
 /** > 0: the agents' slice_ms (else the default) */
