@@ -84,10 +84,10 @@ const ONLY_CONFIGS = arg("configs", "");
  * gateway runs for days. 0: measure from a worker's start.
  */
 const WARM_S = Number(arg("warm-s", "0"));
+if (!(WARM_S >= 0)) throw new Error(`--warm-s: seconds >= 0, got ${arg("warm-s", "0")}`);
 /** > 0: the agents' slice_ms (else the default) */
 const SLICE_MS = Number(arg("slice-ms", "0"));
 if (!(SLICE_MS >= 0)) throw new Error(`--slice-ms: ms >= 0, got ${arg("slice-ms", "0")}`);
-if (!(WARM_S >= 0)) throw new Error(`--warm-s: seconds >= 0, got ${arg("warm-s", "0")}`);
 
 const CONFIGS = ["none", "twin", "plain", "agent", "idle", "deep", "sampler"] as const;
 const isBare = (c: Config) => c === "none" || c === "twin" || c === "plain";

@@ -141,9 +141,10 @@ function segmentsOf(mem: LjMem, ms: number): LuaMultiReturn<[LjRange[] | undefin
 }
 
 const MIN_CHUNK = 32;
-// chunks carved since the top was read: the segment list's own tables (a few per segment) when
-// topsize came from the copy that read the list; 4,096 headers read from copies are ~0.3 ms
-const TOP_WALK_MAX = 4096;
+// chunks carved since the top was read (a few: the walk gains ~30 chunks per 1 KB copy). It runs
+// inside a slice with no budget check, up to LOCATE_TRIES times: 4,000 headers cost 0.93-1.03 ms
+// here (interpreted), so 1,024 keep even three failed walks under a slice (~0.75 ms)
+const TOP_WALK_MAX = 1024;
 const TOP_FOOT_MAX = 256;
 const TOP_COPY = 1024; // the most one kernel copy holds (safe/probe.ts CHECK_MAX)
 
