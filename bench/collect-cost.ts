@@ -6,7 +6,12 @@
  *   walk_ms       thread CPU time of the rooted pool walk alone; ns/pool = walk_ms / pools_walked
  *   walk max slice  longest CPU stretch of the walk between two yields (worst of the samples)
  *   regions_ms    the region classification layer (system.regions_ms), for comparison
- * One nginx worker, connections opened from this process and held open.
+ *   compiled in  how many of the samples ran the compiled walk (pools/rooted-jit.ts: interpreted
+ *                below 800 pools walked)
+ * One nginx worker, connections opened from this process and held open. Each level starts with
+ * MEMDIAG_BENCH_WARMUP (30) collections left out: the first ones after the walk turns compiled
+ * carry its trace compiles (at 1,000 connections, 1,024 ns per pool with 3 left out, 243 with
+ * 30, 190 with 100).
  * Usage: npm run bench   (or: bash bench/run.sh collect-cost)
  * Targets (issue 2): ≤ 0.5 µs per pool walked, ≤ 5 ms per collection at 10,000 connections.
  */
@@ -16,6 +21,7 @@ import { median } from "./stats";
 
 const LEVELS = (process.env.MEMDIAG_BENCH_LEVELS ?? "10,1000,10000").split(",").map(Number);
 const SAMPLES = Number(process.env.MEMDIAG_BENCH_SAMPLES ?? 15);
+const WARMUP = Number(process.env.MEMDIAG_BENCH_WARMUP ?? 30);
 
 function min(xs: number[]): number {
   return Math.min(...xs);
@@ -66,9 +72,9 @@ async function main(): Promise<void> {
     await ngx.snapshots();
     for (const n of LEVELS) {
       await openKeepalive(ngx.appPort, n - socks.length, socks);
-      for (let i = 0; i < 3; i++) await sample(ngx); // warm up (JIT)
+      for (let i = 0; i < WARMUP; i++) await sample(ngx); // warm up (JIT)
       const c: number[] = [], slice: number[] = [], walk: number[] = [], ns: number[] = [], slices: number[] = [], regions: number[] = [], walkSlice: number[] = [];
-      let active = 0, walked = 0;
+      let active = 0, walked = 0, compiledRuns = 0;
       for (let i = 0; i < SAMPLES; i++) {
         const s = await sample(ngx);
         if (!s.pools.available) throw new Error(`pools unavailable: ${s.pools.error}`);
@@ -79,13 +85,14 @@ async function main(): Promise<void> {
         walkSlice.push(s.pools.walk_max_slice_ms);
         regions.push(s.system.regions_ms ?? NaN);
         walked = s.pools.pools_walked;
+        if (s.pools.walk_compiled) compiledRuns++;
         ns.push((s.pools.walk_ms * 1e6) / s.pools.pools_walked);
         active = s.pools.connections.by_listener.find((b: any) => b.listen === `127.0.0.1:${ngx.appPort}`)?.active ?? 0;
       }
       const row =
         `${String(n).padStart(6)} conns | active ${String(active).padStart(6)} | pools walked ${String(walked).padStart(6)} | ` +
         `collect ${median(c).toFixed(3)} ms (min ${min(c).toFixed(3)}) | rooted walk ${median(walk).toFixed(3)} ms (min ${min(walk).toFixed(3)}) | ` +
-        `${median(ns).toFixed(0)} ns/pool (min ${min(ns).toFixed(0)}) | ` +
+        `${median(ns).toFixed(0)} ns/pool (min ${min(ns).toFixed(0)}, compiled in ${compiledRuns}/${SAMPLES}) | ` +
         `walk max slice ${Math.max(...walkSlice).toFixed(3)} ms | slices ${median(slices)} | max slice ${median(slice).toFixed(3)} ms | ` +
         `regions layer ${median(regions).toFixed(3)} ms`;
       rows.push(row);

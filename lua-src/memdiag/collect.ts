@@ -8,7 +8,7 @@ import { addLuajitRegions, collectRegions, regionsMs } from "./system/regions";
 import { collectGlibc } from "./glibc/mallinfo";
 import { collectLuajit } from "./luajit/gc";
 import { collectShm } from "./shm/zones";
-import { collectRooted } from "./pools/rooted";
+import { collectRootedPools } from "./pools/rooted-jit";
 import { currentLayout } from "./layout/select";
 import { config } from "./config";
 import { identity } from "./identity";
@@ -50,7 +50,7 @@ export function collectSnapshot(canYield: boolean, full = false): { [k: string]:
   const zones = collectShm(ctx, layout);
   tickStep(ctx);
   if (ctx.mapsEpoch !== budget.epoch) refreshMaps(ctx);
-  const pools = collectRooted(ctx, layout, layoutError);
+  const pools = collectRootedPools(ctx, layout, layoutError);
   const rss = status?.rss_bytes ?? 0;
   // Measured under proxied load, the classification was ~1.3 ms of a ~3.3 ms collection; the
   // address space's split moves over minutes, RSS itself (status, every time) over seconds.

@@ -26,6 +26,7 @@ import { arr } from "../util/json";
 import { cdef } from "../util/cdef";
 import { symbolize } from "../util/symbols";
 import { hex, rdI32, rdNgxStr, rdPtr, rdU32, rdU64 } from "../safe/mem";
+import { skipFreeSlots } from "./free-slots";
 import { looksLikePoolHead, newPoolStats, PoolOffsets, poolOffsets, PoolStats, walkPool } from "./walk";
 import { cycleAddr } from "../identity";
 import { cpuMs } from "../util/clock";
@@ -40,15 +41,17 @@ const C = ffi.C;
  * at most 8 pools or 128 free slots. A pool of an idle keepalive connection walks in ~0.2 µs, but
  * the pools of requests in flight (proxied, with large allocations) cost far more: at 1,024 the
  * gaps between two checks reached 1-2 ms under load. The check is a clock read (vDSO); the
- * thread CPU clock (a system call) is read only when it yields (tickTimed). Kept compiled:
- * interpreted, the walk cost 743 ns per pool at 10,000 connections against 138 (collect-cost).
+ * thread CPU clock (a system call) is read only when it yields (tickTimed). A worker with few
+ * pools runs an interpreted copy of this module (pools/rooted-jit.ts); compiled, the walk costs
+ * 118-200 ns per pool at 10,000 connections, interpreted 743 (collect-cost).
  */
 const TICK_WORK = 128;
 const POOL_WORK = 16;
 const MAX_LISTENERS = 4096;
 /**
- * The request path (a request in flight: its pool, the top list's entry with peer and URI) runs
- * interpreted; the slot loop and the connection pools stay compiled. Compiled, the request path's
+ * In the compiled walk (large workers), the request path (a request in flight: its pool, the top
+ * list's entry with peer and URI) runs interpreted; the slot loop and the connection pools stay
+ * compiled. Compiled, the request path's
  * traces were recorded again collection after collection under proxied paced load (new exits,
  * aborts), and the walk cost 2.2 ms per collection for ~110 pools (median of 27); with this path
  * interpreted 1.3 ms (the whole walk interpreted: 0.54 ms, but 741 ns per pool at 10,000 idle
@@ -579,7 +582,8 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
   };
 
   let lastWork = 0;
-  for (let i = 0; i < connectionN; i++) {
+  let i = 0;
+  while (i < connectionN) {
     // after a yield other code ran: the cycle and the array must be where they were; slots are re-read
     const work = i + walked * POOL_WORK;
     if (work - lastWork >= TICK_WORK) {
@@ -589,16 +593,14 @@ export function collectRooted(ctx: Ctx, layout: Layout | undefined, layoutError:
         break;
       }
     }
-    // fast path for free slots (most of the array on a quiet worker)
-    const c = connections + i * cSize;
-    if (rdI32(c + cFd) === -1) {
-      const d = rdPtr(c + cData);
-      if (d === 0 || (d >= connections && d < arrEnd)) {
-        free++;
-        continue;
-      }
-    }
-    visit(i, true);
+    // free slots (most of the array on a quiet worker) stepped over compiled, at most a check's worth
+    const stop = Math.min(connectionN, i + TICK_WORK);
+    const next = skipFreeSlots(connections, arrEnd, cSize, cFd, cData, i, stop);
+    free += next - i;
+    if (next < stop) {
+      visit(next, true);
+      i = next + 1;
+    } else i = next;
   }
   for (let k = 0; k < deferred.length && !aborted; k++) {
     const work = connectionN + k + walked * POOL_WORK;
