@@ -17,6 +17,7 @@
  */
 import * as net from "net";
 import { Nginx, httpGet } from "../test/harness/nginx";
+import { openKeepalive } from "../test/harness/keepalive";
 import { median } from "./stats";
 
 const LEVELS = (process.env.MEMDIAG_BENCH_LEVELS ?? "10,1000,10000").split(",").map(Number);
@@ -27,27 +28,6 @@ function min(xs: number[]): number {
   return Math.min(...xs);
 }
 
-
-async function openKeepalive(port: number, n: number, into: net.Socket[]): Promise<void> {
-  const BATCH = 250; // stay under the listen backlog
-  for (let done = 0; done < n; done += BATCH) {
-    const k = Math.min(BATCH, n - done);
-    await Promise.all(
-      Array.from({ length: k }, () =>
-        new Promise<void>((resolve, reject) => {
-          const s = net.connect(port, "127.0.0.1", () => s.write("GET /ok HTTP/1.1\r\nHost: b\r\n\r\n"));
-          let got = "";
-          s.on("data", (d) => {
-            got += d.toString();
-            if (got.includes("ok\n")) resolve();
-          });
-          s.on("error", reject);
-          into.push(s);
-        }),
-      ),
-    );
-  }
-}
 
 async function sample(ngx: Nginx): Promise<any> {
   const r = await httpGet(ngx.memdiagPort, "/_memdiag?fresh=1");

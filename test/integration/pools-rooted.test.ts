@@ -11,6 +11,7 @@ import * as http2 from "http2";
 import { Nginx, httpGet } from "../harness/nginx";
 import { freePort } from "../harness/ports";
 import { ROOT } from "../../scripts/config";
+import { openKeepalive } from "../harness/keepalive";
 import { validateSnapshot } from "../../schema/validate";
 
 const WORKER_CONNECTIONS = 1536;
@@ -114,20 +115,7 @@ function hold(port: number, query: string, loc = "/t/hold"): Promise<{ pid: numb
 /** Open n keepalive connections, each with one request answered, kept open. */
 async function keepalive(port: number, n: number): Promise<net.Socket[]> {
   const socks: net.Socket[] = [];
-  await Promise.all(
-    Array.from({ length: n }, () =>
-      new Promise<void>((resolve, reject) => {
-        const s = net.connect(port, "127.0.0.1", () => s.write("GET /ok HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n"));
-        let got = "";
-        s.on("data", (d) => {
-          got += d.toString();
-          if (got.includes("ok\n")) resolve();
-        });
-        s.on("error", reject);
-        socks.push(s);
-      }),
-    ),
-  );
+  await openKeepalive(port, n, socks);
   return socks;
 }
 

@@ -6,6 +6,7 @@
  */
 import * as net from "net";
 import { Nginx, httpGet } from "../harness/nginx";
+import { openKeepalive } from "../harness/keepalive";
 import { validateSnapshot } from "../../schema/validate";
 
 const HELD = 1000;
@@ -28,25 +29,6 @@ function connGroup(s: any): any {
   return { pools: g.pools, blocks: g.blocks, block_bytes: g.block_bytes, large_blocks: g.large_blocks, large_bytes: g.large_bytes };
 }
 
-async function hold(port: number, n: number, into: net.Socket[]): Promise<void> {
-  for (let done = 0; done < n; done += 250) {
-    await Promise.all(
-      Array.from({ length: Math.min(250, n - done) }, () =>
-        new Promise<void>((resolve, reject) => {
-          const s = net.connect(port, "127.0.0.1", () => s.write("GET /ok HTTP/1.1\r\nHost: w\r\n\r\n"));
-          let got = "";
-          s.on("data", (d) => {
-            got += d.toString();
-            if (got.includes("ok\n")) resolve();
-          });
-          s.on("error", reject);
-          into.push(s);
-        }),
-      ),
-    );
-  }
-}
-
 describe("rooted walk: interpreted copy for small workers, compiled for large ones", () => {
   // one worker, so that every ?fresh=1 is answered by the worker holding the connections
   const ngx = new Nginx({ workers: 1, workerConnections: HELD + 512, agent: { interval_s: 3600 } });
@@ -63,7 +45,7 @@ describe("rooted walk: interpreted copy for small workers, compiled for large on
     expect(small.pools.walk_compiled).toBe(false);
     expect(small.pools.walk_copy_error).toBeUndefined();
 
-    await hold(ngx.appPort, HELD, socks);
+    await openKeepalive(ngx.appPort, HELD, socks);
     // the previous collection walked few pools: this one runs interpreted, and walks 1,000+
     const interpreted = await fresh(ngx);
     const compiled = await fresh(ngx);
