@@ -8,9 +8,9 @@
  * (~70 pools), the first 120 collections spent 83 ms compiling traces, and p99 latency rose
  * 0.1-0.3 ms until they settled (README, performance). With this copy interpreted the same 120
  * collections compiled 14-15 ms (the helpers the walk calls and pools/free-slots.ts, which
- * settle quickly) and the walk took 0.4-0.56 ms. Interpreted costs ~740 ns per pool, so at 10,000 connections (7 ms per
- * collection) the compiled walk is worth its compiles: 120-200 ns per pool (collect-cost,
- * issue 2's ≤ 500 ns).
+ * settle quickly) and the walk took 0.4-0.56 ms. Interpreted costs ~740 ns per pool, so at
+ * 10,000 connections (7 ms per collection) the compiled walk is worth its compiles: 120-200 ns
+ * per pool (collect-cost, issue 2's ≤ 500 ns).
  *
  * The choice follows the last collection's pools_walked, with a gap between the two thresholds
  * so a worker near one of them does not switch every second. A switch turns nothing off (two

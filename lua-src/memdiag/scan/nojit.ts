@@ -32,8 +32,9 @@ const pkg = _G["package"] as { path: string; loaded: unknown; searchpath(this: v
  * other interpreted copies rather than the compiled modules). Its functions are new prototypes,
  * so the module it copies keeps its traces. Turning the JIT off and on again on the same
  * functions instead, switched by pool count, slowed the compiled walk for good (491-730 ns per
- * pool at 10,000 connections instead of 118-261; most likely traces blacklisted while off). Returns [undefined, reason] when the file cannot
- * be found or loaded; package.loaded is left as it was either way.
+ * pool at 10,000 connections instead of 118-261; most likely traces blacklisted while off).
+ * Returns [undefined, reason] when the file cannot be found or loaded; package.loaded is left
+ * as it was either way.
  */
 export function interpretedCopy(
   name: string,
