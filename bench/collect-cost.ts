@@ -8,6 +8,11 @@
  *   regions_ms    the region classification layer (system.regions_ms), for comparison
  *   compiled in  how many of the samples ran the compiled walk (pools/rooted-jit.ts: interpreted
  *                below 800 pools walked)
+ *   alloc        Lua memory one collection allocates, its encode and publish included, with the
+ *                collector held for that collection (/t/alloc); ", with regions" when it also
+ *                classifies the address space (every regions_every_s). Every byte allocated is
+ *                garbage a second later whose collection the worker pays inside some slice:
+ *                the bench's requests run no Lua, so here the agent is the collector's only cause.
  * One nginx worker, connections opened from this process and held open. Each level starts with
  * MEMDIAG_BENCH_WARMUP (30) collections left out: the first ones after the walk turns compiled
  * carry its trace compiles (at 1,000 connections, 1,024 ns per pool with 3 left out, 243 with
@@ -35,6 +40,31 @@ async function sample(ngx: Nginx): Promise<any> {
   return JSON.parse(r.body).workers[0];
 }
 
+/**
+ * One collection with the collector held: collectgarbage("count") before and after is then what
+ * it allocated (nothing else in this worker runs Lua meanwhile). ?full=1 classifies regions too.
+ */
+const ALLOC_LUA = `
+    location = /t/alloc {
+        content_by_lua_block {
+            local agent = require("memdiag.agent")
+            collectgarbage("collect")
+            collectgarbage("stop")
+            local before = collectgarbage("count")
+            local json, err = agent.collectAndPublish(true, ngx.var.arg_full == "1")
+            local after = collectgarbage("count")
+            collectgarbage("restart")
+            if not json then ngx.status = 500 ngx.say(err) return end
+            ngx.say(string.format("%.3f", after - before))
+        }
+    }`;
+
+async function allocKb(ngx: Nginx, full: boolean): Promise<number> {
+  const r = await httpGet(ngx.memdiagPort, `/t/alloc?full=${full ? 1 : 0}`);
+  if (r.status !== 200) throw new Error(`/t/alloc: ${r.status} ${r.body.slice(0, 200)}`);
+  return Number(r.body.trim());
+}
+
 async function main(): Promise<void> {
   const maxN = Math.max(...LEVELS);
   const ngx = new Nginx({
@@ -43,6 +73,7 @@ async function main(): Promise<void> {
     main: `worker_rlimit_nofile ${2 * maxN + 4096};`,
     // collections only on demand (?fresh=1) besides a slow timer
     agent: { interval_s: 3600 },
+    memdiagLocations: ALLOC_LUA,
   });
   await ngx.start();
   const socks: net.Socket[] = [];
@@ -69,12 +100,17 @@ async function main(): Promise<void> {
         ns.push((s.pools.walk_ms * 1e6) / s.pools.pools_walked);
         active = s.pools.connections.by_listener.find((b: any) => b.listen === `127.0.0.1:${ngx.appPort}`)?.active ?? 0;
       }
+      const alloc: number[] = [], allocFull: number[] = [];
+      for (let i = 0; i < 7; i++) {
+        alloc.push(await allocKb(ngx, false));
+        allocFull.push(await allocKb(ngx, true));
+      }
       const row =
         `${String(n).padStart(6)} conns | active ${String(active).padStart(6)} | pools walked ${String(walked).padStart(6)} | ` +
         `collect ${median(c).toFixed(3)} ms (min ${min(c).toFixed(3)}) | rooted walk ${median(walk).toFixed(3)} ms (min ${min(walk).toFixed(3)}) | ` +
         `${median(ns).toFixed(0)} ns/pool (min ${min(ns).toFixed(0)}, compiled in ${compiledRuns}/${SAMPLES}) | ` +
         `walk max slice ${Math.max(...walkSlice).toFixed(3)} ms | slices ${median(slices)} | max slice ${median(slice).toFixed(3)} ms | ` +
-        `regions layer ${median(regions).toFixed(3)} ms`;
+        `regions layer ${median(regions).toFixed(3)} ms | alloc ${median(alloc).toFixed(1)} KB, with regions ${median(allocFull).toFixed(1)} KB`;
       rows.push(row);
       console.log(row);
     }

@@ -4,6 +4,7 @@ import { Maps } from "../safe/maps";
 import * as ffi from "ffi";
 import { cdef } from "../util/cdef";
 import { noJit } from "./nojit";
+import { holdGc, releaseGc } from "../luajit/gc-hold";
 
 cdef(`
   typedef struct { long tv[4]; long f[14]; } memdiag_rusage_t;
@@ -261,7 +262,7 @@ export class DeepBudget extends Budget {
     super(sliceMs, true);
     CUR.b = this;
     Maps.onRead = markCur;
-    collectgarbage("stop");
+    holdGc();
     attachTrace(true);
     this.beginSlice();
     this.wall0 = monoMs();
@@ -360,9 +361,9 @@ export class DeepBudget extends Budget {
   /** the end of a slice, the yield and the start of the next (yieldSlice, not compiled) */
   nextSlice(elapsed: number): void {
     this.close(elapsed);
-    collectgarbage("restart");
+    releaseGc();
     ngx.sleep(YIELD_S);
-    collectgarbage("stop");
+    holdGc();
     // whatever ran meanwhile may have unmapped memory: the next check outside the brk heap re-reads
     Maps.invalidateSelf();
     this.slices++;
@@ -381,7 +382,7 @@ export class DeepBudget extends Budget {
       CUR.b = undefined;
       Maps.onRead = undefined;
     }
-    collectgarbage("restart");
+    releaseGc();
     this.close(monoMs() - this.wall0);
     attachTrace(false);
     // formatting takes up to ~1.5 ms (a source line per trace event named): in pieces, yielding

@@ -17,6 +17,7 @@ import { dataSegments, luaRegions, moduleConfsCached, moduleFilesCached, rootedP
 import { attributeOwners, groupUnrooted } from "../pools/owners";
 import { annotateCreationSites } from "../sampler/sampler";
 import { noJit } from "./nojit";
+import { releaseGc } from "../luajit/gc-hold";
 
 /**
  * The deep scan: glibc heap walk (size classes) → pool discovery → owner
@@ -251,8 +252,8 @@ function scanOnce(): void {
 function runNow(): void {
   running = true;
   const [ok, err] = xpcall(scanOnce, debug.traceback);
-  // the budget stops the GC inside slices: never leave it stopped, whatever happened
-  collectgarbage("restart");
+  // the budget holds the GC inside slices: never leave it held, whatever happened
+  releaseGc();
   Maps.onRead = undefined;
   stopScanDiagnostics();
   running = false;

@@ -6,6 +6,7 @@ import { ShmZone } from "../shm/zones";
 import { cdef } from "../util/cdef";
 import { cpuMs, monoMs } from "../util/clock";
 import { locateLuajit, LjLocate } from "../luajit/alloc";
+import { gcRunning, holdGc, releaseGc } from "../luajit/gc-hold";
 import { jitLib } from "../scan/nojit";
 
 // once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
@@ -545,18 +546,13 @@ export function regionsMs(): number | undefined {
   return lastInfo?.cpu_ms;
 }
 
-/** True when the LuaJIT GC is running (collectgarbage "isrunning", LuaJIT 2.1); assume yes otherwise. */
-function gcRunning(): boolean {
-  const [ok, v] = pcall(collectgarbage as (this: void, opt: string) => unknown, "isrunning");
-  return !ok || v !== false;
-}
-
 /**
  * smaps is read and parsed with the GC running (its garbage is collected as usual). Then the
  * LuaJIT GC is stopped while chunk headers and allocator state are read: it frees big objects and
  * empty segments with munmap at any allocation of ours, so memory that /proc/self/maps showed
  * readable a moment ago could be gone. Maps are re-read after stopping it, and again after every
  * yield (the GC runs during yields). Garbage made while it is stopped: ~60 KB (one maps read + pieces).
+ * Held and released with luajit/gc-hold.ts, which gives the collector back at the pace it had.
  */
 /**
  * The kernel builds smaps by walking every page table: ~4-10 µs per mapping (0.4-1 ms for an idle
@@ -643,14 +639,14 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
       if (tickTimed()) refresh();
       return;
     }
-    // The GC is restarted only for a yield: a restart sets its threshold to the heap's size, so
-    // the next allocation of ours runs a GC step that may sweep (and munmap) a big string or
-    // table, and the mappings read before would be stale with no yield to say so (seen: a SIGSEGV
-    // at the start of a LuaJIT direct chunk the sweep had just unmapped).
+    // The GC is released only for a yield: released, the next allocation of ours may run a GC
+    // step that sweeps (and munmaps) a big string or table, and the mappings read before would
+    // be stale with no yield to say so (seen: a SIGSEGV at the start of a LuaJIT direct chunk
+    // the sweep had just unmapped).
     if (!ctx.budget.due()) return;
-    collectgarbage("restart");
+    releaseGc();
     tickTimed();
-    collectgarbage("stop");
+    holdGc();
     refresh(); // others ran (and the GC) during the yield
   };
   // Header reads go through checkedMem: a mapping can still vanish under a read (another
@@ -697,7 +693,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
     });
     return { res, lj };
   };
-  if (gcWasRunning) collectgarbage("stop");
+  if (gcWasRunning) holdGc();
   let out: { res: ClassifyResult; lj: LjLocate } | undefined;
   let failure: unknown;
   for (const mem of [checked, checked, blind]) {
@@ -710,7 +706,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
     if (v !== VANISHED) break;
     skip(ctx, "regions_memory_vanished");
   }
-  if (gcWasRunning) collectgarbage("restart");
+  releaseGc();
   if (out === undefined) error(failure as string, 0);
   const { res, lj } = out;
   const ljt = res.byClass["luajit"];
