@@ -14,15 +14,42 @@ function curBrk(): number {
  * dereferenced through FFI is a SIGSEGV that takes the worker and its connections down.
  */
 
+/** Read-only: one Mapping is shared by every parse that saw its line (see Maps.load). */
 export interface Mapping {
-  start: number;
-  end: number;
-  perms: string;
-  offset: number;
-  inode: number;
-  path: string;
+  readonly start: number;
+  readonly end: number;
+  readonly perms: string;
+  readonly offset: number;
+  readonly inode: number;
+  readonly path: string;
   /** we may read it: 'r' permission and not a special or device mapping */
-  readable: boolean;
+  readonly readable: boolean;
+}
+
+const LINE = "^(%x+)-(%x+) (%S+) (%x+) %S+ (%d+)[ \t]*(.*)$";
+
+function parseLine(line: string): Mapping | undefined {
+  const [s, e, perms, off, inode, path] = string.match(line, LINE);
+  if (s === undefined) return undefined;
+  return {
+    start: tonumber(s, 16)!,
+    end: tonumber(e, 16)!,
+    perms: perms!,
+    offset: tonumber(off, 16)!,
+    inode: tonumber(inode)!,
+    path: path!,
+    readable: isReadable(perms!, path!),
+  };
+}
+
+/** LuaJIT's table.clear (empties a table, keeping its memory), or a fresh table elsewhere */
+const [clearOk, clearFn] = pcall(() => (_G as unknown as { require: (this: void, m: string) => unknown }).require("table.clear"));
+function emptied<K extends AnyNotNil, V>(t: LuaTable<K, V>): LuaTable<K, V> {
+  if (clearOk) {
+    (clearFn as (this: void, t: unknown) => void)(t);
+    return t;
+  }
+  return new LuaTable<K, V>();
 }
 
 
@@ -54,6 +81,17 @@ export class Maps {
     return m;
   }
 
+  /**
+   * Mappings of the last parse by their line. The maps of a worker change a few lines at a
+   * time (a segment grows, a chunk is mapped), and a collection parses them at least once, so
+   * a line seen last time gives back its Mapping: string.sub of a line that still exists
+   * returns the interned string without allocating. The whole parse allocated ~50 KB for
+   * ~105 lines (a table and five strings a line, the text joined once more for the pattern)
+   * and made garbage whose collection the worker paid inside the agent's slices.
+   */
+  private lines = new LuaTable<string, Mapping>();
+  private spare = new LuaTable<string, Mapping>();
+
   private load(text: string): void {
     this.list = [];
     this.starts = [];
@@ -63,21 +101,23 @@ export class Maps {
     this.brkStart = 0;
     this.hitStart = 0;
     this.hitEnd = 0;
-    // anchored at line starts: an unanchored %x+ is tried at every hex digit of the text (3x slower)
-    for (const [s, e, perms, off, inode, path] of string.gmatch(
-      "\n" + text,
-      "\n(%x+)-(%x+) (%S+) (%x+) %S+ (%d+)[ \t]*([^\n]*)",
-    )) {
-      this.add({
-        start: tonumber(s, 16)!,
-        end: tonumber(e, 16)!,
-        perms,
-        offset: tonumber(off, 16)!,
-        inode: tonumber(inode)!,
-        path,
-        readable: isReadable(perms, path),
-      });
+    const prev = this.lines;
+    const cur = emptied(this.spare);
+    const len = text.length;
+    let pos = 1;
+    while (pos <= len) {
+      const [nl] = string.find(text, "\n", pos, true);
+      const last = nl === undefined ? len : nl - 1;
+      const line = string.sub(text, pos, last);
+      const mp = prev.get(line) ?? parseLine(line);
+      if (mp !== undefined) {
+        cur.set(line, mp);
+        this.add(mp);
+      }
+      pos = last + 2;
     }
+    this.lines = cur;
+    this.spare = prev;
     for (const mp of this.list) {
       if (mp.path === "[heap]" && mp.readable && string.sub(mp.perms, 1, 2) === "rw") {
         this.brkStart = mp.start;
