@@ -28,7 +28,8 @@ export interface Mapping {
 
 const LINE = "^(%x+)-(%x+) (%S+) (%x+) %S+ (%d+)[ \t]*(.*)$";
 
-function parseLine(line: string): Mapping | undefined {
+/** One line of /proc/<pid>/maps (or an smaps header), or undefined when it has another shape. */
+export function parseLine(line: string): Mapping | undefined {
   const [s, e, perms, off, inode, path] = string.match(line, LINE);
   if (s === undefined) return undefined;
   return {

@@ -1,6 +1,7 @@
 import * as ffi from "ffi";
 import { Ctx, refreshMaps, skip, STEP_RESERVE } from "../context";
-import { Mapping, Maps } from "../safe/maps";
+import { Mapping, Maps, parseLine } from "../safe/maps";
+import { readSelfSmaps, scanSmaps, textSource, UNREADABLE } from "./smaps";
 import { checkedMem, VANISHED } from "../safe/probe";
 import { ShmZone } from "../shm/zones";
 import { cdef } from "../util/cdef";
@@ -430,35 +431,20 @@ export function classify(inp: ClassifyInput): ClassifyResult {
 export type RawMapping = Omit<Mapping, "readable">;
 
 /**
- * Mappings and their Rss from /proc/<pid>/smaps text. Only the header and Rss: lines are
- * looked at; records are stepped through with plain finds (5x faster than a pattern scan).
- * Returns undefined when the text does not have the expected shape (kernels without VmFlags:).
+ * Mappings and their Rss from /proc/<pid>/smaps text (tests, other processes), through the
+ * same parser as the live read (system/smaps.ts). Returns undefined when the text does not
+ * have the expected shape (kernels without VmFlags:).
  */
-export function parseSmaps(
-  text: string,
-  onTick?: (this: void) => void,
-): LuaMultiReturn<[RawMapping[], LuaTable<number, number>] | [undefined, undefined]> {
+export function parseSmaps(text: string): LuaMultiReturn<[RawMapping[], LuaTable<number, number>] | [undefined, undefined]> {
   const list: RawMapping[] = [];
-  const rss = new LuaTable<number, number>();
-  const len = text.length;
-  let pos = 1;
-  while (pos <= len) {
-    if (onTick && list.length % 16 === 15) onTick();
-    const [s, e, perms, off, inode, path] = string.match(text, "^(%x+)%-(%x+) (%S+) (%x+) %S+ (%d+)[ \t]*([^\n]*)", pos);
-    if (s === undefined) return $multi(undefined, undefined);
-    const [r] = string.find(text, "\nRss:", pos, true);
-    if (r === undefined) return $multi(undefined, undefined);
-    const [kb] = string.match(text, "^%s*(%d+)", r + 5);
-    const [v] = string.find(text, "\nVmFlags:", r, true);
-    if (v === undefined || kb === undefined) return $multi(undefined, undefined);
-    const start = tonumber(s, 16)!;
-    list.push({ start, end: tonumber(e, 16)!, perms, offset: tonumber(off, 16)!, inode: tonumber(inode)!, path });
-    rss.set(start, tonumber(kb)! * 1024);
-    const [nl] = string.find(text, "\n", v + 1, true);
-    if (nl === undefined) break;
-    pos = nl + 1;
-  }
-  return $multi(list, rss);
+  let bad = false;
+  const got = scanSmaps(textSource(text), undefined, (line) => {
+    const m = parseLine(line);
+    if (m === undefined) bad = true;
+    else list.push(m);
+  });
+  if (typeof got === "string" || bad) return $multi(undefined, undefined);
+  return $multi(list, got.rss);
 }
 
 // ---------------------------------------------------------------- live collection
@@ -483,24 +469,8 @@ function residentBytes(this: void, addr: number, len: number): number | undefine
   return pages * PAGE;
 }
 
-const SMAPS_CHUNK = 16384;
 /** what one SMAPS_CHUNK read may cost under load (a whole read, ~6 of them, took 0.5-1.4 ms) */
 const SMAPS_READ_MS = 0.4;
-
-/** Read /proc/self/smaps in pieces (each read makes the kernel walk a few mappings), ticking between them. */
-function readSmaps(onTick: (this: void) => void): string | undefined {
-  const [f] = io.open("/proc/self/smaps", "r");
-  if (!f) return undefined;
-  const parts: string[] = [];
-  while (true) {
-    const s = f.read(SMAPS_CHUNK) as string | undefined;
-    if (s === undefined) break;
-    parts.push(s);
-    onTick();
-  }
-  f.close();
-  return table.concat(parts);
-}
 
 export interface RegionsInfo {
   luajit_bytes: number;
@@ -592,25 +562,17 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
   if (reuse) {
     smapsSkip--;
   } else {
-    // each read makes the kernel walk the page tables of the mappings it covers, and the parse
-    // starts by joining the text (traced: 0.6 ms before its first check): both start a slice with room
-    const text = readSmaps(() => {
+    // each read makes the kernel walk the page tables of the mappings it covers: it starts a
+    // slice with room; the records it brought are parsed before the next read
+    tickTimed(SMAPS_READ_MS);
+    const got = readSelfSmaps(() => {
       tickTimed(SMAPS_READ_MS);
     });
-    tickTimed(ctx.budget.sliceMs * STEP_RESERVE);
-    let list: RawMapping[] | undefined;
-    let rssBy: LuaTable<number, number> | undefined;
-    if (text !== undefined)
-      [list, rssBy] = parseSmaps(text, () => {
-        tickTimed();
-      });
-    if (list === undefined || rssBy === undefined) {
-      skip(ctx, text === undefined ? "smaps_unreadable" : "smaps_unparsable");
+    if (typeof got === "string") {
+      skip(ctx, got === UNREADABLE ? "smaps_unreadable" : "smaps_unparsable");
       smapsCache = undefined;
     } else {
-      const ends = new LuaTable<number, number>();
-      for (const m of list) ends.set(m.start, m.end);
-      smapsCache = { rss: rssBy, ends };
+      smapsCache = got;
       const cost = cpuMs() - c0 - yieldedCpu;
       smapsSkip = Math.min(SMAPS_MAX_EVERY, Math.ceil(cost / SMAPS_TARGET_MS)) - 1;
     }
