@@ -1,10 +1,9 @@
-import * as ffi from "ffi";
 import { Ctx, refreshMaps, skip, STEP_RESERVE } from "../context";
 import { Mapping, Maps, parseLine } from "../safe/maps";
 import { readSelfSmaps, scanSmaps, textSource, UNREADABLE } from "./smaps";
+import { residentBytes } from "./resident";
 import { checkedMem, VANISHED } from "../safe/probe";
 import { ShmZone } from "../shm/zones";
-import { cdef } from "../util/cdef";
 import { cpuMs, monoMs } from "../util/clock";
 import { locateLuajit, LjLocate } from "../luajit/alloc";
 import { gcRunning, holdGc, releaseGc } from "../luajit/gc-hold";
@@ -449,26 +448,6 @@ export function parseSmaps(text: string): LuaMultiReturn<[RawMapping[], LuaTable
 
 // ---------------------------------------------------------------- live collection
 
-cdef(`int mincore(void *addr, size_t length, unsigned char *vec);`);
-const mincore = ffi.C.mincore;
-const VEC_PAGES = 16384;
-const vec = ffi.new("unsigned char[?]", VEC_PAGES);
-
-/** Resident bytes of [addr, addr+len) by mincore (no page is touched); undefined on error. */
-function residentBytes(this: void, addr: number, len: number): number | undefined {
-  if (addr % PAGE !== 0) return undefined;
-  let pages = 0;
-  let p = addr;
-  const end = addr + len;
-  while (p < end) {
-    const n = Math.min(VEC_PAGES, Math.ceil((end - p) / PAGE));
-    if (mincore(ffi.cast("void *", p), n * PAGE, vec) !== 0) return undefined;
-    for (let i = 0; i < n; i++) pages += vec[i] % 2;
-    p += n * PAGE;
-  }
-  return pages * PAGE;
-}
-
 /** what one SMAPS_CHUNK read may cost under load (a whole read, ~6 of them, took 0.5-1.4 ms) */
 const SMAPS_READ_MS = 0.4;
 
@@ -633,7 +612,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
         const r = cache.rss.get(m.start);
         if (r !== undefined && cache.ends.get(m.start) === m.end && !(reuse && privateAnon(m))) rssNow.set(m.start, r);
         else {
-          rssNow.set(m.start, residentBytes(m.start, m.end - m.start) ?? 0);
+          rssNow.set(m.start, residentBytes(m.start, m.end - m.start, onTick) ?? 0);
           changed++;
         }
         if (i % TICK_EVERY === TICK_EVERY - 1) onTick();
@@ -648,7 +627,7 @@ export function collectRegions(ctx: Ctx, zones: ShmZone[], rss: number): LuaMult
       mem,
       zones,
       known,
-      resident: residentBytes,
+      resident: (a, len) => residentBytes(a, len, onTick),
       tick: onTick,
       topN: REGIONS_TOP_N,
       rssTotal: rss,
