@@ -1,5 +1,5 @@
-import * as ffi from "ffi";
 import { jitLib } from "../scan/nojit";
+import { gc64, threadAddr } from "./thread";
 
 // once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
 jitLib?.off?.(true, true);
@@ -68,24 +68,6 @@ const MAX_SEGMENTS = 1000000;
 const JUMP_RANGE = 2147483648;
 const LOCATE_TRIES = 3;
 const NOT_SEGMENT_START = "allocd not at a segment start";
-
-// A thread of this VM: the running coroutine (timers, requests), else one made once (plain luajit).
-// Created lazily: ngx_lua forbids coroutine.create in init_worker_by_lua.
-let probe: LuaThread | undefined;
-const gc64 = (() => {
-  const [ok, v] = pcall(() => ffi.abi("gc64"));
-  return ok && v === true;
-})();
-
-function threadAddr(): number | undefined {
-  let th = coroutine.running() as LuaThread | undefined;
-  if (th === undefined) {
-    if (probe === undefined) probe = coroutine.create(() => undefined);
-    th = probe;
-  }
-  const [hex] = string.match(tostring(th), "0x(%x+)");
-  return hex !== undefined ? tonumber(hex, 16) : undefined;
-}
 
 function hasX(perms: string): boolean {
   const [i] = string.find(perms, "x", 1, true);

@@ -1,6 +1,7 @@
 import * as ffi from "ffi";
 import { Maps } from "../safe/maps";
 import { jitLib } from "../scan/nojit";
+import { gc64, threadAddr } from "./thread";
 
 // a few calls per collection or scan slice, not hot enough to pay back traces (scan/nojit.ts)
 jitLib?.off?.(true, true);
@@ -39,11 +40,6 @@ const STOPPED = 2 ** 47;
 /** words of global_State searched for gc.total (it is word 2 in LuaJIT 2.1 since 2020) */
 const SEARCH_WORDS = 32;
 
-const gc64 = (() => {
-  const [ok, v] = pcall(() => ffi.abi("gc64"));
-  return ok && v === true;
-})();
-
 /** address of global_State.gc.total; 0 when it cannot be used (see `reason`); undefined before the first hold */
 let totalAt: number | undefined;
 let reason: string | undefined;
@@ -70,18 +66,6 @@ function rd(addr: number): number {
 function disable(why: string): void {
   totalAt = 0;
   reason = why;
-}
-
-/** A live thread of this VM, for its lua_State address: the running coroutine, else one kept here. */
-let probe: LuaThread | undefined;
-function threadAddr(): number | undefined {
-  let th = coroutine.running() as LuaThread | undefined;
-  if (th === undefined) {
-    if (probe === undefined) probe = coroutine.create(() => undefined);
-    th = probe;
-  }
-  const [hex] = string.match(tostring(th), "0x(%x+)");
-  return hex !== undefined ? tonumber(hex, 16) : undefined;
 }
 
 function locate(): void {

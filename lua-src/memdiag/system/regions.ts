@@ -1,4 +1,4 @@
-import { Ctx, refreshMaps, skip, STEP_RESERVE } from "../context";
+import { Ctx, refreshMaps, skip } from "../context";
 import { Mapping, Maps, parseLine } from "../safe/maps";
 import { readSelfSmaps, scanSmaps, textSource, UNREADABLE } from "./smaps";
 import { residentBytes } from "./resident";
@@ -448,7 +448,7 @@ export function parseSmaps(text: string): LuaMultiReturn<[RawMapping[], LuaTable
 
 // ---------------------------------------------------------------- live collection
 
-/** what one SMAPS_CHUNK read may cost under load (a whole read, ~6 of them, took 0.5-1.4 ms) */
+/** what one read of smaps (SMAPS_CHUNK, system/smaps.ts) may cost under load (a whole read, ~6 of them, took 0.5-1.4 ms) */
 const SMAPS_READ_MS = 0.4;
 
 export interface RegionsInfo {
@@ -496,12 +496,13 @@ export function regionsMs(): number | undefined {
 }
 
 /**
- * smaps is read and parsed with the GC running (its garbage is collected as usual). Then the
+ * smaps is read and parsed with the GC running (system/smaps.ts: next to no garbage). Then the
  * LuaJIT GC is stopped while chunk headers and allocator state are read: it frees big objects and
  * empty segments with munmap at any allocation of ours, so memory that /proc/self/maps showed
  * readable a moment ago could be gone. Maps are re-read after stopping it, and again after every
- * yield (the GC runs during yields). Garbage made while it is stopped: ~60 KB (one maps read + pieces).
- * Held and released with luajit/gc-hold.ts, which gives the collector back at the pace it had.
+ * yield (the GC runs during yields). Garbage made while it is stopped: a maps read or two (the
+ * text and the lines not seen before) and the classification's own tables. Held and released
+ * with luajit/gc-hold.ts, which gives the collector back at the pace it had.
  */
 /**
  * The kernel builds smaps by walking every page table: ~4-10 µs per mapping (0.4-1 ms for an idle
