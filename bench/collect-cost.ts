@@ -43,12 +43,15 @@ async function sample(ngx: Nginx): Promise<any> {
 /**
  * One collection with the collector held: collectgarbage("count") before and after is then what
  * it allocated (nothing else in this worker runs Lua meanwhile). ?full=1 classifies regions too.
+ * No full collection first: it shrinks LuaJIT's buffers and string table and unmaps freed
+ * chunks (so /proc/self/maps changes and is parsed again), and the measured collection would
+ * pay to grow them back: 48 KB measured that way, against ~5 KB a second in a worker's steady
+ * state (the soak's gc_bytes between two GC cycles).
  */
 const ALLOC_LUA = `
     location = /t/alloc {
         content_by_lua_block {
             local agent = require("memdiag.agent")
-            collectgarbage("collect")
             collectgarbage("stop")
             local before = collectgarbage("count")
             local json, err = agent.collectAndPublish(true, ngx.var.arg_full == "1")
