@@ -9,7 +9,7 @@
  *   compiled in  how many of the samples ran the compiled walk (pools/rooted-jit.ts: interpreted
  *                below 800 pools walked)
  *   alloc        Lua memory one collection allocates, its encode and publish included, with the
- *                collector held for that collection (/t/alloc); ", with regions" when it also
+ *                collector stopped for that collection (/t/alloc); ", with regions" when it also
  *                classifies the address space (every regions_every_s). Every byte allocated is
  *                garbage a second later whose collection the worker pays inside some slice:
  *                the bench's requests run no Lua, so here the agent is the collector's only cause.
@@ -45,8 +45,8 @@ async function sample(ngx: Nginx): Promise<any> {
  * it allocated (nothing else in this worker runs Lua meanwhile). ?full=1 classifies regions too.
  * No full collection first: it shrinks LuaJIT's buffers and string table and unmaps freed
  * chunks (so /proc/self/maps changes and is parsed again), and the measured collection would
- * pay to grow them back: 48 KB measured that way, against ~5 KB a second in a worker's steady
- * state (the soak's gc_bytes between two GC cycles).
+ * pay to grow them back: 48 KB measured that way, against ~24 KB per ordinary collection in a
+ * worker's steady state (its Lua heap read every 0.5 s between two GC cycles).
  */
 const ALLOC_LUA = `
     location = /t/alloc {

@@ -1,5 +1,5 @@
-import * as ffi from "ffi";
 import { Maps } from "../safe/maps";
+import { rdU64 as rd } from "../safe/mem";
 import { jitLib } from "../scan/nojit";
 import { gc64, threadAddr } from "./thread";
 
@@ -33,8 +33,6 @@ jitLib?.off?.(true, true);
  * plain stop/restart, with the reason in gcHoldMode().
  */
 
-const u32 = ffi.cast("const uint32_t *", 0);
-const TWO32 = 4294967296;
 /** LJ_MAX_MEM64: the threshold LUA_GCSTOP sets on GC64 builds */
 const STOPPED = 2 ** 47;
 /** words of global_State searched for gc.total (it is word 2 in LuaJIT 2.1 since 2020) */
@@ -57,11 +55,6 @@ let saved = -1;
  */
 let carry = 0;
 let lastSet = -1;
-
-function rd(addr: number): number {
-  const w = addr / 4;
-  return u32[w] + u32[w + 1] * TWO32;
-}
 
 function disable(why: string): void {
   totalAt = 0;
