@@ -55,7 +55,7 @@ import { median, medianCI95, percentile as pct } from "./stats";
 import { wrk as runWrk, WrkRun } from "./wrk";
 import { freePort } from "../test/harness/ports";
 import { ensureSampler } from "../test/harness/fixtures";
-import { ROOT } from "../scripts/config";
+import { ROOT } from "../control-plane/src/config-file";
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);

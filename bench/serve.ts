@@ -5,7 +5,7 @@
 import { spawn, ChildProcess } from "child_process";
 import * as path from "path";
 import { freePort } from "../test/harness/ports";
-import { ROOT } from "../scripts/config";
+import { ROOT } from "../control-plane/src/config-file";
 
 export async function serveForBench(db: string, config: string, extraArgs: string[] = [], nodeArgs: string[] = []): Promise<{ proc: ChildProcess; base: string }> {
   const port = await freePort();

@@ -1,11 +1,17 @@
 /** `npm run configure`: memdiag.config.json → nginx-conf/memdiag.conf */
 import * as fs from "fs";
 import * as path from "path";
-import { agentOptions, checkExposure, configPath, loadConfig, ROOT } from "./config";
+import { agentOptions, checkExposure, configPath, loadConfig, MemdiagConfig, ROOT } from "../control-plane/src/config-file";
 import { renderConf } from "./render-conf";
 
 function main(): void {
-  const cfg = loadConfig();
+  let cfg: MemdiagConfig;
+  try {
+    cfg = loadConfig();
+  } catch (e) {
+    console.error(`memdiag configure: ${(e as Error).message}`);
+    process.exit(1);
+  }
   const problems = checkExposure(cfg);
   if (problems.length > 0) {
     for (const p of problems) console.error(`memdiag configure: ${p}`);

@@ -1,6 +1,7 @@
 /** Renders nginx-conf/memdiag.conf: the one file a user includes inside http {}. */
 import * as path from "path";
-import { AgentOptions, ROOT } from "./config";
+import { AgentOptions, ROOT } from "../control-plane/src/config-file";
+import { AGENT_DEFAULTS } from "../lua-src/memdiag/contract/config";
 
 export interface ConfOptions {
   listen: string;
@@ -14,7 +15,7 @@ export interface ConfOptions {
 
 export function renderConf(o: ConfOptions): string {
   const luaDir = o.luaDir ?? path.join(ROOT, "build", "lua");
-  const dict = o.agent.dict ?? "memdiag";
+  const dict = o.agent.dict ?? AGENT_DEFAULTS.dict;
   const json = JSON.stringify(o.agent);
   if (json.includes("]==]")) throw new Error("agent options must not contain ']==]'");
   return `# memdiag — include once inside http {}:   include ${path.join(ROOT, "nginx-conf", "memdiag.conf")};

@@ -12,6 +12,13 @@ import { diffSnapshots, diffTimes, instanceSeries, suspectsFor } from "./analysi
 import { Logger } from "./log";
 import { CallpathStore, diffCallpaths, diffFolded, foldedOf, symbolizePaths } from "./callpaths";
 import { Symbolizer } from "./elfsym";
+import { COMMANDS, CommandName } from "./protocol";
+
+/**
+ * Commands POST /workers/:key/command sends; sampler_top has its own route
+ * (GET /workers/:key/callpaths), which stores and names the paths.
+ */
+const POSTABLE: readonly CommandName[] = (Object.keys(COMMANDS) as CommandName[]).filter((c) => c !== "sampler_top");
 
 export interface ApiDeps {
   store: Store;
@@ -97,14 +104,15 @@ export function apiRouter(d: ApiDeps): Router {
     const key = String(req.params.key);
     const body = req.body as { command?: unknown; args?: unknown } | undefined;
     const cmd = body?.command;
-    // [sampler commands] sampler_status / sampler_arm {args: {rate?, depth?, aligned?}} / sampler_disarm; the answer is in GET /api/commands/:id (result)
-    const sampler = cmd === "sampler_status" || cmd === "sampler_arm" || cmd === "sampler_disarm";
-    if (cmd !== "collect" && cmd !== "deep" && !sampler) {
-      throw new HttpError(400, "body: expected {\"command\": \"collect\" | \"deep\" | \"sampler_status\" | \"sampler_arm\" | \"sampler_disarm\"} (call paths: GET /api/workers/:key/callpaths)");
+    // sampler commands carry args (sampler_arm {rate?, depth?, aligned?}); their answer is in GET /api/commands/:id (result)
+    if (!POSTABLE.includes(cmd as CommandName)) {
+      throw new HttpError(400, `body: expected {"command": ${POSTABLE.map((c) => `"${c}"`).join(" | ")}} (call paths: GET /api/workers/:key/callpaths)`);
     }
+    const command = cmd as CommandName;
+    const sampler = COMMANDS[command] === "sampler";
     const args = sampler ? commandArgs(body?.args) : undefined;
     workerOr404(key);
-    const st = d.ingest.sendCommand(key, cmd, args);
+    const st = d.ingest.sendCommand(key, command, args);
     if (!st) throw new HttpError(409, `worker '${key}' is not connected`);
     res.status(202);
     return st;

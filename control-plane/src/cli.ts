@@ -6,7 +6,7 @@
  */
 import * as fs from "fs";
 import * as path from "path";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "./config-file";
 import { UsageError, resolveServeOptions } from "./options";
 import { ControlPlane, VERSION } from "./server";
 

@@ -5,7 +5,7 @@
  * defaults. Loopback unless told otherwise; a non-loopback host needs a token.
  */
 import * as path from "path";
-import { loadConfig, configPath } from "../../scripts/config";
+import { loadConfig, configPath } from "./config-file";
 import { isLoopbackHost } from "./auth";
 import { DEFAULT_SERVER, ServerOptions, serverOptions } from "./server";
 

@@ -1,99 +1,15 @@
 /**
- * The wire contract between agents, control plane and consoles (documented in
- * docs/protocol.md). Agents are Lua (lua-src/memdiag/push/), so this file is the
- * reference both sides follow; change it only together with docs/protocol.md,
- * the agent and the tests.
+ * What the control plane speaks: the agent frames come from the shared contract
+ * (lua-src/memdiag/contract/, compiled for the agent too; documented in
+ * docs/protocol.md); the console and REST shapes below are the control plane's own.
  */
+import type { CommandName } from "../../lua-src/memdiag/contract/protocol";
 
-export const PROTOCOL_VERSION = 1;
-
-/** WebSocket close codes the control plane uses (4000–4999 are application codes). */
-export const Close = {
-  /** repeated malformed or schema-violating frames */
-  BAD_FRAMES: 4400,
-  /** missing or wrong token in hello */
-  UNAUTHORIZED: 4401,
-  /** first frame was not a hello, or hello timed out */
-  HELLO_REQUIRED: 4402,
-  /** unknown message type */
-  UNKNOWN_TYPE: 4415,
-  /** frame above max size (ws also uses 1009) */
-  TOO_LARGE: 1009,
-} as const;
-
-/** Who a worker is; sent once in hello. `key` on the server side is instance/pid/worker_start. */
-export interface AgentIdentity {
-  host: string;
-  instance: string;
-  pid: number;
-  worker_id?: number;
-  worker_start: number;
-  generation: number;
-  nginx_version: string;
-  agent_version: string;
-}
-
-// ---- agent → control plane (ws path /ingest) ----
-export interface HelloMsg {
-  type: "hello";
-  protocol: number;
-  /** shared secret; never in the URL */
-  token: string;
-  agent: AgentIdentity;
-}
-export interface SnapshotMsg {
-  type: "snapshot";
-  /** agent-side sequence (snapshot.seq); acked by the control plane once stored */
-  seq: number;
-  /** set when the snapshot answers a command */
-  reply_to?: string;
-  /** snapshots the agent dropped from its queue since the last one it sent (control plane away) */
-  dropped?: number;
-  snapshot: Record<string, unknown>;
-}
-export interface CommandResultMsg {
-  type: "command_result";
-  id: string;
-  ok: boolean;
-  error?: string;
-  /** sampler commands: the answer (same JSON as /_memdiag?sampler=status|arm|disarm|top) */
-  result?: Record<string, unknown>;
-}
-export type AgentMsg = HelloMsg | SnapshotMsg | CommandResultMsg;
-
-// ---- control plane → agent ----
-export interface WelcomeMsg {
-  type: "welcome";
-  worker_key: string;
-  /** the control plane's max accepted frame size; agents trim to stay below */
-  max_frame_bytes: number;
-}
-/** Sent after the snapshot is committed to storage: the agent may drop it from its queue. */
-export interface AckMsg {
-  type: "ack";
-  seq: number;
-}
-/** A frame was rejected; nothing stored. After `max_bad_frames` in a row the socket is closed with 4400. */
-export interface ErrorMsg {
-  type: "error";
-  seq?: number;
-  error: string;
-}
-/** Commands answered by a command_result carrying `result` (allocation sampler, issue 5). */
-export type SamplerCommand = "sampler_status" | "sampler_arm" | "sampler_disarm" | "sampler_top";
-export const SAMPLER_COMMANDS: readonly SamplerCommand[] = ["sampler_status", "sampler_arm", "sampler_disarm", "sampler_top"];
-export type CommandName = "collect" | "deep" | SamplerCommand;
-/**
- * collect: send a fresh snapshot now; deep: run a deep scan and send its snapshot;
- * sampler_*: see SamplerCommand (args: sampler_arm {rate?, depth?, aligned?}, sampler_top {limit?, window_s?, min_age_s?})
- */
-export interface CommandMsg {
-  type: "command";
-  id: string;
-  command: CommandName;
-  args?: Record<string, number | boolean>;
-}
-export type ServerToAgentMsg = WelcomeMsg | AckMsg | ErrorMsg | CommandMsg;
+export { Close, COMMANDS, ENVELOPE_RESERVE, MAX_ID, PROTOCOL_VERSION } from "../../lua-src/memdiag/contract/protocol";
+export type {
+  AgentIdentity, HelloMsg, SnapshotMsg, CommandResultMsg, AgentMsg,
+  WelcomeMsg, AckMsg, ErrorMsg, CommandMsg, ServerToAgentMsg, CommandName, SamplerCommand,
+} from "../../lua-src/memdiag/contract/protocol";
 
 // ---- control plane → consoles (ws path /live) ----
 export interface LiveWorkerUpdate {

@@ -19,6 +19,8 @@ import { Logger, createLogger } from "./log";
 import { suspectsFor } from "./analysis";
 import { UnrootedInfo } from "./summary";
 import { Checkpointer } from "./checkpoint";
+import { AGENT_VERSION } from "../../lua-src/memdiag/contract/version";
+import { CONTROL_PLANE_DEFAULTS } from "../../lua-src/memdiag/contract/config";
 
 export interface ServerOptions {
   host: string;
@@ -43,7 +45,8 @@ export interface ServerOptions {
   log?: Logger;
 }
 
-export const VERSION = "0.1.0";
+/** agents and control plane are released together */
+export const VERSION = AGENT_VERSION;
 
 export const DEFAULT_SERVER: Omit<ServerOptions, "db"> = {
   host: "127.0.0.1",
@@ -52,8 +55,8 @@ export const DEFAULT_SERVER: Omit<ServerOptions, "db"> = {
   maxFrameBytes: 4 << 20,
   maxBadFrames: 5,
   helloTimeoutMs: 5000,
-  fullResolutionHours: 24,
-  retentionDays: 30,
+  fullResolutionHours: CONTROL_PLANE_DEFAULTS.full_resolution_hours,
+  retentionDays: CONTROL_PLANE_DEFAULTS.retention_days,
   pruneIntervalMs: 5 * 60 * 1000,
   suspectsIntervalMs: 10000,
   suspectsWindowS: 600,

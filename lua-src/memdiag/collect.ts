@@ -12,7 +12,7 @@ import { collectRootedPools } from "./pools/rooted-jit";
 import { currentLayout } from "./layout/select";
 import { config } from "./config";
 import { identity } from "./identity";
-import { AGENT_VERSION, SCHEMA_VERSION } from "./version";
+import { AGENT_VERSION, SCHEMA_VERSION } from "./contract/version";
 import { mergeDeepScan } from "./scan/deep";
 import { jitLib } from "./scan/nojit";
 

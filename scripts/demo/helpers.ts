@@ -10,7 +10,7 @@ import * as http from "http";
 import * as net from "net";
 import * as path from "path";
 import * as crypto from "crypto";
-import { ROOT } from "../config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { renderConf } from "../render-conf";
 
 const FIXTURE_SO = path.join(ROOT, "test/fixtures/leaky_upstream/build/ngx_http_leaky_upstream_module.so");

@@ -21,7 +21,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Nginx, httpGet } from "../harness/nginx";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { validateSnapshot } from "../../schema/validate";
 import { SEED, envNum, pick, rng, tally } from "./lib";
 

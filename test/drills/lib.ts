@@ -10,7 +10,7 @@ import * as http from "http";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { sleep } from "../harness/nginx";
 
 /** MEMDIAG_DRILL_FULL=1: the full counts of the issue (50 reloads, 1,000 corruptions, ...) */

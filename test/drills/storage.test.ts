@@ -21,7 +21,7 @@ import * as path from "path";
 import WebSocket from "ws";
 import { Nginx, sleep } from "../harness/nginx";
 import { freePort } from "../harness/ports";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { AckProxy, CPProcess, Load, ensureDist, storedSeqs, tally, tempDir, waitFor } from "./lib";
 
 const isRoot = process.getuid?.() === 0;

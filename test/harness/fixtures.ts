@@ -6,7 +6,7 @@
 import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import type { Nginx } from "./nginx";
 
 export const LEAKY_SO = path.join(ROOT, "test/fixtures/leaky_upstream/build/ngx_http_leaky_upstream_module.so");

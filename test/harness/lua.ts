@@ -7,7 +7,7 @@
  */
 import { spawnSync } from "child_process";
 import * as path from "path";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 
 export const LUA_DIR = path.join(ROOT, "build", "lua");
 export const LUAJIT = process.env.MEMDIAG_LUAJIT ?? "luajit";

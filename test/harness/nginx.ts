@@ -10,7 +10,7 @@ import * as path from "path";
 import * as http from "http";
 import { freePort } from "./ports";
 import { renderConf } from "../../scripts/render-conf";
-import { AgentOptions, ROOT } from "../../scripts/config";
+import { AgentOptions, ROOT } from "../../control-plane/src/config-file";
 
 export const NGINX_BIN = process.env.MEMDIAG_NGINX ?? "/usr/sbin/nginx";
 export const MODULES_DIR = "/usr/lib/nginx/modules";

@@ -11,7 +11,7 @@ import { Close, PROTOCOL_VERSION, HelloMsg, SnapshotMsg, CommandResultMsg } from
 import { validateSnapshot } from "../../schema/validate";
 import { Nginx } from "./nginx";
 import { freePort } from "./ports";
-import { AgentOptions } from "../../scripts/config";
+import { AgentOptions } from "../../control-plane/src/config-file";
 
 export interface PeerOptions {
   token: string;

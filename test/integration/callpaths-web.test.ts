@@ -12,7 +12,7 @@ import { startCP, RunningCP } from "../harness/control-plane";
 import { HeadlessPage, openPage } from "../harness/browser";
 import { Nginx, httpGet } from "../harness/nginx";
 import { LEAKY_LOCATIONS, LEAKY_TABLE_SIZE, ensureSampler, leakyLoadModule } from "../harness/fixtures";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 
 const SCREENSHOT = path.join(os.tmpdir(), "memdiag-callpaths-web.png");
 

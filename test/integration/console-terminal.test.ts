@@ -12,7 +12,7 @@ import * as path from "path";
 import { startCP, RunningCP } from "../harness/control-plane";
 import { SimAgent, simSnapshot, LEAK_OWNER } from "../harness/sim-agent";
 import { Nginx } from "../harness/nginx";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 
 const BIN = path.join(ROOT, "bin", "memdiag");
 

@@ -14,7 +14,7 @@ import { Page } from "playwright-core";
 import { startCP, RunningCP } from "../harness/control-plane";
 import { HeadlessPage, openPage } from "../harness/browser";
 import { SimAgent, simSnapshot, LEAK_OWNER } from "../harness/sim-agent";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { Nginx } from "../harness/nginx";
 import { leakyLoadModule, LEAKY_LOCATIONS } from "../harness/fixtures";
 

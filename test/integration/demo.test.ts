@@ -6,7 +6,7 @@
  */
 import { spawn, execFileSync } from "child_process";
 import * as path from "path";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { ensureFixture } from "../harness/fixtures";
 
 const DEMO_DIR = path.join(ROOT, ".tmp", "demo");

@@ -10,7 +10,7 @@ import * as os from "os";
 import * as path from "path";
 import { execFileSync } from "child_process";
 import { Nginx, httpGet, NGINX_BIN } from "../harness/nginx";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { validateSnapshot } from "../../schema/validate";
 
 /** `nginx -V` of the binary under test. */

@@ -10,7 +10,7 @@ import * as path from "path";
 import * as http2 from "http2";
 import { Nginx, httpGet } from "../harness/nginx";
 import { freePort } from "../harness/ports";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { openKeepalive } from "../harness/keepalive";
 import { validateSnapshot } from "../../schema/validate";
 

@@ -15,7 +15,7 @@ import * as os from "os";
 import * as path from "path";
 import { Nginx, httpGet } from "../harness/nginx";
 import { ensureSampler, samplerCall as sampler } from "../harness/fixtures";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 
 const KEEP = 300;
 const KEEP_SIZE = 777;

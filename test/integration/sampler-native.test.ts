@@ -7,7 +7,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { ensureSampler } from "../harness/fixtures";
 
 const POSIX_MEMALIGN = 4;

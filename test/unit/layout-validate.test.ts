@@ -1,6 +1,6 @@
 import * as fs from "fs";
 import * as path from "path";
-import { ROOT } from "../../scripts/config";
+import { ROOT } from "../../control-plane/src/config-file";
 import { luaStr, runLua } from "../harness/lua";
 
 /** layout/validate.ts completeness checks and the range helpers, in plain LuaJIT (no nginx). */

@@ -7,7 +7,7 @@
 import * as http from "http";
 import { fmtBytes, fmtRange, classMax } from "../format";
 import { padLeft, padRight, parseFlags, clock, wrap } from "./text";
-import { loadConfig } from "../../../scripts/config";
+import { loadConfig } from "../config-file";
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 

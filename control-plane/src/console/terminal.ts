@@ -7,7 +7,7 @@
 import { ControlPlane } from "./client";
 import { Model, renderFrame, layerRows } from "./render";
 import { parseFlags, parseWindow, fmtWindow, clock } from "./text";
-import { loadConfig } from "../../../scripts/config";
+import { loadConfig } from "../config-file";
 import { fetchCallpaths, latestCallpaths } from "./callpaths";
 import { Diff, LiveMsg, Suspect, WorkerInfo } from "../protocol";
 

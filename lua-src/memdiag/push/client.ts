@@ -7,8 +7,9 @@ import { registerParam } from "../http/endpoint";
 import { Entry, Ring } from "./queue";
 import { Backoff, seededRand } from "./backoff";
 import { trimToFit } from "./trim";
-import { commandResultFrame, ENVELOPE_RESERVE, helloFrame, HelloAgent, MAX_ID, snapshotFrame } from "./frame";
-import { runSamplerCommand, SAMPLER_COMMANDS, samplerResultFrame } from "./sampler_cmd";
+import { commandResultFrame, helloFrame, HelloAgent, snapshotFrame } from "./frame";
+import { COMMANDS, ENVELOPE_RESERVE, MAX_ID } from "../contract/protocol";
+import { runSamplerCommand, samplerResultFrame } from "./sampler_cmd";
 
 /**
  * Worker → control plane push (docs/protocol.md, control-plane/src/protocol.ts).
@@ -267,8 +268,8 @@ function runCommand(this: void, premature: boolean, id: string, command: string,
     commandBusy = false;
     return;
   }
-  // [sampler commands] answered by one command_result carrying `result` (push/sampler_cmd.ts)
-  if (SAMPLER_COMMANDS[command]) {
+  // sampler commands are answered by one command_result carrying `result` (push/sampler_cmd.ts)
+  if (COMMANDS[command as keyof typeof COMMANDS] === "sampler") {
     const [sok, out] = pcall(() => {
       const [r, e] = runSamplerCommand(command, args);
       return { r, e };
@@ -293,7 +294,7 @@ function handleCommand(msg: { [k: string]: unknown }): void {
     log(ngx.WARN, "command without a usable id ignored");
     return;
   }
-  if (command !== "collect" && command !== "deep" && !(type(command) === "string" && SAMPLER_COMMANDS[command as string])) {
+  if (type(command) !== "string" || COMMANDS[command as keyof typeof COMMANDS] === undefined) {
     sendControl(commandResultFrame(id as string, false, `unknown command '${tostring(command)}'`));
     return;
   }

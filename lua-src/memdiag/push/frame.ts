@@ -1,15 +1,12 @@
 import { encode } from "../util/json";
+import { AgentIdentity } from "../contract/protocol";
+import { PROTOCOL_VERSION } from "../contract/version";
 
 /**
- * Agent → control plane messages (control-plane/src/protocol.ts). The snapshot
+ * Agent → control plane frames (contract/protocol.ts, docs/protocol.md). The snapshot
  * JSON is spliced in as text: it was encoded once by the agent and is never
  * decoded or re-encoded for sending. Pure Lua (no ngx).
  */
-export const PROTOCOL_VERSION = 1;
-
-/** bytes a snapshot envelope adds around the snapshot JSON, at most (reply_to ids are capped at MAX_ID) */
-export const ENVELOPE_RESERVE = 512;
-export const MAX_ID = 200;
 
 export function snapshotFrame(seq: number, json: string, reply_to: string | undefined, dropped: number | undefined): string {
   const parts: string[] = [`{"type":"snapshot","seq":${string.format("%d", seq)}`];
@@ -19,16 +16,7 @@ export function snapshotFrame(seq: number, json: string, reply_to: string | unde
   return table.concat(parts);
 }
 
-export interface HelloAgent {
-  host: string;
-  instance: string;
-  pid: number;
-  worker_id?: number;
-  worker_start: number;
-  generation: number;
-  nginx_version: string;
-  agent_version: string;
-}
+export type HelloAgent = AgentIdentity;
 
 export function helloFrame(token: string, agent: HelloAgent): string {
   return encode({ type: "hello", protocol: PROTOCOL_VERSION, token, agent })!;

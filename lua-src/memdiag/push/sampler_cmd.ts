@@ -9,8 +9,6 @@ import { encode } from "../util/json";
  * push/client.ts (top() yields between ~1 ms symbolisation slices there).
  */
 
-export const SAMPLER_COMMANDS: { [c: string]: boolean } = { sampler_status: true, sampler_arm: true, sampler_disarm: true, sampler_top: true };
-
 type Obj = { [k: string]: unknown };
 
 const DEFAULT_LIMIT = 200;
