@@ -6,7 +6,7 @@
  *   walk_ms       thread CPU time of the rooted pool walk alone; ns/pool = walk_ms / pools_walked
  *   walk max slice  longest CPU stretch of the walk between two yields (worst of the samples)
  *   regions_ms    the region classification layer (system.regions_ms), for comparison
- *   compiled in  how many of the samples ran the compiled walk (pools/rooted-jit.ts: interpreted
+ *   compiled in  how many of the samples ran the compiled walk (layers/pools/rooted-jit.ts: interpreted
  *                below 800 pools walked)
  *   alloc        Lua memory one collection allocates, its encode and publish included, with the
  *                collector stopped for that collection (/t/alloc); ", with regions" when it also

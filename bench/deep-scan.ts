@@ -55,7 +55,7 @@ const READ_FLOOR = `
     location = /t/readfloor {
       content_by_lua_block {
         local ffi = require "ffi"
-        local clock = require("memdiag.util.clock")
+        local clock = require("memdiag.base.clock")
         local cpuMs, monoMs = clock.cpuMs, clock.monoMs
         -- pieces like the scan's slices: 64 KB reads with a wall-clock check after each, a piece
         -- ends once slice_ms has passed; "groups" stretches of "ms" CPU each (a scan's worth)

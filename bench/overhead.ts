@@ -189,7 +189,7 @@ const LOOP_LUA = `
                 S.running = true
                 local agent = require("memdiag.agent")
                 local burn = "${BURN}"
-                local clock = require("memdiag.util.clock")
+                local clock = require("memdiag.base.clock")
                 local function tick(premature)
                     if premature or not S.on then S.running = false return end
                     if burn ~= "" then
@@ -335,7 +335,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(path.join(dir, "static"));
   fs.writeFileSync(path.join(dir, "static", "small.html"), "<!doctype html><title>memdiag bench</title>" + "x".repeat(450) + "\n");
   fs.chmodSync(dir, 0o755);
-  const haveSampler = fs.existsSync(path.join(ROOT, "lua-src/memdiag/sampler"));
+  const haveSampler = fs.existsSync(path.join(ROOT, "lua-src/memdiag/deep/sampler"));
   if (haveSampler) ensureSampler();
   const configs: Config[] = CONFIGS.filter(
     (c) => (c !== "sampler" || haveSampler) && (c !== "idle" || TOGGLED) && (!ONLY_CONFIGS || isBare(c) || ONLY_CONFIGS.split(",").includes(home(c))),

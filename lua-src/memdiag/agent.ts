@@ -1,9 +1,9 @@
-import { config } from "./config";
+import { config } from "./base/config";
 import { collectSnapshot } from "./collect";
-import { encode } from "./util/json";
+import { encode } from "./base/json";
 import { publishSnapshot, generationFor } from "./publish";
-import { identity } from "./identity";
-import { scheduleDeepScans } from "./scan/deep";
+import { identity } from "./nginx/identity";
+import { scheduleDeepScans } from "./deep/scan";
 
 /**
  * The per-worker loop: collect on an interval from a timer, publish to the

@@ -1,22 +1,22 @@
-import { Ctx, refreshMaps, tick, tickStep } from "./context";
+import { Ctx, refreshMaps, tick, tickStep } from "./base/context";
 import { Maps } from "./safe/maps";
-import { Budget } from "./util/budget";
-import { monoMs } from "./util/clock";
-import { arr, NULL } from "./util/json";
-import { readStatus } from "./system/status";
-import { addLuajitRegions, collectRegions, regionsMs } from "./system/regions";
-import { collectGlibc } from "./glibc/mallinfo";
-import { collectLuajit } from "./luajit/gc";
-import { collectShm } from "./shm/zones";
-import { collectRootedPools } from "./pools/rooted-jit";
-import { currentLayout } from "./layout/select";
-import { config } from "./config";
-import { identity } from "./identity";
+import { Budget } from "./base/slice";
+import { monoMs } from "./base/clock";
+import { arr, NULL } from "./base/json";
+import { readStatus } from "./layers/system/status";
+import { addLuajitRegions, collectRegions, regionsMs } from "./layers/system/regions";
+import { collectGlibc } from "./layers/glibc/mallinfo";
+import { collectLuajit } from "./layers/luajit/gc";
+import { collectShm } from "./layers/shm/zones";
+import { collectRootedPools } from "./layers/pools/rooted-jit";
+import { currentLayout } from "./nginx/select";
+import { config } from "./base/config";
+import { identity } from "./nginx/identity";
 import { AGENT_VERSION, SCHEMA_VERSION } from "./contract/version";
-import { mergeDeepScan } from "./scan/deep";
-import { jitLib } from "./scan/nojit";
+import { mergeDeepScan } from "./deep/scan";
+import { jitLib } from "./base/nojit";
 
-// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+// once a second, not hot enough to pay back its traces (base/nojit.ts jitLib)
 jitLib?.off?.(true, true);
 
 let seq = 0;

@@ -1,8 +1,8 @@
-import { applyConfig, config } from "./config";
-import { decode } from "./util/json";
+import { applyConfig, config } from "./base/config";
+import { decode } from "./base/json";
 import { startLoop } from "./agent";
 import { startPush } from "./push/client";
-import "./sampler/http"; // registers /_memdiag?sampler=... (loads no native code until armed)
+import { startSamplerEndpoint } from "./http/sampler";
 
 /**
  * Entry point from init_worker_by_lua (see nginx-conf/memdiag.conf). Only
@@ -10,6 +10,8 @@ import "./sampler/http"; // registers /_memdiag?sampler=... (loads no native cod
  */
 export function start(this: void, optionsJson?: string): void {
   if (ngx.config.subsystem !== "http") return;
+  // /_memdiag?sampler=... (loads no native code until armed)
+  startSamplerEndpoint();
   if (optionsJson !== undefined) {
     const [opts, err] = decode(optionsJson);
     if (opts === undefined) {

@@ -1,4 +1,4 @@
-import { config } from "./config";
+import { config } from "./base/config";
 
 /**
  * Cross-worker state in the lua_shared_dict: each worker's latest snapshot (JSON,

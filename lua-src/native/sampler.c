@@ -93,7 +93,7 @@ typedef void  (*free_t)(void *);
 typedef int   (*posix_memalign_t)(void **, size_t, size_t);
 typedef void *(*memalign_t)(size_t, size_t);
 
-/* ---- public structures (mirrored by lua-src/memdiag/sampler/native.ts) ---- */
+/* ---- public structures (mirrored by lua-src/memdiag/deep/sampler/native.ts) ---- */
 
 typedef struct {
     uint64_t mean_bytes;       /* sampling interval; 0 = 512 KiB */

@@ -1,6 +1,6 @@
 /**
  * Runs compiled agent Lua (build/lua) in the `luajit` CLI for unit tests of pure
- * logic (no ngx). The chunk gets `J(v)` (encodes v with memdiag.util.json) and
+ * logic (no ngx). The chunk gets `J(v)` (encodes v with memdiag.base.json) and
  * `arr(t)`; whatever it returns is printed as JSON and parsed here.
  *
  *   const out = runLua(`local R = require("memdiag.push.queue").Ring ... return { n = q.count }`);
@@ -14,7 +14,7 @@ export const LUAJIT = process.env.MEMDIAG_LUAJIT ?? "luajit";
 
 const PRELUDE = `
 package.path = ${JSON.stringify(LUA_DIR + "/?.lua;")} .. package.path
-local __json = require("memdiag.util.json")
+local __json = require("memdiag.base.json")
 J = __json.encode
 arr = __json.arr
 NULL = __json.NULL

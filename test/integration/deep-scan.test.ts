@@ -50,7 +50,7 @@ return M
 const LOCATIONS = `
 ${INFLATE_LOCATION}
     location = /t/trace {
-      content_by_lua_block { require("memdiag.scan.deep").setTrace(true) ngx.say('{}') }
+      content_by_lua_block { require("memdiag.deep.scan").setTrace(true) ngx.say('{}') }
     }
     location = /t/pool {
       content_by_lua_block {

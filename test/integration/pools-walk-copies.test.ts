@@ -1,5 +1,5 @@
 /**
- * pools/rooted-jit.ts: a worker walks its pools with the interpreted copy of the rooted walk
+ * layers/pools/rooted-jit.ts: a worker walks its pools with the interpreted copy of the rooted walk
  * until a collection walks 800 pools, then with the compiled walk until one walks fewer than
  * 400. Both copies must count the same pools: 1,000 idle keepalive connections held by this
  * test are walked once by each, back to back, and their connection pools must agree exactly.

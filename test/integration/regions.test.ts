@@ -163,7 +163,7 @@ describe("regions and luajit.gc_bytes against ground truth", () => {
       expect(s.system.explained_ratio).toBeGreaterThanOrEqual(0.8);
       expect(s.system.explained_ratio).toBeLessThanOrEqual(1.05);
       expect(s.luajit.regions_method).toBe("lj_alloc");
-      // the classification held the collector and handed it back at its pace (luajit/gc-hold.ts)
+      // the classification held the collector and handed it back at its pace (layers/luajit/gc-hold.ts)
       expect(s.luajit.gc_hold).toBe("threshold");
       expect(s.luajit.regions_bytes).toBe(bytesOf(s, "luajit"));
       expect(s.luajit.regions_bytes).toBeGreaterThan(s.luajit.gc_bytes / 2);

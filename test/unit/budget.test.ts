@@ -1,7 +1,7 @@
 import { runLua } from "../harness/lua";
 
 /**
- * util/budget.ts: a slice yields at its deadline (check) or, before a step without checks
+ * base/slice.ts: a slice yields at its deadline (check) or, before a step without checks
  * inside, when the step would not fit in what is left of the slice (reserve / due(aheadMs)).
  * ngx.sleep is stubbed (counts yields); time is the real monotonic clock, advanced by busy
  * waiting. Every assertion holds whatever the machine's speed: "no yield" cases leave tens of
@@ -13,8 +13,8 @@ describe("Budget.reserve", () => {
       local sleeps = 0
       ngx = { sleep = function() sleeps = sleeps + 1 end }
       local lualib = require("lualib_bundle")
-      local Budget = require("memdiag.util.budget").Budget
-      local clock = require("memdiag.util.clock")
+      local Budget = require("memdiag.base.slice").Budget
+      local clock = require("memdiag.base.clock")
       local function waitUntil(b0, ms) while clock.monoMs() - b0 < ms do end end
       local b0 = clock.monoMs()
       local b = lualib.__TS__New(Budget, 200, true)

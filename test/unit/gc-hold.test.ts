@@ -1,7 +1,7 @@
 import { runLua } from "../harness/lua";
 
 /**
- * luajit/gc-hold.ts in the luajit CLI (the OpenResty LuaJIT 2.1 nginx runs): a hold and its
+ * layers/luajit/gc-hold.ts in the luajit CLI (the OpenResty LuaJIT 2.1 nginx runs): a hold and its
  * release leave the collector's threshold where it was, so a program whose allocations are
  * interleaved with holds runs the same number of GC cycles as without them, where plain
  * stop/restart starts extra cycles. Cycles are counted by a finalizer that re-arms itself.
@@ -22,7 +22,7 @@ local function garbage(n) local t for i = 1, n do t = { i, i } end return t end
 describe("gc-hold", () => {
   it("locates the collector's threshold and restores it on release", () => {
     const out = runLua(`
-      local H = require("memdiag.luajit.gc-hold")
+      local H = require("memdiag.layers.luajit.gc-hold")
       ${COUNTER}
       local before = H.gcThreshold()
       local held = H.holdGc()
@@ -47,7 +47,7 @@ describe("gc-hold", () => {
 
   it("leaves a collector the application stopped stopped", () => {
     const out = runLua(`
-      local H = require("memdiag.luajit.gc-hold")
+      local H = require("memdiag.layers.luajit.gc-hold")
       collectgarbage("stop")
       local held = H.holdGc()
       H.releaseGc()
@@ -59,7 +59,7 @@ describe("gc-hold", () => {
   it("runs as many GC cycles with holds interleaved as without, where stop/restart runs more", () => {
     const cycles = (between: string): number =>
       runLua(`
-        local H = require("memdiag.luajit.gc-hold")
+        local H = require("memdiag.layers.luajit.gc-hold")
         ${COUNTER}
         local n0 = S.n
         for i = 1, 400 do

@@ -4,10 +4,10 @@ import * as path from "path";
 import { runLua } from "../harness/lua";
 
 /**
- * scan/nojit.ts interpretedCopy, in the luajit CLI, on modules the test writes: the copy's
+ * base/nojit.ts interpretedCopy, in the luajit CLI, on modules the test writes: the copy's
  * functions never start a trace (counted with jit.attach) while the module's own do, the copy
  * calls the dependencies it was given, and package.loaded is left as it was, also when the
- * module fails to load. pools/rooted-jit.ts loads pools/rooted.ts and pools/walk.ts this way.
+ * module fails to load. layers/pools/rooted-jit.ts loads layers/pools/rooted.ts and nginx/pool-walk.ts this way.
  */
 describe("interpretedCopy", () => {
   let dir = "";
@@ -32,7 +32,7 @@ return M
 
   const prelude = () => `
     package.path = ${JSON.stringify(dir + "/?.lua;")} .. package.path
-    local nj = require("memdiag.scan.nojit")
+    local nj = require("memdiag.base.nojit")
     local traces = {}
     local function counting(what, tr, func)
       if what == "start" then traces[func] = (traces[func] or 0) + 1 end

@@ -1,6 +1,6 @@
 import { luaStr, runLua } from "../harness/lua";
 
-/** util/json.ts (compiled Lua): our own encoder (Debian lua-cjson 2.1.0 has no array_mt) and pretty(). */
+/** base/json.ts (compiled Lua): our own encoder (Debian lua-cjson 2.1.0 has no array_mt) and pretty(). */
 const enc = (lua: string): string => runLua<{ s: string }>(`return { s = J(${lua}) }`).s;
 
 describe("json encode", () => {
@@ -62,7 +62,7 @@ describe("json encode", () => {
 });
 
 describe("json pretty", () => {
-  const pretty = (json: string): string => runLua<{ s: string }>(`return { s = require("memdiag.util.json").pretty(${luaStr(json)}) }`).s;
+  const pretty = (json: string): string => runLua<{ s: string }>(`return { s = require("memdiag.base.json").pretty(${luaStr(json)}) }`).s;
 
   test("indents by two, keeps [] and {} (also nested), equal after parsing", () => {
     const src = '{"a":[],"b":{},"c":[1,{"d":[]}],"e":"x"}';

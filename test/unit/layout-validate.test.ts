@@ -3,14 +3,14 @@ import * as path from "path";
 import { ROOT } from "../../control-plane/src/config-file";
 import { luaStr, runLua } from "../harness/lua";
 
-/** layout/validate.ts completeness checks and the range helpers, in plain LuaJIT (no nginx). */
+/** nginx/validate.ts completeness checks and the range helpers, in plain LuaJIT (no nginx). */
 const LAYOUT_FILE = path.join(ROOT, "layouts", fs.readdirSync(path.join(ROOT, "layouts")).find((f) => f.endsWith(".json"))!);
 const LAYOUT = fs.readFileSync(LAYOUT_FILE, "utf8");
 
 function check(mutate: string): string | null {
   return runLua(`
-    local V = require("memdiag.layout.validate")
-    local L = require("memdiag.util.json").decode(${luaStr(LAYOUT)})
+    local V = require("memdiag.nginx.validate")
+    local L = require("memdiag.base.json").decode(${luaStr(LAYOUT)})
     ${mutate}
     return V.checkComplete(L) or NULL
   `);
@@ -42,7 +42,7 @@ describe("readable ranges", () => {
     "500000-600000 ---p 00000000 00:00 0",
   ].join("\n");
   const PRE = `
-    local V = require("memdiag.layout.validate")
+    local V = require("memdiag.nginx.validate")
     local m = require("memdiag.safe.maps").Maps:parse(${luaStr(MAPS)})
   `;
 

@@ -1,7 +1,7 @@
 import { runLua } from "../harness/lua";
 
 /**
- * luajit/alloc.ts validating a malloc_state whose top chunk moves between the validator's reads,
+ * layers/luajit/alloc.ts validating a malloc_state whose top chunk moves between the validator's reads,
  * as the agent's own allocations make LuaJIT's allocator do. The allocator is synthetic: one
  * 64 KB segment in memory the test maps, laid out as lj_alloc (dlmalloc) lays out its first
  * segment, read through the agent's real reader (checkedMem, kernel copies). At the moment the
@@ -16,9 +16,9 @@ function validate(move: Move): { ok: boolean; err: string | null; topReads: numb
   return runLua(`
     local ffi = require("ffi")
     pcall(ffi.cdef, "void *mmap(void *, size_t, int, int, int, long);")
-    local A = require("memdiag.luajit.alloc")
+    local A = require("memdiag.layers.luajit.alloc")
     local Maps = require("memdiag.safe.maps").Maps
-    local R = require("memdiag.system.regions")
+    local R = require("memdiag.layers.system.regions")
     local SEG = 65536
     local p = ffi.C.mmap(nil, SEG, 3, 0x22, -1, 0)   -- PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
     local base = tonumber(ffi.cast("uintptr_t", p))

@@ -1,10 +1,10 @@
 import { runLua } from "../harness/lua";
 
-/** glibc/mallinfo.ts: when one mallinfo2 call's cost and free-chunk count end its use (pure rule, in the compiled Lua). */
+/** layers/glibc/mallinfo.ts: when one mallinfo2 call's cost and free-chunk count end its use (pure rule, in the compiled Lua). */
 describe("mallinfoVerdict", () => {
   const verdict = (ms: number, chunks: number, prevOver: number) =>
     runLua(`
-      local M = require("memdiag.glibc.mallinfo")
+      local M = require("memdiag.layers.glibc.mallinfo")
       local v = M.mallinfoVerdict(${ms}, ${chunks}, ${prevOver})
       return { over = v.over, giveUp = v.giveUp }`);
 
@@ -24,7 +24,7 @@ describe("mallinfoVerdict", () => {
   });
   test("at the free-chunk limit the next call would cost milliseconds: gives up whatever this one cost", () => {
     const r = runLua(`
-      local M = require("memdiag.glibc.mallinfo")
+      local M = require("memdiag.layers.glibc.mallinfo")
       local max = M.MALLINFO_MAX_CHUNKS
       local below, at = M.mallinfoVerdict(0.01, max - 1, 0), M.mallinfoVerdict(0.01, max, 0)
       return { max = max, below = below.giveUp, at = at.giveUp }`);

@@ -1,7 +1,7 @@
 import { runLua } from "../harness/lua";
 
 /**
- * system/resident.ts in the luajit CLI: resident bytes of a fresh anonymous mapping equal the
+ * layers/system/resident.ts in the luajit CLI: resident bytes of a fresh anonymous mapping equal the
  * pages the test touched itself (huge pages off for it, so a touch is one page), across
  * several batches, with the caller called between batches; a range that is not mapped gives
  * undefined instead of a fault.
@@ -15,7 +15,7 @@ describe("residentBytes (mincore)", () => {
         int munmap(void *addr, size_t length);
         int madvise(void *addr, size_t length, int advice);
       ]])
-      local R = require("memdiag.system.resident")
+      local R = require("memdiag.layers.system.resident")
       local MB = 1024 * 1024
       local len = 256 * MB -- 4 batches of 64 MB
       local p = ffi.C.mmap(nil, len, 3, 0x22, -1, 0) -- PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS

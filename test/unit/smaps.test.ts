@@ -3,7 +3,7 @@ import * as path from "path";
 import { runLua, luaStr } from "../harness/lua";
 
 /**
- * system/smaps.ts, the fixed-buffer smaps reader, in the luajit CLI. Ground truth is the text
+ * layers/system/smaps.ts, the fixed-buffer smaps reader, in the luajit CLI. Ground truth is the text
  * itself, parsed here in TypeScript: every record's start, end and Rss: value.
  */
 const fixture = fs.readFileSync(path.join(__dirname, "..", "fixtures", "regions", "nginx-worker.smaps"), "utf8");
@@ -23,7 +23,7 @@ function truthOf(text: string): [number, number, number][] {
 
 /** Lua: scan `text` through a source handing out at most `step` bytes a call; rows sorted by start */
 const scanLua = (text: string, step: number) => `
-  local S = require("memdiag.system.smaps")
+  local S = require("memdiag.layers.system.smaps")
   local src = S.textSource(${luaStr(text)})
   local ticks = 0
   local got = S.scanSmaps(function(dst, max) return src(dst, math.min(max, ${step})) end, function() ticks = ticks + 1 end)
@@ -82,7 +82,7 @@ describe("smaps reader (fixed buffer)", () => {
 
   test("the live read of /proc/self/smaps agrees with the text read right after it", () => {
     const r = runLua(`
-      local S = require("memdiag.system.smaps")
+      local S = require("memdiag.layers.system.smaps")
       collectgarbage("collect"); collectgarbage("stop") -- nothing freed or unmapped by the GC
       -- a first text read grows LuaJIT's read buffer, so the read after ours maps nothing new
       -- before the kernel has produced its text (its result string is mapped only afterwards)

@@ -1,6 +1,6 @@
 import { runLua } from "../harness/lua";
 
-/** scan/sort.ts: the sliced sort gives the same order as a plain sort and checks the budget as it goes. */
+/** base/sort.ts: the sliced sort gives the same order as a plain sort and checks the budget as it goes. */
 describe("slicedOrder", () => {
   test.each([0, 1, 2, 511, 512, 513, 5000, 20000])("%i keys: ascending, a permutation, `between` called along the way", (n) => {
     // keys made here (ground truth computed in TS from the same list)
@@ -11,7 +11,7 @@ describe("slicedOrder", () => {
       keys.push(94000000000000 + (seed % 100000) * 16); // address-like, with ties
     }
     const r = runLua(`
-      local S = require("memdiag.scan.sort")
+      local S = require("memdiag.base.sort")
       local keys = { ${keys.join(",")} }
       local calls = 0
       -- a TS array is a 1-based Lua table; the order holds 0-based (TS) indices

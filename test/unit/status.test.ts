@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import { luaStr, runLua } from "../harness/lua";
 
-/** system/status.ts parseStatus (compiled Lua) against an independent parse of the same text. */
+/** layers/system/status.ts parseStatus (compiled Lua) against an independent parse of the same text. */
 const SAMPLE = `Name:\tnginx
 Umask:\t0022
 State:\tS (sleeping)
@@ -29,7 +29,7 @@ function truth(text: string): Record<string, number> {
   return out;
 }
 
-const parse = (text: string) => runLua(`return require("memdiag.system.status").parseStatus(${luaStr(text)})`);
+const parse = (text: string) => runLua(`return require("memdiag.layers.system.status").parseStatus(${luaStr(text)})`);
 
 describe("parseStatus", () => {
   test("memory lines in bytes; VmRSS not confused with VmHWM/VmPeak; other lines ignored", () => {

@@ -1,9 +1,9 @@
-import { config } from "../config";
+import { config } from "../base/config";
 import { allowed } from "./access";
 import { collectAndPublish } from "../agent";
 import { publishedPids, snapshotOf } from "../publish";
-import { encode, pretty } from "../util/json";
-import { deepScanStatus, runDeepScan, waitDeepScan } from "../scan/deep";
+import { encode, pretty } from "../base/json";
+import { deepScanStatus, runDeepScan, waitDeepScan } from "../deep/scan";
 
 /**
  * content_by_lua handler of /_memdiag: every worker's latest snapshot.

@@ -1,8 +1,8 @@
 import * as semaphore from "ngx.semaphore";
-import { config } from "../config";
+import { config } from "../base/config";
 import { collectAndPublish, onSnapshot } from "../agent";
-import { arr, decode } from "../util/json";
-import { cpuMs } from "../util/clock";
+import { arr, decode } from "../base/json";
+import { cpuMs } from "../base/clock";
 import { registerParam } from "../http/endpoint";
 import { Entry, Ring } from "./queue";
 import { Backoff, seededRand } from "./backoff";
@@ -96,12 +96,12 @@ interface DeepScanModule {
 }
 
 /**
- * "deep": start a deep scan (memdiag.scan.deep, loaded on first use so the push
+ * "deep": start a deep scan (memdiag.deep.scan, loaded on first use so the push
  * works without it) and wait for it; the snapshot collected after it carries
  * its results. Without the module: ok:false "deep scan not available".
  */
 function defaultDeep(this: void): string | undefined {
-  const [ok, mod] = pcall(require, "memdiag.scan.deep");
+  const [ok, mod] = pcall(require, "memdiag.deep.scan");
   const m = mod as DeepScanModule;
   if (!ok || type(mod) !== "table" || type(m.runDeepScan) !== "function" || type(m.waitDeepScan) !== "function") {
     return "deep scan not available";

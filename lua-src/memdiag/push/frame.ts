@@ -1,4 +1,4 @@
-import { encode } from "../util/json";
+import { encode } from "../base/json";
 import { AgentIdentity } from "../contract/protocol";
 import { PROTOCOL_VERSION } from "../contract/version";
 

@@ -1,5 +1,5 @@
-import { arm, disarm, status, top } from "../sampler/sampler";
-import { encode } from "../util/json";
+import { arm, disarm, status, top } from "../deep/sampler/sampler";
+import { encode } from "../base/json";
 
 /**
  * Sampler commands over the push websocket (docs/protocol.md, "Sampler

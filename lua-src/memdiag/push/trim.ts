@@ -1,4 +1,4 @@
-import { arr, encode } from "../util/json";
+import { arr, encode } from "../base/json";
 
 /**
  * Shortens a snapshot's long lists until its JSON fits `limit` bytes, and says

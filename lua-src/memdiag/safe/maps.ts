@@ -1,5 +1,5 @@
 import * as ffi from "ffi";
-import { cdef } from "../util/cdef";
+import { cdef } from "../base/cdef";
 
 cdef(`void *sbrk(intptr_t increment);`);
 

@@ -1,9 +1,9 @@
 import * as ffi from "ffi";
-import { cdef } from "../util/cdef";
+import { cdef } from "../base/cdef";
 import { Maps } from "./maps";
-import { jitLib } from "../scan/nojit";
+import { jitLib } from "../base/nojit";
 
-// once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
+// once a second, not hot enough to pay back its traces (base/nojit.ts jitLib)
 jitLib?.off?.(true, true);
 
 /**
@@ -15,7 +15,7 @@ jitLib?.off?.(true, true);
  * rest; a read of the same address through an FFI pointer is a SIGSEGV that takes
  * the worker down (seen in CI: a read at a page-aligned address in the classifier).
  * One system call per checked range (1.8-2.2 us on this VM), so this is for header
- * reads, not for scanning; bulk copies are heap/copy.ts.
+ * reads, not for scanning; bulk copies are deep/heap/copy.ts.
  */
 cdef(`
   typedef struct { uintptr_t iov_base; size_t iov_len; } memdiag_iovec_u_t;
