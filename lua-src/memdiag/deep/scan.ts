@@ -14,7 +14,8 @@ import { heapRegions, KIND_ARENA, KIND_MMAP, progress, sizeClassesJson, walkHeap
 import { poolOffsets } from "../nginx/pool-walk";
 import { discoverPools } from "./owners/discover";
 import { dataSegments, luaRegions, moduleConfsCached, moduleFilesCached, rootedPoolSet } from "./owners/roots";
-import { attributeOwners, groupUnrooted } from "./owners/owners";
+import { attributeOwners } from "./owners/owners";
+import { groupUnrooted } from "./owners/group";
 import { annotateCreationSites } from "./sampler/sampler";
 import { noJit } from "../base/nojit";
 import { releaseGc } from "../layers/luajit/gc-hold";
