@@ -1,15 +1,14 @@
-import * as ffi from "ffi";
 import { config } from "../base/config";
 import { Ctx, tickStep } from "../base/context";
 import { Maps } from "../safe/maps";
 import { rdPtr } from "../safe/mem";
-import { DeepBudget, stopScanDiagnostics } from "./budget";
+import { DeepBudget } from "./budget";
+import { stopScanDiagnostics } from "./trace-events";
 import { monoMs } from "../base/clock";
 import { arr } from "../base/json";
-import { cdef } from "../base/cdef";
 import { currentLayout } from "../nginx/select";
 import { off, sizeOf } from "../nginx/types";
-import { cycleAddr } from "../nginx/identity";
+import { cycleAddr, pagesize } from "../nginx/identity";
 import { heapRegions, KIND_ARENA, KIND_MMAP, progress, sizeClassesJson, walkHeap } from "./heap/walk";
 import { poolOffsets } from "../nginx/pool-walk";
 import { discoverPools } from "./owners/discover";
@@ -23,11 +22,10 @@ import { releaseGc } from "../layers/luajit/gc-hold";
 /**
  * The deep scan: glibc heap walk (size classes) → pool discovery → owner
  * attribution, as one job per worker on a timer, in slices of config.slice_ms
- * (Budget yields with ngx.sleep(0) between them). Its status is merged into every
- * snapshot this worker publishes while it runs, its result into every snapshot after.
+ * (DeepBudget yields to the event loop between them with a short ngx.sleep, see
+ * base/slice.ts YIELD_S). Its status is merged into every snapshot this worker
+ * publishes while it runs, its result into every snapshot after.
  */
-
-cdef(`extern uintptr_t ngx_pagesize;`);
 
 export interface ScanStatus {
   state: string;
@@ -89,11 +87,6 @@ let budget: DeepBudget | undefined;
 let t0 = 0;
 let result: { size_classes: object[]; unrooted?: object[]; unrooted_error?: string; skipped: { [k: string]: number } } | undefined;
 let running = false;
-
-function pagesize(): number {
-  const [ok, v] = pcall(() => tonumber(ffi.C.ngx_pagesize));
-  return ok && v !== undefined && v > 0 ? (v as number) : 4096;
-}
 
 /** Status of the current or last deep scan, with live progress while running. */
 export function deepScanStatus(): ScanStatus {

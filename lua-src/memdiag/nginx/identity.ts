@@ -4,6 +4,7 @@ import { config } from "../base/config";
 import { addrOf } from "../safe/mem";
 
 cdef(`extern void *ngx_cycle;`);
+cdef(`extern uintptr_t ngx_pagesize;`);
 
 export interface Identity {
   host: string;
@@ -33,6 +34,12 @@ export function nginxVersionString(): string {
 /** Address of the running cycle: changes on every reload, so it identifies a generation. */
 export function cycleAddr(): number {
   return addrOf(ffi.C.ngx_cycle);
+}
+
+/** nginx's page size (ngx_pagesize: pool blocks and shm zones are sized in it); 4096 if unreadable. */
+export function pagesize(): number {
+  const [ok, v] = pcall(() => tonumber(ffi.C.ngx_pagesize));
+  return ok && v !== undefined && v > 0 ? (v as number) : 4096;
 }
 
 /** Who this worker is. `generation` is set by init once the reload generation is known. */

@@ -9,12 +9,10 @@ import * as ffi from "ffi";
 import { Ctx } from "../base/context";
 import { Maps } from "../safe/maps";
 import { rdCStr, rdI32, rdNgxStr, rdPtr, rdU64, hex } from "../safe/mem";
-import { cdef } from "../base/cdef";
 import { Layout, off, sizeOf } from "./types";
 import { looksLikePoolHead, newPoolStats, poolOffsets, walkPool } from "./pool-walk";
-import { cycleAddr } from "./identity";
+import { cycleAddr, pagesize } from "./identity";
 
-cdef(`extern uintptr_t ngx_pagesize;`);
 
 /** Every struct member and constant the agent reads: a layout lacking one is refused at load. */
 export const REQUIRED: { [struct: string]: string[] } = {
@@ -72,10 +70,6 @@ export function checkComplete(L: unknown): string | undefined {
   }
   if (l.constants["sizeof_ptr"] !== 8 || !ffi.abi("64bit")) return "layout is not for a 64-bit build";
   return undefined;
-}
-
-export function pagesize(): number {
-  return tonumber(ffi.C.ngx_pagesize)!;
 }
 
 /** [addr, addr+len) readable, allowing it to span adjacent readable mappings ([heap] may show as several lines). */

@@ -28,10 +28,10 @@ import { symbolize } from "../../base/symbols";
 import { hex, rdI32, rdNgxStr, rdPtr, rdU32, rdU64 } from "../../safe/mem";
 import { isFreeSlot, skipFreeSlots } from "./free-slots";
 import { looksLikePoolHead, newPoolStats, PoolOffsets, poolOffsets, PoolStats, walkPool } from "../../nginx/pool-walk";
-import { cycleAddr } from "../../nginx/identity";
+import { cycleAddr, pagesize } from "../../nginx/identity";
 import { cpuMs } from "../../base/clock";
 import { noJit } from "../../base/nojit";
-import { pagesize, rangeReadable } from "../../nginx/validate";
+import { rangeReadable } from "../../nginx/validate";
 
 cdef(`extern uintptr_t ngx_current_msec;`);
 const C = ffi.C;

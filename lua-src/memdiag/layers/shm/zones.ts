@@ -8,10 +8,10 @@
  */
 import { Ctx, skip } from "../../base/context";
 import { Layout, off, sizeOf } from "../../nginx/types";
-import { cycleAddr } from "../../nginx/identity";
+import { cycleAddr, pagesize } from "../../nginx/identity";
 import { rdNgxStr, rdPtr, rdU64 } from "../../safe/mem";
 import { symbolize } from "../../base/symbols";
-import { LIMITS, pagesize, rangeReadable } from "../../nginx/validate";
+import { LIMITS, rangeReadable } from "../../nginx/validate";
 import { jitLib } from "../../base/nojit";
 
 // once a second, not hot enough to pay back its traces (base/nojit.ts jitLib)
