@@ -19,6 +19,7 @@ import { Logger, createLogger } from "./log";
 import { suspectsFor } from "./analysis";
 import { UnrootedInfo } from "./summary";
 import { Checkpointer } from "./checkpoint";
+import { browserScript } from "./format";
 import { AGENT_VERSION } from "../../lua-src/memdiag/contract/version";
 import { CONTROL_PLANE_DEFAULTS } from "../../lua-src/memdiag/contract/config";
 
@@ -121,8 +122,13 @@ export class ControlPlane {
     });
     const dir = this.opts.staticDir;
     if (dir && fs.existsSync(path.join(dir, "index.html"))) {
+      // the web console formats with the terminal console's functions (format.ts), not copies
+      const formatJs = browserScript();
+      app.get("/format.js", (_req, res) => {
+        res.type("application/javascript").send(formatJs);
+      });
       app.use(express.static(dir, { index: "index.html", maxAge: 0 }));
-      // [console work] the web console's chart library (uPlot), served from node_modules at /vendor/uplot/
+      // the chart library (uPlot), served from node_modules
       try {
         const uplot = path.join(path.dirname(require.resolve("uplot/package.json")), "dist");
         app.use("/vendor/uplot", express.static(uplot, { maxAge: 0 }));

@@ -10,7 +10,7 @@ import { Suspect } from "./protocol";
 import { Point, keepsGrowing, GrowthRules, DEFAULT_RULES, Trend } from "./trends";
 import { slotOf, rowLabel } from "./diff";
 import { UnrootedInfo, isDeepMetric } from "./summary";
-import { fmtBytes, fmtDuration, fmtRange, classMax, fmtSigned } from "./format";
+import { fmtBytes, fmtDuration, fmtRange, classMax, signedBytes } from "./format";
 
 export interface WorkerWindow {
   worker: string;
@@ -159,7 +159,7 @@ function sizeClassEvidence(w: WorkerWindow): string | undefined {
 function evidence(label: string, tr: Trend, countDelta: number | undefined, countNoun: string | undefined, extra: string | undefined): string {
   const parts = [];
   if (countDelta !== undefined && countNoun) parts.push(`${countDelta >= 0 ? "+" : ""}${countDelta} ${countNoun}`);
-  parts.push(`${fmtSigned(tr.delta)} in ${fmtDuration(tr.span_s)} (${fmtBytes(tr.slope_per_min)}/min, R² ${tr.r2.toFixed(2)})`);
+  parts.push(`${signedBytes(tr.delta)} in ${fmtDuration(tr.span_s)} (${fmtBytes(tr.slope_per_min)}/min, R² ${tr.r2.toFixed(2)})`);
   return `${label}: ${parts.join(", ")}${extra ? "; " + extra : ""}`;
 }
 

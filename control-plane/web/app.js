@@ -5,43 +5,9 @@
  */
 "use strict";
 
-// ---------- formatting (binary units, like control-plane/src/format.ts) ----------
-const UNITS = ["B", "KB", "MB", "GB", "TB"];
-function fmtBytes(n) {
-  if (n === undefined || n === null || !Number.isFinite(n)) return "–";
-  const neg = n < 0;
-  let v = Math.abs(n), u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) { v /= 1024; u++; }
-  const s = u === 0 ? String(Math.round(v)) : v >= 100 ? v.toFixed(0) : v.toFixed(1);
-  return (neg ? "-" : "") + s + " " + UNITS[u];
-}
-function fmtSignedBytes(n) {
-  if (n === undefined || n === null || !Number.isFinite(n)) return "–";
-  if (n === 0) return "±0";
-  return n > 0 ? "+" + fmtBytes(n) : "−" + fmtBytes(-n);
-}
-function fmtSignedCount(n) {
-  if (n === undefined || n === null || !Number.isFinite(n)) return "";
-  if (n === 0) return "±0";
-  return (n > 0 ? "+" : "−") + Math.abs(n).toLocaleString("en-US");
-}
-function fmtCount(n) { return n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US"); }
-function fmtRatio(r) {
-  if (r === null || r === undefined || !Number.isFinite(r)) return "new";
-  const p = r * 100;
-  if (p === 0) return "±0%";
-  const s = Math.abs(p) >= 100 ? Math.abs(p).toFixed(0) : Math.abs(p).toFixed(1);
-  return (p > 0 ? "+" : "−") + s + "%";
-}
-function fmtRange(min, max) {
-  const a = fmtBytes(min).split(" "), b = fmtBytes(max).split(" ");
-  return a[1] === b[1] ? `${a[0]}–${b[0]} ${b[1]}` : `${a.join(" ")}–${b.join(" ")}`;
-}
-function fmtDuration(s) {
-  if (s < 120) return Math.round(s) + " s";
-  if (s < 7200) return Math.round(s / 60) + " min";
-  return Math.round(s / 360) / 10 + " h";
-}
+// ---------- formatting ----------
+// fmtBytes, signedBytes, signedCount, fmtCount, fmtRatio, fmtDuration, fmtRange and
+// REGION_CLASSES come from format.js: control-plane/src/format.ts, the terminal console's own.
 function fmtTime(t) {
   const d = new Date(t * 1000);
   return d.toLocaleTimeString("en-GB", { hour12: false });
@@ -94,21 +60,12 @@ function pointsOf(body) {
 }
 
 // ---------- layers (what the stacked chart shows) ----------
-const REGION_CLASSES = [
-  ["glibc_heap", "glibc heap", "#7aa2f7"],
-  ["luajit", "LuaJIT", "#bb9af7"],
-  ["shm_zone", "shm zones", "#7dcfff"],
-  ["stack", "stacks", "#9ece6a"],
-  ["code", "code", "#565f89"],
-  ["file", "files", "#414868"],
-  ["other_anon", "other anon", "#e0af68"],
-];
 const FALLBACK_LAYERS = [
   ["glibc", "glibc heap", "#7aa2f7"],
   ["luajit", "LuaJIT GC", "#bb9af7"],
   ["other", "rest of RSS", "#565f89"],
 ];
-const REGION_RE = /^region\.(glibc_heap|luajit|shm_zone|code|file|stack|other_anon)(\..*)?$/;
+const REGION_RE = new RegExp(`^region\\.(${REGION_CLASSES.map(([c]) => c).join("|")})(\\..*)?$`);
 
 /** region RSS by class when the agent reports regions, else glibc / LuaJIT / rest of RSS */
 function layersOf(m) {
@@ -198,7 +155,7 @@ function renderWorkers() {
       <td class="num">${w.pid}</td>
       <td><span class="tag ${w.state === "live" ? "live" : ""}">${esc(w.state)}</span></td>
       <td class="num">${fmtBytes(w.rss_bytes)}</td>
-      <td class="num ${signClass(ch)}">${ch === undefined ? "" : fmtSignedBytes(ch)}</td>
+      <td class="num ${signClass(ch)}">${ch === undefined ? "" : signedBytes(ch)}</td>
       <td class="num">${fmtCount(w.snapshots)}</td>
       <td class="muted">${fmtAgo(w.last_seen)}</td></tr>`;
   });
@@ -354,11 +311,11 @@ function renderLegend(idx) {
     if (!raw[k].some((x) => x > 0)) return; // a layer that is empty all along says nothing
     const v = raw[k][i], d = raw[k][i] - raw[k][0];
     items.push(`<span class="item"><span class="sw" style="background:${color}"></span>${esc(label)}
-      <span class="val">${fmtBytes(v)}</span> <span class="val small ${signClass(d)}">${fmtSignedBytes(d)}</span></span>`);
+      <span class="val">${fmtBytes(v)}</span> <span class="val small ${signClass(d)}">${signedBytes(d)}</span></span>`);
   });
   const rss = h.m[i]["system.rss_bytes"], rss0 = h.m[0]["system.rss_bytes"];
   items.unshift(`<span class="item"><span class="sw" style="background:#f2f2f2"></span><b>RSS</b>
-    <span class="val">${fmtBytes(rss)}</span> <span class="val small ${signClass(rss - rss0)}">${fmtSignedBytes(rss - rss0)}</span></span>`);
+    <span class="val">${fmtBytes(rss)}</span> <span class="val small ${signClass(rss - rss0)}">${signedBytes(rss - rss0)}</span></span>`);
   items.push(`<span class="item muted">at ${fmtTime(h.t[i])}${h.deep[i] ? " · deep scan" : ""} · changes since window start</span>`);
   $("legend").innerHTML = items.join("");
 }
@@ -439,9 +396,9 @@ function renderDiff() {
     return `<tr class="${sig ? "clickable" : ""}" ${sig ? `data-sig="${esc(sig)}"` : ""}>
       <td class="label">${esc(r.label || r.key)}</td><td class="muted">${esc(r.section)}</td>
       <td class="num">${fmtBytes(r.a_bytes)}</td><td class="num">${fmtBytes(r.b_bytes)}</td>
-      <td class="num ${signClass(r.delta_bytes)}">${fmtSignedBytes(r.delta_bytes)}</td>
+      <td class="num ${signClass(r.delta_bytes)}">${signedBytes(r.delta_bytes)}</td>
       <td class="num ${signClass(r.delta_bytes)}">${fmtRatio(r.delta_ratio)}</td>
-      <td class="num ${signClass(r.delta_count || 0)}">${r.delta_count === undefined ? "" : fmtSignedCount(r.delta_count)}</td></tr>`;
+      <td class="num ${signClass(r.delta_count || 0)}">${r.delta_count === undefined ? "" : signedCount(r.delta_count)}</td></tr>`;
   });
   $("diff").innerHTML = `<table><thead><tr><th>what</th><th>layer</th><th class="num">A</th><th class="num">B</th>
     <th class="num">Δ bytes</th><th class="num">Δ %</th><th class="num">Δ count</th></tr></thead><tbody>${html.join("")}</tbody></table>
@@ -520,7 +477,7 @@ function drawClasses(cls, withDelta) {
     return `<tr><td class="num">${fmtRange(c.min, c.min * 2 || 32)}</td>
       <td class="barcell"><span class="bar${withDelta && c.d > 0 ? " up" : ""}" style="width:${w}%"></span></td>
       <td class="num">${fmtCount(c.n)}</td><td class="num">${fmtBytes(c.bytes)}</td>
-      ${withDelta ? `<td class="num ${signClass(c.dn || 0)}">${fmtSignedCount(c.dn || 0)}</td><td class="num ${signClass(c.d)}">${fmtSignedBytes(c.d)}</td>` : ""}</tr>`;
+      ${withDelta ? `<td class="num ${signClass(c.dn || 0)}">${signedCount(c.dn || 0)}</td><td class="num ${signClass(c.d)}">${signedBytes(c.d)}</td>` : ""}</tr>`;
   });
   $("classes").innerHTML = `<table><thead><tr><th class="num">chunk size</th><th></th><th class="num">chunks</th><th class="num">bytes</th>
     ${withDelta ? `<th class="num">Δ chunks</th><th class="num">Δ bytes</th>` : ""}</tr></thead><tbody>${html.join("")}</tbody></table>`;
@@ -549,8 +506,8 @@ function renderSuspects() {
     <div><span class="rank">#${i + 1}</span><span class="subject">${esc(x.subject)}</span></div>
     <div class="muted">held by <b>${esc(x.owner)}</b>${x.worker ? ` · worker ${esc(workerLabel(x.worker))}` : ` · ${esc(x.instance)}`}</div>
     <div class="evidence">${esc(x.evidence)}</div>
-    <div class="facts"><span class="grow">${fmtSignedBytes(x.growth_bytes_per_min)}/min</span> · R² ${Number(x.r2).toFixed(2)} ·
-      ${fmtSignedBytes(x.delta_bytes)}${x.delta_count !== undefined ? ` (${fmtSignedCount(x.delta_count)})` : ""} in the last ${fmtDuration(x.window_s)} ·
+    <div class="facts"><span class="grow">${signedBytes(x.growth_bytes_per_min)}/min</span> · R² ${Number(x.r2).toFixed(2)} ·
+      ${signedBytes(x.delta_bytes)}${x.delta_count !== undefined ? ` (${signedCount(x.delta_count)})` : ""} in the last ${fmtDuration(x.window_s)} ·
       ${Math.round((x.monotonic_ratio || 0) * 100)}% of steps up</div></div>`).join("");
   for (const el of $("suspects").querySelectorAll(".suspect")) {
     el.addEventListener("click", () => {

@@ -3,8 +3,8 @@
  * sampled allocations (GET /api/workers/:key/callpaths), an icicle flame graph of outstanding bytes
  * by call path (own SVG renderer: root on top, callers above callees, width = bytes), a diff flame
  * graph between two stored fetches (GET .../callpaths/diff; growth red, shrink green) and folded
- * stacks downloads (FlameGraph input). Uses app.js's globals: state, api, $, esc, fmtBytes,
- * fmtSignedBytes, fmtTime. */
+ * stacks downloads (FlameGraph input). Uses app.js's globals (state, api, $, esc, fmtTime) and
+ * format.js's (fmtBytes, signedBytes). */
 "use strict";
 
 const cpState = { key: null, fetches: [], current: null, diff: null, zoom: [], busy: false, mode: "fetch" };
@@ -101,7 +101,7 @@ async function cpDiff() {
     cpState.zoom = [];
     cpState.mode = "diff";
     const grew = d.rows.filter((r) => r.delta_bytes > 0).reduce((s, r) => s + r.delta_bytes, 0);
-    cpStatus(`diff #${d.a.id} (${fmtTime(d.a.time)}) → #${d.b.id} (${fmtTime(d.b.time)}): ${fmtSignedBytes(grew)} on growing paths. Width = bytes at B; red = grew, green = shrank.`);
+    cpStatus(`diff #${d.a.id} (${fmtTime(d.a.time)}) → #${d.b.id} (${fmtTime(d.b.time)}): ${signedBytes(grew)} on growing paths. Width = bytes at B; red = grew, green = shrank.`);
     cpRender();
     // the download link follows what is drawn (a fetch finishing meanwhile set it to the fetch)
     cpButtons();
@@ -223,7 +223,7 @@ function cpRender() {
     rect.setAttribute("fill", r.d === 0 && !diff ? "#3b4a66" : cpColor(r.n, diff));
     const title = document.createElementNS(SVGNS, "title");
     const pct = total ? ((100 * r.n.value) / total).toFixed(1) : "0";
-    title.textContent = `${r.n.name}\n${fmtBytes(r.n.value)} (${pct} %)${diff ? `, ${fmtSignedBytes(r.n.delta)} since A` : ""}`;
+    title.textContent = `${r.n.name}\n${fmtBytes(r.n.value)} (${pct} %)${diff ? `, ${signedBytes(r.n.delta)} since A` : ""}`;
     g.appendChild(title);
     g.appendChild(rect);
     if (r.w > 30) {
@@ -231,7 +231,7 @@ function cpRender() {
       t.setAttribute("x", "3");
       t.setAttribute("y", String(ROW - 5));
       const chars = Math.floor((r.w - 6) / 6.6);
-      const label = r.d === 0 ? `${cpState.zoom.length ? "⤺ " + r.n.name : "all"} · ${fmtBytes(r.n.value)}${diff ? " (" + fmtSignedBytes(r.n.delta) + ")" : ""}` : r.n.name;
+      const label = r.d === 0 ? `${cpState.zoom.length ? "⤺ " + r.n.name : "all"} · ${fmtBytes(r.n.value)}${diff ? " (" + signedBytes(r.n.delta) + ")" : ""}` : r.n.name;
       t.textContent = label.length > chars ? label.slice(0, Math.max(1, chars - 1)) + "…" : label;
       g.appendChild(t);
     }
@@ -250,7 +250,7 @@ function cpRender() {
 /** the largest paths (or largest growth) as a table below the graph, leaf first */
 function cpTable(diff) {
   const rows = diff
-    ? cpState.diff.rows.filter((r) => r.delta_bytes !== 0).slice(0, 10).map((r) => ({ folded: r.folded, a: fmtBytes(r.b_bytes), b: fmtSignedBytes(r.delta_bytes), cls: r.delta_bytes > 0 ? "bad" : "shrink" }))
+    ? cpState.diff.rows.filter((r) => r.delta_bytes !== 0).slice(0, 10).map((r) => ({ folded: r.folded, a: fmtBytes(r.b_bytes), b: signedBytes(r.delta_bytes), cls: r.delta_bytes > 0 ? "bad" : "shrink" }))
     : cpState.current.paths.slice(0, 10).map((p) => ({ folded: p.folded, a: fmtBytes(p.est_bytes), b: fmtCount(p.est_count), cls: "" }));
   const leafFirst = (f) => f.split(";").reverse().join(" ← ");
   $("cp-flame").insertAdjacentHTML("beforeend", `<table class="cp-top"><tr><th class="num">${diff ? "at B" : "bytes"}</th><th class="num">${diff ? "growth" : "allocs"}</th><th>call path (allocation ← … ← outermost)</th></tr>${rows

@@ -1,6 +1,7 @@
 /** The terminal console's pure parts: text layout, the layer breakdown, one frame within 80×24. */
 import { renderFrame, layerRows, Model } from "../../control-plane/src/console/render";
-import { parseWindow, wrap, renderLine, seg, signedBytes, parseFlags } from "../../control-plane/src/console/text";
+import { parseWindow, wrap, renderLine, seg, parseFlags } from "../../control-plane/src/console/text";
+import { signedBytes } from "../../control-plane/src/format";
 import { DiffRow, Suspect, WorkerInfo } from "../../control-plane/src/protocol";
 
 const MB = 1024 * 1024;

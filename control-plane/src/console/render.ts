@@ -3,9 +3,9 @@
  * laid out for a terminal of `width` × `height` (80×24 is the design target).
  */
 import { DiffRow, Suspect, WorkerInfo } from "../protocol";
-import { fmtBytes, fmtDuration } from "../format";
+import { fmtBytes, fmtDuration, signedBytes, signedCount } from "../format";
 import { CallpathsView, callpathLines } from "./callpaths";
-import { Line, seg, renderLine, padLeft, padRight, signedBytes, signedCount, deltaColor, wrap, fmtWindow, clock } from "./text";
+import { Line, seg, renderLine, padLeft, padRight, deltaColor, wrap, fmtWindow, clock } from "./text";
 
 export interface LayerRow {
   label: string;

@@ -5,7 +5,7 @@
  *   memdiag snapshot [--port 9145] [--host 127.0.0.1] [--json] [--pid N] [--fresh]
  */
 import * as http from "http";
-import { fmtBytes, fmtRange, classMax } from "../format";
+import { fmtBytes, fmtRange, classMax, REGION_CLASSES } from "../format";
 import { padLeft, padRight, parseFlags, clock, wrap } from "./text";
 import { loadConfig } from "../config-file";
 
@@ -59,9 +59,6 @@ export function snapshotRows(ws: Obj[]): Row[] {
   row("VmData", (s) => b(s.system?.vm_data_bytes));
   row("explained", (s) => (num(s.system?.explained_ratio) === undefined ? "–" : `${Math.round(s.system.explained_ratio * 100)}%`));
   // regions by class (RSS when the agent reports it, else size)
-  const REGION_LABEL: Record<string, string> = {
-    glibc_heap: "glibc heap", luajit: "LuaJIT", shm_zone: "shm zones", stack: "stacks", code: "code", file: "files", other_anon: "other anon",
-  };
   if (ws.some((s) => Array.isArray(s.system?.regions) && s.system.regions.length)) rows.push({
       label: "regions (RSS)",
       // classified every regions_every_s seconds, not at every snapshot: say how old when it is
@@ -69,8 +66,8 @@ export function snapshotRows(ws: Obj[]): Row[] {
     });
   const classes = new Set<string>();
   for (const s of ws) for (const r of s.system?.regions ?? []) classes.add(r.class);
-  for (const c of ["glibc_heap", "luajit", "shm_zone", "stack", "code", "file", "other_anon"].filter((x) => classes.has(x))) {
-    row(`  ${REGION_LABEL[c] ?? c}`, (s) => {
+  for (const [c, label] of REGION_CLASSES.filter(([x]) => classes.has(x))) {
+    row(`  ${label}`, (s) => {
       let t = 0;
       let any = false;
       for (const r of s.system?.regions ?? []) if (r.class === c) {

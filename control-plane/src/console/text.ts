@@ -2,7 +2,6 @@
  * Plain-ANSI text layout for the terminal consoles: segments with an optional
  * colour, cut to a visible width (the colour codes do not count), columns padded.
  */
-import { fmtBytes } from "../format";
 
 export type Color = "dim" | "bold" | "red" | "green" | "yellow" | "cyan" | "inverse";
 const CODES: Record<Color, string> = { dim: "2", bold: "1", red: "31", green: "32", yellow: "33", cyan: "36", inverse: "7" };
@@ -43,18 +42,6 @@ export function padLeft(s: string, n: number): string {
   const l = [...s].length;
   if (l > n) return [...s].slice(0, n).join("");
   return " ".repeat(n - l) + s;
-}
-
-/** "+1.2 MB", "-340 KB", "0 B" */
-export function signedBytes(n: number | null | undefined): string {
-  if (n === null || n === undefined || !Number.isFinite(n)) return "–";
-  if (n === 0) return "0 B";
-  return n > 0 ? `+${fmtBytes(n)}` : `-${fmtBytes(-n)}`;
-}
-
-export function signedCount(n: number | null | undefined): string {
-  if (n === null || n === undefined || !Number.isFinite(n)) return "";
-  return n > 0 ? `+${n}` : String(n);
 }
 
 export const deltaColor = (n: number | null | undefined): Color | undefined =>
