@@ -398,9 +398,9 @@ export class VethNamespace {
     spawnSync("ip", ["netns", "del", this.name]);
   }
 
-  /** a command inside the namespace */
-  run(cmd: string, args: string[], input?: string): SpawnSyncReturns<string> {
-    return spawnSync("ip", ["netns", "exec", this.name, cmd, ...args], { encoding: "utf8", input, timeout: 120000 });
+  /** a command inside the namespace (env: added to this process's environment) */
+  run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+    return spawnSync("ip", ["netns", "exec", this.name, cmd, ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 120000 });
   }
 
   /** curl from inside the namespace: status, body and headers (lower-cased names) */

@@ -21,6 +21,7 @@ import * as path from "path";
 import { Nginx, httpGet } from "../harness/nginx";
 import { freePort } from "../harness/ports";
 import { ensureSampler } from "../harness/fixtures";
+import { ROOT } from "../../scripts/config";
 import { VethNamespace, tally } from "./lib";
 
 const isRoot = process.getuid?.() === 0;
@@ -200,6 +201,15 @@ d("/_memdiag access by the connection's own address", () => {
     r = ns.curl(`${url}?deep=1`, auth, 120);
     const scanned = r.status === 200 ? JSON.parse(r.body).workers.filter((w: any) => w.scan?.state === "done" && w.scan.started >= t0 - 1) : [];
     add("deep=1 with the token → 200 with a scan started now", r.status === 200 && scanned.length === 1, `${r.status} ${r.body.slice(0, 200)}`);
+    // `memdiag snapshot --fresh` from the namespace: the token from the environment, never on the command line
+    const cli = (env: NodeJS.ProcessEnv) =>
+      ns.run(process.execPath, [path.join(ROOT, "bin/memdiag"), "snapshot", "--fresh", "--json", "--host", ns.hostIp, "--port", String(ngx.memdiagPort)], { MEMDIAG_CONFIG: "/nonexistent/memdiag.config.json", MEMDIAG_TOKEN: "", ...env });
+    let c = cli({});
+    add("memdiag snapshot --fresh without a token → exit 1 naming the header", c.status === 1 && /401 .*Authorization: Bearer/.test(c.stderr), `${c.status} ${c.stderr}`);
+    const s2 = await state();
+    c = cli({ MEMDIAG_TOKEN: token });
+    const s3 = await state();
+    add("memdiag snapshot --fresh with MEMDIAG_TOKEN → exit 0 and a collection ran", c.status === 0 && JSON.parse(c.stdout).workers.length >= 2 && s3 !== s2, `${c.status} ${c.stderr}; ${s2} → ${s3}`);
     for (const pid of pids) {
       const st = JSON.parse((await ngx.memdiag(`?sampler=status&pid=${pid}`)).body);
       add(`worker ${pid} disarmed afterwards`, st.armed === false, JSON.stringify(st).slice(0, 200));
