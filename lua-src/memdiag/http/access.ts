@@ -56,15 +56,14 @@ export function bearerToken(header: string | undefined): string | undefined {
 }
 
 /**
- * given === expected in time that depends only on #expected: every byte of the
- * expected token is compared whatever the first difference is.
+ * given === expected in time that depends only on #expected: every byte is compared
+ * whatever the first difference is, and a given token of another length is compared
+ * as the expected one itself (same work) with the answer already false.
  */
 export function tokenEquals(given: string, expected: string): boolean {
   let diff = given.length === expected.length ? 0 : 1;
-  for (let i = 1; i <= expected.length; i++) {
-    const g: number | undefined = string.byte(given, i);
-    diff = diff | ((g ?? 256) ^ string.byte(expected, i));
-  }
+  const g = diff === 0 ? given : expected;
+  for (let i = 1; i <= expected.length; i++) diff = diff | (string.byte(g, i) ^ string.byte(expected, i));
   return diff === 0 && expected.length > 0;
 }
 
