@@ -58,6 +58,15 @@ function proxied(port: number, claimed: string, pathAndQuery: string, headers: s
   return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(out)?.[1] ?? 0), body: h < 0 ? out : out.slice(h + 4) };
 }
 
+/**
+ * /whoami: both addresses as nginx sees them (is realip rewriting?). /novar: what the lua
+ * module gives for a variable no module defines, which is what $realip_remote_addr reads
+ * as in a build without realip.
+ */
+const WHOAMI = `    location = /whoami { return 200 "$remote_addr $realip_remote_addr"; }
+    location = /novar { content_by_lua_block { local ok, v = pcall(function() return ngx.var.memdiag_no_such_variable end); ngx.print(tostring(ok), " ", tostring(v)) } }
+`;
+
 const d = isRoot ? describe : describe.skip;
 
 d("/_memdiag access by the connection's own address", () => {
@@ -89,7 +98,7 @@ d("/_memdiag access by the connection's own address", () => {
   beforeAll(async () => {
     ensureSampler();
     ns.up();
-    ngx = new GatewayNginx({ workers: 2, http: XFF, agent: { interval_s: 600, allow: [LISTED], token }, memdiagLocations: `    location = /whoami { return 200 "$remote_addr $realip_remote_addr"; }\n` });
+    ngx = new GatewayNginx({ workers: 2, http: XFF, agent: { interval_s: 600, allow: [LISTED], token }, memdiagLocations: WHOAMI });
     await ngx.start();
     await ngx.snapshots();
     url = `http://${ns.hostIp}:${ngx.memdiagPort}/_memdiag`;
@@ -105,6 +114,8 @@ d("/_memdiag access by the connection's own address", () => {
   test("not allowlisted, realip trusting X-Forwarded-For: every spoof 403, nothing armed", async () => {
     const from = cases.length;
     const before = await state();
+    const nv = await httpGet(ngx.memdiagPort, "/novar");
+    add("an undefined variable reads as nil, no error (the no-realip path)", nv.body === "true nil" && !/memdiag_no_such_variable/.test(ngx.errorLog()), nv.body);
     let w = ns.curl(whoami);
     add("precondition: plain request, $remote_addr is the namespace", w.body === `${ns.nsIp} ${ns.nsIp}`, w.body);
     let r = ns.curl(url);
