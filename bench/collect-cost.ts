@@ -18,7 +18,7 @@
  * carry its trace compiles (at 1,000 connections, 1,024 ns per pool with 3 left out, 243 with
  * 30, 190 with 100).
  * Usage: npm run bench   (or: bash bench/run.sh collect-cost)
- * Targets (issue 2): ≤ 0.5 µs per pool walked, ≤ 5 ms per collection at 10,000 connections.
+ * Targets: ≤ 0.5 µs per pool walked, ≤ 5 ms per collection at 10,000 connections.
  */
 import * as net from "net";
 import { Nginx, httpGet } from "../test/harness/nginx";

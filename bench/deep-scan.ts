@@ -1,5 +1,5 @@
 /**
- * Deep scan throughput (issue 3): heap walk with pool recognition and reference
+ * Deep scan throughput: heap walk with pool recognition and reference
  * scan, in MB/s of thread CPU time, on heaps inflated to 10 MB, 100 MB and 1 GB,
  * and the longest slice. One nginx worker; a test location inflates the heap with
  * small chunks (32..2048 bytes, a quarter of their words pointers to other chunks:

@@ -1,5 +1,5 @@
 /**
- * Control-plane memory vs history length (issue 4: "control-plane memory bounded by
+ * Control-plane memory vs history length ("control-plane memory bounded by
  * configuration, not by history length").
  *
  * Starts `memdiag serve` as its own process with a small retention (default: full

@@ -11,7 +11,7 @@
  *   send→ack        client side round trip (p50/p99)
  *   diff            GET /api/diff?a=&b= of two deep snapshots (p50/p99 ms, HTTP included) and the server-side compute
  *   RSS             of the control-plane process after the run (and its peak)
- * Targets (issue 4): ≥ 2,000 snapshots/s, p99 ingest→stored ≤ 50 ms, diff ≤ 5 ms.
+ * Targets: ≥ 2,000 snapshots/s, p99 ingest→stored ≤ 50 ms, diff ≤ 5 ms.
  *
  *   bash bench/run.sh ingest        options: --workers 32 --seconds 10 --inflight 4 --deep-every 10
  */

@@ -1,5 +1,5 @@
 /**
- * Overhead of memdiag on request handling (issue 6), all measured in one run on one machine:
+ * Overhead of memdiag on request handling, all measured in one run on one machine:
  *
  *   none     nginx without the include line (same modules loaded), as an OpenResty gateway is
  *            configured: its application already has a content_by_lua location (never requested here)
@@ -445,7 +445,7 @@ async function main(): Promise<void> {
       }
     }
 
-    // ---- targets (issue 6)
+    // ---- targets
     const verdicts: string[] = [];
     const plainCost: Record<string, number> = {};
     const noise: Record<string, number> = {};
@@ -481,7 +481,7 @@ async function main(): Promise<void> {
         verdicts.push(`${v} deep/${row.path}: ${head} (≤ 3 %; ${cpu}), p99 ${row.p99_delta_ms >= 0 ? "+" : ""}${fmt(row.p99_delta_ms, 3)} ms (≤ +1.5 ms)`);
       }
       if (row.config === "sampler") {
-        // issue 5's target, against no agent at all (the sampler needs the agent)
+        // the sampler's target, against no agent at all (the sampler needs the agent)
         // p99 paired like throughput: the medians of p99 drift between rounds by more than 5 %
         const v = judge(row.paired_loss_pct, 3, row.paired_p99_ratio <= 1.05, row.path);
         verdicts.push(`${v} sampler/${row.path}: ${head} (≤ 3 %; ${cpu}), p99 ${fmt((row.paired_p99_ratio - 1) * 100)} % paired (≤ +5 %; medians ${fmt((row.p99_ratio - 1) * 100)} %)`);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Failure drills, hostile input and the soak (issue 6), alone:  npm run drill [-- <jest file pattern>]
+# Failure drills, hostile input and the soak, alone:  npm run drill [-- <jest file pattern>]
 #   MEMDIAG_DRILL_FULL=1      full counts (50 reloads, 1,000 corrupted pools, 10 control-plane kills, ...)
 #   MEMDIAG_SOAK_SECONDS=1800 the real soak (default 60)
 #   MEMDIAG_DRILL_SEED=N      replay the random choices of an earlier run (every drill prints its seed)

@@ -118,7 +118,7 @@ export function apiRouter(d: ApiDeps): Router {
     return st;
   }));
 
-  // ---- [sampler] allocation call paths (issue 5): live from the agent, symbolised, stored per fetch ----
+  // ---- allocation call paths: live from the agent, symbolised, stored per fetch ----
   let cpStore: CallpathStore | undefined;
   const callpaths = () => (cpStore ??= new CallpathStore(store.db));
   let sym = new Symbolizer();
@@ -287,7 +287,7 @@ export function apiRouter(d: ApiDeps): Router {
   return r;
 }
 
-/** [sampler commands] args of sampler_arm: {rate?, depth?, aligned?} (numbers / boolean) */
+/** args of sampler_arm: {rate?, depth?, aligned?} (numbers / boolean) */
 function commandArgs(v: unknown): Record<string, number | boolean> | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "object" || Array.isArray(v)) throw new HttpError(400, "args: expected an object");

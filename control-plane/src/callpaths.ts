@@ -1,5 +1,5 @@
 /**
- * Allocation call paths of a worker (issue 5) on the control plane: fetched
+ * Allocation call paths of a worker on the control plane: fetched
  * live from the agent with the `sampler_top` command, frames named with
  * elfsym.ts where the objects are readable on this host, stored per fetch
  * (table `callpaths`, gzip'ed JSON, the last KEEP per worker) so two fetches

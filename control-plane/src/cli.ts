@@ -56,7 +56,7 @@ async function serve(argv: string[]): Promise<number> {
 
 export const COMMANDS: Record<string, Command> = {
   serve: { summary: "run the control plane (agents push to it; API, /metrics, consoles)", usage: SERVE_USAGE, run: serve },
-  // [console work] terminal consoles (control-plane/src/console/), loaded lazily
+  // terminal consoles (control-plane/src/console/), loaded lazily
   console: {
     summary: "live terminal view of the control plane (workers, layers, suspects)",
     usage: "memdiag console [--url http://127.0.0.1:9146] [--token T] [--once] [--worker KEY|PID] [--window 10m]\n  keys: up/down worker, w window, d deep scan, r refresh, q quit; --once prints one frame (80 columns)",

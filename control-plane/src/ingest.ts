@@ -43,7 +43,7 @@ export interface CommandState {
   result?: Record<string, unknown>;
 }
 
-/** [sampler commands] the result of a command answered by command_result (not kept in CommandState) */
+/** the result of a sampler command answered by command_result (not kept in CommandState) */
 export interface CommandAnswer {
   state: CommandState;
   result?: Record<string, unknown>;
@@ -104,7 +104,7 @@ export class Ingest {
   /** connected agents by worker key */
   readonly agents = new Map<string, Conn>();
   readonly commands = new Map<string, CommandState>();
-  /** [sampler commands] callers waiting for a command_result (request()) */
+  /** sampler commands: callers waiting for a command_result (request()) */
   private waiting = new Map<string, (a: CommandAnswer) => void>();
   readonly stats: IngestStats = { connections: 0, frames: 0, snapshots: 0, duplicates: 0, rejected: {}, closed: {}, dropped_by_agents: 0 };
   private heartbeat: NodeJS.Timeout;
@@ -357,7 +357,7 @@ export class Ingest {
   }
 
   /**
-   * [sampler commands] send a command and wait for its command_result (with `result`);
+   * Sends a command and waits for its command_result (with `result`);
    * undefined when the worker is not connected. Resolves with state "timeout" after timeoutMs
    * or when the agent disconnects first.
    */

@@ -1,4 +1,4 @@
-/* Call paths panel (issue 5): allocation sampler of the selected worker through the control plane.
+/* Call paths panel: allocation sampler of the selected worker through the control plane.
  * Arm / disarm (POST /api/workers/:key/command sampler_arm|sampler_disarm), fetch the outstanding
  * sampled allocations (GET /api/workers/:key/callpaths), an icicle flame graph of outstanding bytes
  * by call path (own SVG renderer: root on top, callers above callees, width = bytes), a diff flame

@@ -1,6 +1,6 @@
 /**
  * Terminal console: the top allocation call paths of the selected worker by
- * outstanding bytes (issue 5), one line each, allocation function first
+ * outstanding bytes, one line each, allocation function first
  * (leaf → root), cut to the terminal width. Shown when the control plane has a
  * stored fetch of the worker (GET /api/workers/:key/callpaths/history); key `c`
  * fetches a fresh one from the worker (GET /api/workers/:key/callpaths).

@@ -34,7 +34,7 @@ export interface Model {
   latest_time?: number;
   latest_deep_time?: number;
   suspects: Suspect[];
-  /** [call paths] the selected worker's newest stored call path fetch, if any */
+  /** the selected worker's newest stored call path fetch, if any */
   callpaths?: CallpathsView;
   status?: string;
   error?: string;
@@ -161,7 +161,7 @@ export function renderFrame(m: Model, o: FrameOptions): string {
     out.push([seg(`  ${notes.join(" · ")}`, "dim")]);
   }
 
-  // [call paths] top allocation call paths of the selected worker (a stored fetch), leaving room for suspects
+  // top allocation call paths of the selected worker (a stored fetch), leaving room for suspects
   const footer = (m.status ? 1 : 0) + (o.keys ? 1 : 0);
   if (selW && m.callpaths) {
     const room0 = o.height - out.length - footer - 1 - 3;

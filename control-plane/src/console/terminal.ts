@@ -76,7 +76,7 @@ export async function buildModel(cp: ControlPlane, st: ConsoleState): Promise<Mo
     );
   }
   if (st.selected) jobs.push(loadLayers(cp, st.selected, from, now, m));
-  // [call paths] the newest stored fetch (no request to the worker; key c fetches a fresh one)
+  // call paths: the newest stored fetch (no request to the worker; key c fetches a fresh one)
   if (st.selected) jobs.push(latestCallpaths(cp, st.selected).then((v) => void (m.callpaths = v), () => undefined));
   await Promise.all(jobs);
   return m;
@@ -250,7 +250,7 @@ async function interactive(cp: ControlPlane, st: ConsoleState, color: boolean): 
         ).finally(() => void draw());
         void draw();
       } else if (k === "c") {
-        // [call paths] fetch the outstanding allocations by call path from the worker's sampler
+        // call paths: fetch the outstanding allocations by call path from the worker's sampler
         const key = st.selected;
         if (!key) return;
         setStatus(st, "fetching call paths from the worker…");

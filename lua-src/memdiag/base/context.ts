@@ -19,7 +19,7 @@ export function skip(ctx: Ctx, reason: string): void {
  * Call from loops. After a yield other code ran and mappings may have changed:
  * the maps are marked stale (Maps.invalidate), so the next check outside the brk
  * heap re-reads /proc/self/maps before trusting an address (reading the file after
- * every slice cost 0.1-0.2 ms of each 1 ms slice, and more with many mappings).
+ * every slice would take a large share of each slice, more with many mappings).
  * Returns true when it yielded: callers revalidate what they were walking.
  */
 export function tick(ctx: Ctx): boolean {
@@ -38,7 +38,7 @@ export function tickAhead(ctx: Ctx, ms: number): boolean {
 /**
  * A step starts a fresh slice unless at least this share of the slice is left: steps begin
  * with work that has no checks inside (a maps read, setting up, and in a worker's first deep
- * scans the compiling of their loops' traces, 0.3-1.5 ms each here)
+ * scans the compiling of their loops' traces, which can take a good part of a slice)
  */
 export const STEP_RESERVE = 0.5;
 

@@ -100,9 +100,7 @@ function encodeInto(v: unknown, depth: number): void {
 
 /**
  * Interpreted: an encode runs once per collection, never often enough for its traces to pay
- * back (compiled: 3 ms for the first encode of a 4 KB snapshot, 0.26 ms for the next ones, and a
- * worker re-records them as snapshots change; interpreted: 0.09 ms every time, 0.2 before the
- * key cache and the shared buffer).
+ * back (a worker re-records them as snapshots change; docs/design-figures.md).
  */
 noJit(encodeInto);
 noJit(encodeString);

@@ -16,10 +16,9 @@ export function noJit(fn: unknown): void {
 /**
  * The jit module, for a module that keeps all its functions out of the JIT with
  * `jitLib?.off?.(true, true)` at its top level (true: the calling chunk, and every function
- * defined in it). Used by the once-a-second collection's modules: with the JIT on, a
- * collection under load cost 5.9-6.9 ms of the worker and its longest slice 1.7-1.9 ms
- * (median); with it off 1.7-2.2 ms and 1.1 ms. Its loops become hot every second and are
- * traced, aborted and retried again and again, inside the slices.
+ * defined in it). Used by the once-a-second collection's modules: their loops become hot
+ * every second and, with the JIT on, are traced, aborted and retried again and again inside
+ * the slices, which costs the worker more than running them interpreted (docs/design-figures.md).
  */
 export const jitLib = jit;
 
@@ -31,8 +30,8 @@ const pkg = _G["package"] as { path: string; loaded: unknown; searchpath(this: v
  * it, and with `deps` standing in for the modules it requires while it loads (so that it calls
  * other interpreted copies rather than the compiled modules). Its functions are new prototypes,
  * so the module it copies keeps its traces. Turning the JIT off and on again on the same
- * functions instead, switched by pool count, slowed the compiled walk for good (491-730 ns per
- * pool at 10,000 connections instead of 118-261; most likely traces blacklisted while off).
+ * functions instead slows the compiled code for good (most likely traces blacklisted while
+ * off; docs/design-figures.md).
  * Returns [undefined, reason] when the file cannot be found or loaded; package.loaded is left
  * as it was either way.
  */

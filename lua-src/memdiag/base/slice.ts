@@ -75,8 +75,8 @@ export class Budget {
   private endSlice(elapsed: number): void {
     this.totalMs += elapsed;
     if (elapsed > this.maxSliceMs) this.maxSliceMs = elapsed;
-    // this VM's thread CPU clock jumps by milliseconds at some context switches (deep/budget.ts
-    // close(): 6.5 ms of "CPU" in a 0.76 ms slice): a slice cannot use more CPU than wall time
+    // the thread CPU clock can jump by milliseconds at a context switch on a virtual machine
+    // (deep/budget.ts close()): a slice cannot use more CPU than wall time
     const cpu = Math.min(cpuMs() - this.sliceCpu0, elapsed);
     if (cpu > this.maxSliceCpuMs) this.maxSliceCpuMs = cpu;
   }

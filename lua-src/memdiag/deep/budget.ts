@@ -147,9 +147,9 @@ export class DeepBudget extends Budget {
     return this.lastCheck;
   }
   /**
-   * Called every few tens of microseconds of work: wall clock only (49 ns through the
-   * vDSO here; the thread CPU clock is a system call, 2.1 us on this VM, and read per
-   * check it cost ~10 % of the scan), the CPU clock once per slice.
+   * Called every few tens of microseconds of work: wall clock only (the vDSO makes it cheap;
+   * the thread CPU clock is a system call, and read per check it would be a noticeable share
+   * of the scan), the CPU clock once per slice.
    */
   check(): boolean {
     this.checks++;
@@ -299,8 +299,8 @@ export class DeepBudget extends Budget {
   }
 
   private close(elapsed: number): void {
-    // a thread's CPU time cannot exceed the wall time, but this VM's thread CPU clock jumps
-    // by milliseconds at some context switches (seen: 6.5 ms of "CPU" in a 0.76 ms slice):
+    // a thread's CPU time cannot exceed the wall time, but on some virtual machines the
+    // thread CPU clock jumps by milliseconds at a context switch (docs/design-figures.md):
     // cap it. Stalls of the whole vCPU still count (both clocks see them).
     const cpuRaw = cpuMs() - this.cpu0;
     const cpu = Math.min(cpuRaw, monoMs() - this.wall0);
@@ -308,10 +308,9 @@ export class DeepBudget extends Budget {
     this.totalMs += elapsed;
     if (elapsed > this.maxSliceMs) this.maxSliceMs = elapsed;
     this.cpuTotalMs += cpu;
-    // Taken off the CPU by the scheduler during the slice: on this VM the thread CPU clock is
-    // then unreliable (measured in a plain LuaJIT loop reading 1 GB, no nginx: every CPU "stall"
-    // over 1 ms, up to 26 ms, came with an involuntary switch, some with CPU >> wall time),
-    // and the wall time includes whatever else ran. Counted apart from the slice figures.
+    // Taken off the CPU by the scheduler during the slice: the thread CPU clock is then
+    // unreliable on some virtual machines (docs/design-figures.md), and the wall time includes
+    // whatever else ran. Counted apart from the slice figures.
     const [, iv] = faultsNow();
     if (iv > this.ivcsw0) {
       this.preemptedSlices++;

@@ -40,9 +40,9 @@ const MALLOC_STATE_SIZE = 2200;
 /** bounds on garbage: no chunk and no region is larger than this */
 const MAX_CHUNK = 1099511627776;
 /**
- * chunks between two budget checks: ~50 us of walking at 1 KB chunks, so a slice ends within
- * that of its deadline (1,024 let slices run 0.2 ms over, and 1-3 ms over when this VM's memory
- * stalled); a check is one vDSO clock read, ~0.1 % of the walk at this spacing
+ * chunks between two budget checks: tens of microseconds of walking at 1 KB chunks, so a slice
+ * ends close to its deadline (four times as many overran slices noticeably); a check is one vDSO
+ * clock read, a negligible share of the walk at this spacing (docs/design-figures.md)
  */
 const CHECK_EVERY = 256;
 /** the same in forEachInUseChunk, whose callbacks cost more per chunk (a hash lookup, a call, a scan) */

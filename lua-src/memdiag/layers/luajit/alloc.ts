@@ -124,8 +124,8 @@ function segmentsOf(mem: LjMem, ms: number): LuaMultiReturn<[LjRange[] | undefin
 
 const MIN_CHUNK = 32;
 // chunks carved since the top was read (a few: the walk gains ~30 chunks per 1 KB copy). It runs
-// inside a slice with no budget check, up to LOCATE_TRIES times: 4,000 headers cost 0.93-1.03 ms
-// here (interpreted), so 1,024 keep even three failed walks under a slice (~0.75 ms)
+// inside a slice with no budget check, up to LOCATE_TRIES times: this bound keeps even three
+// failed walks under one slice (docs/design-figures.md)
 const TOP_WALK_MAX = 1024;
 const TOP_FOOT_MAX = 256;
 const TOP_COPY = 1024; // the most one kernel copy holds (safe/probe.ts CHECK_MAX)
@@ -149,8 +149,8 @@ function topReached(mem: LjMem, top: number, topEnd: number, segEnd: number): st
   let copied = 0;
   for (let i = 0; i < TOP_WALK_MAX; i++) {
     // Each copy of ours boxes its result: one more chunk carved from the top. Copying a line per
-    // header made the walk chase a top that moved as fast as it did ("top chunk not reached" in 1
-    // of ~10 runs of the regions test). One copy of up to 1 KB holds many headers, consistent
+    // header would make the walk chase a top that moves as fast as it does ("top chunk not
+    // reached"). One copy of up to 1 KB holds many headers, consistent
     // with each other: the headers inside it are checked against it, and the walk gains on the top.
     if (c + 16 > copied) {
       const len = Math.max(16, Math.min(TOP_COPY, topEnd - c));

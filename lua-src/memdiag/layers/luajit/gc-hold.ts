@@ -47,8 +47,8 @@ let held = false;
 let saved = -1;
 /**
  * A release can only set the threshold to a multiple of 1 % of the heap, so each one is off by
- * up to that. Rounding up every time ratcheted the threshold up by ~1 % of the heap per
- * release, and a loop of holds starved the collector (0 cycles where 5 were due, the heap 4x);
+ * up to that. Rounding up every time would ratchet the threshold up by ~1 % of the heap per
+ * release, and a loop of holds would starve the collector (test/unit/gc-hold.test.ts);
  * so the error is carried: `carry` is how far the threshold we set lies above the one the
  * collector would have, `lastSet` what we set. If the collector has moved it since (a step
  * sets it anew), the error is gone with it.

@@ -1,10 +1,10 @@
 /**
  * The free-slot scan of the rooted walk, in a module of its own so that it stays compiled when
  * the walk itself runs interpreted (layers/pools/rooted-jit.ts): a worker is often configured for far
- * more connections than it holds, and interpreted, stepping over 65,535 mostly free slots cost
- * 3.2 ms per collection; with this scan compiled 1.20 ms (median of 30), as the walk compiled
- * throughout did (1.28). Its loop has one shape whatever the traffic (a free slot, or the end of
- * the run), so its trace does not churn as the walk's did.
+ * more connections than it holds, and stepping over tens of thousands of mostly free slots
+ * interpreted costs a few times what it costs compiled (docs/design-figures.md). Its loop has
+ * one shape whatever the traffic (a free slot, or the end of the run), so its trace does not
+ * churn as the walk's does.
  */
 import { rdI32, rdPtr } from "../../safe/mem";
 

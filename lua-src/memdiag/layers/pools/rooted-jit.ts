@@ -4,18 +4,15 @@
  *
  * Compiled, the walk's traces are recorded again and again in a worker's first minutes: its
  * exits follow the traffic (slot kinds, pool shapes, the address checks it inlines), and each
- * new hot exit is a compile inside a slice. Under saturating proxied load with 32 connections
- * (~70 pools), the first 120 collections spent 83 ms compiling traces, and p99 latency rose
- * 0.1-0.3 ms until they settled (README, performance). With this copy interpreted the same 120
- * collections compiled 14-15 ms (the helpers the walk calls and layers/pools/free-slots.ts, which
- * settle quickly) and the walk took 0.4-0.56 ms. Interpreted costs ~740 ns per pool, so at
- * 10,000 connections (7 ms per collection) the compiled walk is worth its compiles: 120-200 ns
- * per pool (collect-cost, issue 2's ≤ 500 ns).
+ * new hot exit is a compile inside a slice, which shows in request latency. A few pools cost
+ * little to walk interpreted, so small workers avoid those compiles; per pool the compiled walk
+ * is several times faster, so large workers are worth its compiles (bench/collect-cost.ts;
+ * figures in docs/design-figures.md).
  *
  * The choice follows the last collection's pools_walked, with a gap between the two thresholds
  * so a worker near one of them does not switch every second. A switch turns nothing off (two
- * sets of prototypes), but the compiled walk compiles its traces in its first collections:
- * at 1,000 connections the first 3 walked at ~1-2 µs per pool, with walk slices up to 2.2 ms.
+ * sets of prototypes), but the compiled walk compiles its traces in its first collections,
+ * which are slower per pool.
  */
 import { Ctx } from "../../base/context";
 import { Layout } from "../../nginx/types";

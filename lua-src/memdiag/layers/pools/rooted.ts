@@ -51,10 +51,9 @@ const MAX_LISTENERS = 4096;
 /**
  * In the compiled walk (large workers), the request path (a request in flight: its pool, the top
  * list's entry with peer and URI) runs interpreted; the slot loop and the connection pools stay
- * compiled. Compiled, the request path's traces were recorded again collection after collection under proxied paced load (new exits,
- * aborts), and the walk cost 2.2 ms per collection for ~110 pools (median of 27); with this path
- * interpreted 1.3 ms (the whole walk interpreted: 0.54 ms, but 741 ns per pool at 10,000 idle
- * connections against 118 with this split, collect-cost).
+ * compiled. Compiled, the request path's traces are recorded again collection after collection
+ * under proxied load (new exits, aborts), which costs more than running it interpreted; the
+ * slot loop has one stable shape and stays fast compiled (docs/design-figures.md).
  */
 let busyPathsOff = false;
 

@@ -248,7 +248,7 @@ export function classifyPieces(inp: ClassifyInput): LuaMultiReturn<[Piece[][], n
   let guardEnd = -1; // end of a PROT_NONE guard: the mapping starting there is a thread stack
   const starts: number[] = [];
   for (let i = 0; i < list.length; i++) {
-    // ticks are cheap until a yield is due; a loaded worker took up to 3 ms for 32 mappings
+    // ticks are cheap until a yield is due; 32 mappings can take a loaded worker several slices
     if (inp.tick && i % TICK_EVERY === TICK_EVERY - 1) inp.tick();
     // the anonymous private starts up to the next tick (where walkAnon reads first) in one read:
     // a yield at the tick drops what was read before it
@@ -448,7 +448,7 @@ export function parseSmaps(text: string): LuaMultiReturn<[RawMapping[], LuaTable
 
 // ---------------------------------------------------------------- live collection
 
-/** what one read of smaps (SMAPS_CHUNK, layers/system/smaps.ts) may cost under load (a whole read, ~6 of them, took 0.5-1.4 ms) */
+/** what one read of smaps (SMAPS_CHUNK, layers/system/smaps.ts) may cost under load (a whole read takes several; docs/design-figures.md) */
 const SMAPS_READ_MS = 0.4;
 
 export interface RegionsInfo {

@@ -7,9 +7,9 @@ import { cdef } from "../../base/cdef";
  *
  * Its own module because the count wants the JIT and the regions layer runs interpreted
  * (base/nojit.ts): mincore gives one byte per page, and a 1 GB heap is 262,144 of them.
- * Counted interpreted inside layers/system/regions.ts, with no check in between, that was one 9.6 ms
- * slice per collection at 1 GB (overhead bench, heap scaling; the smaps read is reused there
- * and the heap's residency comes from mincore). Compiled, the loop is one stable trace; and
+ * Counted interpreted inside layers/system/regions.ts, with no check in between, a large heap
+ * would make one slice of several milliseconds (docs/design-figures.md). Compiled, the loop is
+ * one stable trace; and
  * `between` runs after every batch of RESIDENT_BATCH_PAGES (64 MB), so the caller can yield.
  */
 cdef(`int mincore(void *addr, size_t length, unsigned char *vec);`);
