@@ -67,6 +67,16 @@ export interface PoolStats {
   create_size: number;
 }
 
+/** what a group of pools adds up to (a rooted kind, an unrooted signature) */
+export interface PoolTotals {
+  pools: number;
+  blocks: number;
+  block_bytes: number;
+  used_bytes: number;
+  large_blocks: number;
+  large_bytes: number;
+}
+
 /**
  * Where a pool's memory lies, filled by walkPool when asked (heap-wide discovery
  * indexes these ranges): block start addresses (first = the pool itself) with

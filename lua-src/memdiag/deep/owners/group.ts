@@ -4,18 +4,13 @@ import { symbolize } from "../../base/symbols";
 import { arr } from "../../base/json";
 import { log2floor } from "../heap/walk";
 import { FoundPool } from "./discover";
+import { PoolTotals } from "../../nginx/pool-walk";
 import { noJit } from "../../base/nojit";
 import type { OwnerResult } from "./owners";
 
-interface Group {
+interface Group extends PoolTotals {
   signature: string;
   create_size: number;
-  pools: number;
-  blocks: number;
-  block_bytes: number;
-  used_bytes: number;
-  large_blocks: number;
-  large_bytes: number;
   hist: LuaTable<number, [number, number]>;
   cleanups: LuaTable<string, number>;
   log: string;

@@ -27,7 +27,7 @@ import { cdef } from "../../base/cdef";
 import { symbolize } from "../../base/symbols";
 import { hex, rdI32, rdNgxStr, rdPtr, rdU32, rdU64 } from "../../safe/mem";
 import { isFreeSlot, skipFreeSlots } from "./free-slots";
-import { looksLikePoolHead, newPoolStats, PoolOffsets, poolOffsets, PoolStats, walkPool } from "../../nginx/pool-walk";
+import { looksLikePoolHead, newPoolStats, PoolOffsets, poolOffsets, PoolStats, PoolTotals, walkPool } from "../../nginx/pool-walk";
 import { cycleAddr, pagesize } from "../../nginx/identity";
 import { cpuMs } from "../../base/clock";
 import { noJit } from "../../base/nojit";
@@ -57,14 +57,8 @@ const MAX_LISTENERS = 4096;
  */
 let busyPathsOff = false;
 
-interface Group {
+interface Group extends PoolTotals {
   kind: string;
-  pools: number;
-  blocks: number;
-  block_bytes: number;
-  used_bytes: number;
-  large_blocks: number;
-  large_bytes: number;
   handlers: LuaTable<number, number>;
 }
 
