@@ -93,6 +93,12 @@ export function loadConfig(file = configPath()): MemdiagConfig {
   }
 }
 
+/** "host:port" (also "[::1]:9146") → its parts; undefined when it is not host:port */
+export function splitListen(listen: string): { host: string; port: number } | undefined {
+  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(listen);
+  return m ? { host: m[1], port: Number(m[2]) } : undefined;
+}
+
 function isLoopbackListen(listen: string): boolean {
   return /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]):\d+$/.test(listen) || listen.startsWith("unix:");
 }

@@ -5,6 +5,7 @@
  * estimated live bytes. Feed it to flamegraph.pl / speedscope / inferno.
  */
 import { Symbolizer, FrameIn } from "./elfsym";
+import { DEFAULT_CONFIG } from "./config-file";
 
 export interface TopPath {
   fn: string;
@@ -44,7 +45,7 @@ export async function fetchFolded(base: string, pid?: number, withLines = false)
 
 if (require.main === module) {
   const args = process.argv.slice(2).filter((a) => a !== "--lines");
-  const url = args[0] ?? "http://127.0.0.1:9145";
+  const url = args[0] ?? `http://${DEFAULT_CONFIG.listen}`;
   const pid = args[1] ? Number(args[1]) : undefined;
   fetchFolded(url, pid, process.argv.includes("--lines"))
     .then((s) => process.stdout.write(s))

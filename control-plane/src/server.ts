@@ -22,6 +22,7 @@ import { Checkpointer } from "./checkpoint";
 import { browserScript } from "./format";
 import { AGENT_VERSION } from "../../lua-src/memdiag/contract/version";
 import { CONTROL_PLANE_DEFAULTS } from "../../lua-src/memdiag/contract/config";
+import { splitListen } from "./config-file";
 
 export interface ServerOptions {
   host: string;
@@ -50,8 +51,8 @@ export interface ServerOptions {
 export const VERSION = AGENT_VERSION;
 
 export const DEFAULT_SERVER: Omit<ServerOptions, "db"> = {
-  host: "127.0.0.1",
-  port: 9146,
+  host: splitListen(CONTROL_PLANE_DEFAULTS.listen)!.host,
+  port: splitListen(CONTROL_PLANE_DEFAULTS.listen)!.port,
   token: "",
   maxFrameBytes: 4 << 20,
   maxBadFrames: 5,

@@ -7,7 +7,7 @@
 import * as http from "http";
 import { fmtBytes, fmtRange, classMax, REGION_CLASSES } from "../format";
 import { padLeft, padRight, parseFlags, clock, wrap } from "./text";
-import { loadConfig } from "../config-file";
+import { DEFAULT_CONFIG, loadConfig, splitListen } from "../config-file";
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -202,8 +202,7 @@ export async function snapshotMain(argv: string[]): Promise<number> {
     process.stdout.write("usage: memdiag snapshot [--port 9145] [--host 127.0.0.1] [--json] [--pid N] [--fresh]\n");
     return 0;
   }
-  let host = "127.0.0.1";
-  let port = 9145;
+  let { host, port } = splitListen(DEFAULT_CONFIG.listen)!;
   let token = process.env.MEMDIAG_TOKEN ?? "";
   try {
     const cfg = loadConfig();

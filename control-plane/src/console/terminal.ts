@@ -7,7 +7,7 @@
 import { ControlPlane } from "./client";
 import { Model, renderFrame, layerRows } from "./render";
 import { parseFlags, parseWindow, fmtWindow, clock } from "./text";
-import { loadConfig } from "../config-file";
+import { DEFAULT_CONFIG, loadConfig } from "../config-file";
 import { fetchCallpaths, latestCallpaths } from "./callpaths";
 import { Diff, LiveMsg, Suspect, WorkerInfo } from "../protocol";
 
@@ -28,7 +28,7 @@ export function defaultUrl(): string {
     const cfg = loadConfig();
     return `http://${cfg.control_plane.listen}`;
   } catch {
-    return "http://127.0.0.1:9146";
+    return `http://${DEFAULT_CONFIG.control_plane.listen}`;
   }
 }
 
