@@ -8,7 +8,7 @@ import * as path from "path";
 import WebSocket from "ws";
 import { ControlPlane, ServerOptions, serverOptions } from "../../control-plane/src/server";
 import { createLogger } from "../../control-plane/src/log";
-import type { AgentIdentity } from "../../control-plane/src/protocol";
+import { PROTOCOL_VERSION, type AgentIdentity } from "../../control-plane/src/protocol";
 
 export interface RunningCP {
   cp: ControlPlane;
@@ -95,7 +95,7 @@ export class SimAgent {
   }
 
   async hello(agent: AgentIdentity, token = ""): Promise<any> {
-    this.send({ type: "hello", protocol: 1, token, agent });
+    this.send({ type: "hello", protocol: PROTOCOL_VERSION, token, agent });
     return this.next();
   }
 

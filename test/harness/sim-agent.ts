@@ -6,6 +6,7 @@
  */
 import WebSocket from "ws";
 import { AgentIdentity, PROTOCOL_VERSION } from "../../control-plane/src/protocol";
+import { AGENT_VERSION } from "../../lua-src/memdiag/contract/version";
 
 export const LEAK_OWNER = "ngx_http_leaky_upstream_module.so (.bss+0x40)";
 export const LEAK_SIGNATURE = "c16384:l-:ngx_http_leaky_upstream_module.so(.bss+0x40)";
@@ -50,7 +51,7 @@ export function simSnapshot(o: SimSnapshotOptions): Record<string, unknown> {
     worker_start: o.worker_start,
     generation: 1,
     nginx_version: "1.22.1",
-    agent_version: "0.1.0",
+    agent_version: AGENT_VERSION,
     layout: "sim",
     seq: o.seq,
     time: o.time,
