@@ -18,7 +18,7 @@ function validate(move: Move): { ok: boolean; err: string | null; topReads: numb
     pcall(ffi.cdef, "void *mmap(void *, size_t, int, int, int, long);")
     local A = require("memdiag.layers.luajit.alloc")
     local Maps = require("memdiag.safe.maps").Maps
-    local R = require("memdiag.layers.system.regions")
+    local R = require("memdiag.layers.system.classify")
     local SEG = 65536
     local p = ffi.C.mmap(nil, SEG, 3, 0x22, -1, 0)   -- PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
     local base = tonumber(ffi.cast("uintptr_t", p))

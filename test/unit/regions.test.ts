@@ -4,7 +4,7 @@ import { spawnSync } from "child_process";
 import { LUA_DIR, LUAJIT, luaStr, runLua } from "../harness/lua";
 
 /**
- * layers/system/regions.ts classification (compiled Lua) on synthetic smaps text + synthetic memory
+ * layers/system/classify.ts classification (compiled Lua) on synthetic smaps text + synthetic memory
  * (a word table; every read must have been checked readable first), and on a real worker's smaps.
  */
 const K = 1024;
@@ -47,7 +47,7 @@ function words(w: Map<number, number>): string {
 }
 
 const PRE = `
-local R = require("memdiag.layers.system.regions")
+local R = require("memdiag.layers.system.classify")
 local Maps = require("memdiag.safe.maps").Maps
 function run(text, words, opts)
   opts = opts or {}
@@ -262,7 +262,7 @@ describe("parseSmaps on a real worker's smaps", () => {
       const r = /^Rss:\s+(\d+) kB/.exec(line);
       if (r) truth.push([cur, Number(r[1]) * 1024]);
     }
-    const r = runLua(`local R = require("memdiag.layers.system.regions")
+    const r = runLua(`local R = require("memdiag.layers.system.classify")
       local list, rss = R.parseSmaps(${luaStr(text)})
       local out = {}
       for i, m in ipairs(list) do out[i] = { m.start, rss[m.start], m.path } end
@@ -273,7 +273,7 @@ describe("parseSmaps on a real worker's smaps", () => {
   });
 
   test("text of another shape is refused (undefined), not misread", () => {
-    const r = runLua(`local R = require("memdiag.layers.system.regions")
+    const r = runLua(`local R = require("memdiag.layers.system.classify")
       local a = R.parseSmaps("555500000000-555500001000 r--p 00000000 00:00 0\\nSize: 4 kB\\n")
       return { refused = a == nil }`);
     expect(r.refused).toBe(true);
@@ -285,7 +285,7 @@ describe("live: the luajit CLI classifies its own address space", () => {
     const r = runLua(`
       local ffi = require("ffi")
       ffi.cdef("void *malloc(size_t); void *memset(void *, int, size_t);")
-      local R = require("memdiag.layers.system.regions")
+      local R = require("memdiag.layers.system.classify")
       local A = require("memdiag.layers.luajit.alloc")
       local Maps = require("memdiag.safe.maps").Maps
       local big = string.rep("x", 8 * 1024 * 1024)
@@ -339,7 +339,7 @@ describe("live: memory unmapped between the maps read and the header reads", () 
     package.path = ${JSON.stringify(LUA_DIR + "/?.lua;")} .. package.path
     local ffi = require("ffi")
     pcall(ffi.cdef, "void *mmap(void *, size_t, int, int, int, long); int munmap(void *, size_t);")
-    local R = require("memdiag.layers.system.regions")
+    local R = require("memdiag.layers.system.classify")
     local Maps = require("memdiag.safe.maps").Maps
     local S = 16 * 4096
     local p = ffi.cast("char *", ffi.C.mmap(nil, 3 * S, 3, 0x22, -1, 0))
