@@ -22,7 +22,7 @@ jitLib?.off?.(true, true);
  *  3. The segment list is then the exact set of lj_alloc segments (128 KB granules, merged when
  *     adjacent). Large objects (>= 128 KB: big strings, table arrays) are "direct" mmaps that no
  *     list records: the region classifier recognises them by their chunk markers
- *     (prev_foot == 1, head == psize|2, fencepost 0xb at the end; see layers/system/regions.ts).
+ *     (prev_foot == 1, head == psize|2, fencepost 0xb at the end; see layers/system/classify.ts).
  *  4. JIT machine code lives in separate mcode areas: anonymous executable mappings starting with
  *     an MCLink {next, size}; accepted when size tiles the mapping, `next` is 0 or another such
  *     area, and the area is within the +-2 GB jump range of the VM's code (allocf).
