@@ -135,7 +135,7 @@ export function scanPoolRange(s: number, used: number): void {
   else skip(st.ctx, "scan_pool_unreadable");
 }
 
-/** one root range: its references to the index (module level, see LateState) */
+/** one root range: its references to the index (module level, like the hit functions) */
 export function scanRoot(s: number, e: number): void {
   if (e <= s) return;
   const st = S!;
