@@ -77,6 +77,18 @@ export interface PoolTotals {
   large_bytes: number;
 }
 
+/** a group's totals as the snapshot reports them (pools.groups[], pools.unrooted[]) */
+export function totalsOut(t: PoolTotals): { [k: string]: unknown } {
+  return {
+    pools: t.pools,
+    blocks: t.blocks,
+    block_bytes: t.block_bytes,
+    used_bytes: t.used_bytes,
+    large_blocks: t.large_blocks,
+    large_bytes: t.large_bytes,
+  };
+}
+
 /**
  * Where a pool's memory lies, filled by walkPool when asked (heap-wide discovery
  * indexes these ranges): block start addresses (first = the pool itself) with

@@ -4,7 +4,7 @@ import { symbolize } from "../../base/symbols";
 import { arr } from "../../base/json";
 import { log2floor } from "../heap/walk";
 import { FoundPool } from "./discover";
-import { PoolTotals } from "../../nginx/pool-walk";
+import { PoolTotals, totalsOut } from "../../nginx/pool-walk";
 import { noJit } from "../../base/nojit";
 import type { OwnerResult } from "./owners";
 
@@ -117,24 +117,18 @@ export function groupUnrooted(ctx: Ctx, pools: FoundPool[], own: OwnerResult, cy
     const cleanups: object[] = [];
     for (const [h, c] of g.cleanups) cleanups.push({ handler: h, count: c });
     table.sort(cleanups as { handler: string }[], (a, b) => a.handler < b.handler);
-    out.push({
-      signature: g.signature,
-      create_size: g.create_size,
-      pools: g.pools,
-      blocks: g.blocks,
-      block_bytes: g.block_bytes,
-      used_bytes: g.used_bytes,
-      large_blocks: g.large_blocks,
-      large_bytes: g.large_bytes,
-      large_histogram: arr(hist),
-      cleanups: arr(cleanups),
-      log: g.log,
-      owner: g.owner,
-      retainer: own.retainerOf(g.retainerK),
-      root_ref: g.rootRef !== 0 ? hex(g.rootRef) : undefined,
-      other_roots: g.others.length > 0 ? arr(g.others.map((o) => ({ owner: o.owner, root_ref: hex(o.at), pools: o.pools }))) : undefined,
-      examples: arr(g.examples),
-    });
+    const o = totalsOut(g);
+    o.signature = g.signature;
+    o.create_size = g.create_size;
+    o.large_histogram = arr(hist);
+    o.cleanups = arr(cleanups);
+    o.log = g.log;
+    o.owner = g.owner;
+    o.retainer = own.retainerOf(g.retainerK);
+    o.root_ref = g.rootRef !== 0 ? hex(g.rootRef) : undefined;
+    o.other_roots = g.others.length > 0 ? arr(g.others.map((x) => ({ owner: x.owner, root_ref: hex(x.at), pools: x.pools }))) : undefined;
+    o.examples = arr(g.examples);
+    out.push(o);
   }
   return out;
 }

@@ -27,7 +27,7 @@ import { cdef } from "../../base/cdef";
 import { symbolize } from "../../base/symbols";
 import { hex, rdI32, rdNgxStr, rdPtr, rdU32, rdU64 } from "../../safe/mem";
 import { isFreeSlot, skipFreeSlots } from "./free-slots";
-import { looksLikePoolHead, newPoolStats, PoolOffsets, poolOffsets, PoolStats, PoolTotals, walkPool } from "../../nginx/pool-walk";
+import { looksLikePoolHead, newPoolStats, PoolOffsets, poolOffsets, PoolStats, PoolTotals, totalsOut, walkPool } from "../../nginx/pool-walk";
 import { cycleAddr, pagesize } from "../../nginx/identity";
 import { cpuMs } from "../../base/clock";
 import { noJit } from "../../base/nojit";
@@ -98,16 +98,10 @@ function cleanupsOut(h: LuaTable<number, number>): { handler: string; count: num
 }
 
 function groupOut(g: Group): { [k: string]: unknown } {
-  return {
-    kind: g.kind,
-    pools: g.pools,
-    blocks: g.blocks,
-    block_bytes: g.block_bytes,
-    used_bytes: g.used_bytes,
-    large_blocks: g.large_blocks,
-    large_bytes: g.large_bytes,
-    cleanups: cleanupsOut(g.handlers),
-  };
+  const o = totalsOut(g);
+  o.kind = g.kind;
+  o.cleanups = cleanupsOut(g.handlers);
+  return o;
 }
 // once per collection (output): compiled, cleanupsOut's sort comparator (a closure) aborted its trace every time
 noJit(cleanupsOut);
