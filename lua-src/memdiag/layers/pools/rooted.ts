@@ -32,6 +32,7 @@ import { cycleAddr, pagesize } from "../../nginx/identity";
 import { cpuMs } from "../../base/clock";
 import { noJit } from "../../base/nojit";
 import { rangeReadable } from "../../nginx/validate";
+import { h2Offsets, RootOffsets, rootOffsets } from "../../nginx/connection";
 
 cdef(`extern uintptr_t ngx_current_msec;`);
 const C = ffi.C;
@@ -121,91 +122,6 @@ interface TopEntry {
   listen?: string;
   peer?: string;
   uri?: string;
-}
-
-/** Offsets the slot loop needs, resolved once per collection. */
-interface RootOffsets {
-  cSize: number;
-  cData: number;
-  cFd: number;
-  cListening: number;
-  cPool: number;
-  cAddrText: number;
-  cStart: number;
-  rSize: number;
-  rConnection: number;
-  rPool: number;
-  rUri: number;
-  rMain: number;
-  rStartSec: number;
-  rStartMsec: number;
-  lsSize: number;
-  lsAddrText: number;
-  lsConnection: number;
-  signature: number;
-}
-
-function rootOffsets(L: Layout): RootOffsets {
-  return {
-    cSize: sizeOf(L, "ngx_connection_t"),
-    cData: off(L, "ngx_connection_t", "data"),
-    cFd: off(L, "ngx_connection_t", "fd"),
-    cListening: off(L, "ngx_connection_t", "listening"),
-    cPool: off(L, "ngx_connection_t", "pool"),
-    cAddrText: off(L, "ngx_connection_t", "addr_text"),
-    cStart: off(L, "ngx_connection_t", "start_time"),
-    rSize: sizeOf(L, "ngx_http_request_t"),
-    rConnection: off(L, "ngx_http_request_t", "connection"),
-    rPool: off(L, "ngx_http_request_t", "pool"),
-    rUri: off(L, "ngx_http_request_t", "uri"),
-    rMain: off(L, "ngx_http_request_t", "main"),
-    rStartSec: off(L, "ngx_http_request_t", "start_sec"),
-    rStartMsec: off(L, "ngx_http_request_t", "start_msec"),
-    lsSize: sizeOf(L, "ngx_listening_t"),
-    lsAddrText: off(L, "ngx_listening_t", "addr_text"),
-    lsConnection: off(L, "ngx_listening_t", "connection"),
-    signature: L.constants["NGX_HTTP_MODULE"],
-  };
-}
-
-/** HTTP/2 offsets, when the layout has them (builds with --with-http_v2_module). */
-interface H2Offsets {
-  size: number;
-  connection: number;
-  pool: number;
-  dependencies: number;
-  qNext: number;
-  nodeSize: number;
-  nodeQueue: number;
-  nodeChildren: number;
-  nodeStream: number;
-  streamSize: number;
-  streamRequest: number;
-}
-
-function h2Offsets(L: Layout): H2Offsets | undefined {
-  const h = L.structs["ngx_http_v2_connection_t"];
-  const n = L.structs["ngx_http_v2_node_t"];
-  const st = L.structs["ngx_http_v2_stream_t"];
-  const q = L.structs["ngx_queue_t"];
-  if (h === undefined || n === undefined || st === undefined || q === undefined) return undefined;
-  const num = (v: unknown) => type(v) === "number";
-  if (!num(h.fields["connection"]) || !num(h.fields["pool"]) || !num(h.fields["dependencies"])) return undefined;
-  if (!num(n.fields["queue"]) || !num(n.fields["children"]) || !num(n.fields["stream"]) || !num(st.fields["request"])) return undefined;
-  if (!num(q.fields["next"])) return undefined;
-  return {
-    size: h.size,
-    connection: h.fields["connection"],
-    pool: h.fields["pool"],
-    dependencies: h.fields["dependencies"],
-    qNext: q.fields["next"],
-    nodeSize: n.size,
-    nodeQueue: n.fields["queue"],
-    nodeChildren: n.fields["children"],
-    nodeStream: n.fields["stream"],
-    streamSize: st.size,
-    streamRequest: st.fields["request"],
-  };
 }
 
 /** bound on HTTP/2 priority-tree nodes visited per connection (nginx keeps at most a few hundred) */
