@@ -24,6 +24,8 @@ export interface UnrootedInfo {
   retainer: string;
   create_size?: number;
   cleanups: string[];
+  /** the C call path that created the group's first pool, innermost first (sampler armed while it was made) */
+  created_at?: string[];
 }
 
 export interface Summary {
@@ -134,6 +136,7 @@ export function summarize(s: Obj): Summary {
         retainer: typeof u.retainer === "string" ? u.retainer : "",
         create_size: num(u.create_size),
         cleanups,
+        ...(Array.isArray(u.created_at) && u.created_at.length ? { created_at: u.created_at.map(String) } : {}),
       };
     }
   }
