@@ -150,6 +150,16 @@ describe("report on a worker too young to judge", () => {
   });
 });
 
+describe("report over a window the history covers too little of", () => {
+  test("growth seen over a quarter of the window is not enough data, never stable", () => {
+    const h = history({ leak: 2, steps: 10 }).input;
+    const r = buildReport({ ...h, window: { ...h.window, seconds: 4 * h.window.seconds } });
+    for (const id of ["system", "allocator", "owner", "evidence"]) expect(`${id}: ${step(r, id).verdict}`).toBe(`${id}: not enough data`);
+    expect(step(r, "owner").finding).toMatch(/^unrooted pools held by .* changed by \+[\d.]+ MB, too few points to judge a trend \(covers too little of the window/);
+    expect(r.verdict).toBe("not enough data");
+  });
+});
+
 describe("report on two deep snapshots (live mode)", () => {
   test("growth is the difference of the two, judged against the same minimum", () => {
     const h = history({ leak: 5, steps: 4 }).input;

@@ -35,7 +35,10 @@ export interface ReportInput {
 
 interface Judged {
   verdict: Verdict;
+  /** the judged points */
   pts: Point[];
+  /** seconds the figures cover */
+  span: number;
   first?: number;
   last?: number;
   delta?: number;
@@ -97,13 +100,19 @@ export class ReportBuilder {
     return this.twoPoint ? seriesOf(this.w, metric) : judgedSeries(this.w, metric, this.rules);
   }
 
-  /** grew / stable / not enough data for one series, with the suspects' rules */
-  private judge(metric: string, pts: Point[] = this.series(metric)): Judged {
+  /**
+   * grew / stable / not enough data for one series, with the suspects' rules: the verdict from
+   * the judged points (after the worker's warm-up), the figures from the whole window
+   */
+  private judge(metric: string, pts: Point[] = this.series(metric), full: Point[] = seriesOf(this.w, metric)): Judged {
     const rules = rulesFor(metric, this.rssAtStart, this.rules);
-    if (pts.length < 2) return { verdict: "not enough data", pts, reason: `${pts.length} point${pts.length === 1 ? "" : "s"}` };
-    const first = pts[0].v, last = pts[pts.length - 1].v, delta = last - first;
-    const base = { pts, first, last, delta };
+    const all = full.length >= pts.length ? full : pts;
+    const figures = all.length ? { first: all[0].v, last: all[all.length - 1].v, delta: all[all.length - 1].v - all[0].v } : {};
+    const span = all.length >= 2 ? all[all.length - 1].t - all[0].t : 0;
+    if (pts.length < 2) return { verdict: "not enough data", pts, span, ...figures, reason: `${pts.length} point${pts.length === 1 ? "" : "s"} to judge` };
+    const base = { pts, span, ...figures };
     if (this.twoPoint) {
+      const delta = pts[pts.length - 1].v - pts[0].v;
       if (delta >= rules.min_growth) return { ...base, verdict: "grew" };
       return { ...base, verdict: "stable", reason: delta > 0 ? `below the ${fmtBytes(rules.min_growth)} minimum` : "not growing" };
     }
@@ -113,12 +122,12 @@ export class ReportBuilder {
     return { ...base, verdict: thin ? "not enough data" : "stable", trend: v.trend, reason: thin ? `${v.reason}: ${pts.length} points over ${fmtDuration(v.trend.span_s)} (judged: at least ${rules.min_points} over half the window, after the worker's ${rules.warmup_s} s warm-up)` : v.reason };
   }
 
-  /** "+12.3 MB in 10 min (1.2 MB/min, R² 0.99)" or "+12.3 MB between the two snapshots" */
+  /** "+12.3 MB over 10 min (1.2 MB/min, R² 0.99)" or "+12.3 MB between the two snapshots, 60 s apart" */
   private growth(j: Judged): string {
     if (j.delta === undefined) return "no figures";
-    if (j.trend && j.verdict === "grew") return `${fmtSigned(j.delta)} in ${fmtDuration(j.trend.span_s)} (${fmtBytes(j.trend.slope_per_min)}/min, R² ${j.trend.r2.toFixed(2)})`;
-    const span = j.pts.length >= 2 ? j.pts[j.pts.length - 1].t - j.pts[0].t : 0;
-    return `${fmtSigned(j.delta)} ${this.twoPoint ? "between the two snapshots" : "over"} ${fmtDuration(span)}`;
+    if (this.twoPoint) return `${fmtSigned(j.delta)} between the two snapshots, ${fmtDuration(j.span)} apart`;
+    const fit = j.trend && j.verdict === "grew" ? ` (${fmtBytes(j.trend.slope_per_min)}/min, R² ${j.trend.r2.toFixed(2)})` : "";
+    return `${fmtSigned(j.delta)} over ${fmtDuration(j.span)}${fit}`;
   }
 
   private chartLine(label: string, pts: Point[]): ChartSeries {
@@ -160,15 +169,18 @@ export class ReportBuilder {
     } else finding = `RSS is ${now}; not enough data to judge its growth (${rss.reason})`;
     if (explained !== undefined) finding += `; ${pct(explained)} of it is in regions with a known owner`;
     const top = classes.filter((c) => c.cls !== "other_anon").sort((a, b) => b.last! - a.last!).slice(0, 3);
+    const share = biggest && grown > 0 ? Math.min(1, (biggest.last! - biggest.first!) / grown) : 0;
+    const gist = rss.verdict === "grew" ? `RSS ${fmtSigned(grown)} to ${now}${share > 0 ? `, ${pct(share)} of it in the ${biggest.label.replace(/ \(.*\)$/, "")}` : ""}` : undefined;
     return {
-      id: "system", title: "System: what the worker's RSS is made of", verdict: rss.verdict, finding: finding + ".", facts, ruled_out: ruled,
+      id: "system", title: "System: what the worker's RSS is made of", verdict: rss.verdict, finding: finding + ".", gist, facts, ruled_out: ruled,
       chart: { kind: "lines", title: "RSS and its largest regions", unit: "bytes", series: [this.chartLine("RSS", seriesOf(this.w, "system.rss_bytes")), ...top.map((c) => this.chartLine(c.label.replace(/ \(.*\)$/, ""), c.pts))] },
     };
   }
 
   allocator(): Step {
-    const inUsePts = derived(this.input.snapshots, (k) => k === "glibc.in_use_bytes" || k === "glibc.mmap_bytes").filter((p) => !this.input.worker.worker_start || this.twoPoint || p.t >= this.input.worker.worker_start + this.rules.warmup_s);
-    const inUse = this.judge("glibc.in_use_bytes", inUsePts);
+    const inUseAll = derived(this.input.snapshots, (k) => k === "glibc.in_use_bytes" || k === "glibc.mmap_bytes");
+    const ws = this.input.worker.worker_start;
+    const inUse = this.judge("glibc.in_use_bytes", inUseAll.filter((p) => ws === undefined || this.twoPoint || p.t >= ws + this.rules.warmup_s), inUseAll);
     const free = this.judge("glibc.free_bytes");
     const releasable = this.judge("glibc.top_releasable_bytes");
     const mmap = this.judge("glibc.mmap_bytes");
@@ -185,12 +197,15 @@ export class ReportBuilder {
     const ruled: string[] = [];
     let verdict: Verdict;
     let finding: string;
+    let gist: string | undefined;
     if (inUse.verdict === "grew") {
       verdict = "grew";
+      gist = `glibc in use ${fmtSigned(inUse.delta!)} (live allocations, not fragmentation)`;
       finding = `glibc memory in use ${this.growth(inUse)}: real growth of live allocations, not fragmentation (free ${free.delta !== undefined ? fmtSigned(free.delta) : "unknown"}, releasable at the top ${releasable.last !== undefined ? fmtBytes(releasable.last) : "unknown"})`;
       ruled.push(`fragmentation: free memory in the arenas ${free.delta !== undefined ? fmtSigned(free.delta) : "unknown"} against ${fmtSigned(inUse.delta!)} in use`);
     } else if (free.verdict === "grew") {
       verdict = "grew";
+      gist = `glibc free memory ${fmtSigned(free.delta!)} (fragmentation, in use flat)`;
       finding = `glibc free memory ${this.growth(free)} while memory in use did not keep growing (${fmtSigned(inUse.delta ?? 0)}): fragmentation or freed memory glibc keeps, not live allocations`;
     } else if (inUse.verdict === "not enough data") {
       verdict = "not enough data";
@@ -202,18 +217,20 @@ export class ReportBuilder {
     if (lua.verdict === "grew") {
       verdict = "grew";
       finding += `; the LuaJIT GC heap ${this.growth(lua)}`;
+      gist = `${gist ? gist + ", " : ""}LuaJIT GC heap ${fmtSigned(lua.delta!)}`;
     } else if (lua.last !== undefined) {
       finding += `; LuaJIT GC heap ${fmtBytes(lua.last)} (${fmtSigned(lua.delta ?? 0)}, ${lua.verdict === "stable" ? "no sustained growth" : "not enough data"})`;
       if (lua.verdict === "stable") ruled.push(`the Lua heap: ${fmtSigned(lua.delta ?? 0)} (now ${fmtBytes(lua.last)})`);
     }
     return {
-      id: "allocator", title: "Allocator: live allocations or fragmentation", verdict, finding: finding + ".", facts, ruled_out: ruled,
-      chart: { kind: "lines", title: "glibc in use, free; LuaJIT", unit: "bytes", series: [this.chartLine("glibc in use", inUsePts), this.chartLine("glibc free", seriesOf(this.w, "glibc.free_bytes")), this.chartLine("LuaJIT GC heap", seriesOf(this.w, "luajit.gc_bytes"))] },
+      id: "allocator", title: "Allocator: live allocations or fragmentation", verdict, finding: finding + ".", gist, facts, ruled_out: ruled,
+      chart: { kind: "lines", title: "glibc in use, free; LuaJIT", unit: "bytes", series: [this.chartLine("glibc in use", inUseAll), this.chartLine("glibc free", seriesOf(this.w, "glibc.free_bytes")), this.chartLine("LuaJIT GC heap", seriesOf(this.w, "luajit.gc_bytes"))] },
     };
   }
 
-  private countNote(metric: string, noun: string, deepOnly = false): string | undefined {
-    const pts = deepOnly ? this.deep.filter((s) => s.metrics[metric] !== undefined).map((s) => s.metrics[metric]) : this.input.snapshots.filter((s) => s.metrics[metric] !== undefined).map((s) => s.metrics[metric]);
+  /** "2 → 130 pools (+128)" over the window (a deep-scan group is 0 before it first appears: seriesOf) */
+  private countNote(metric: string, noun: string): string | undefined {
+    const pts = seriesOf(this.w, metric).map((p) => p.v);
     if (pts.length < 2) return pts.length ? `${pts[0].toLocaleString("en-US")} ${noun}` : undefined;
     return `${pts[0].toLocaleString("en-US")} → ${pts[pts.length - 1].toLocaleString("en-US")} ${noun} (${signedCount(pts[pts.length - 1] - pts[0])})`;
   }
@@ -266,6 +283,7 @@ export class ReportBuilder {
         .sort((x, y) => Math.abs(y.delta_bytes) - Math.abs(x.delta_bytes))
         .slice(0, 8);
       for (const r of rows) {
+        this.rowMetric.set(r.label, r.section === "shm" ? `${r.key}.used_bytes` : r.section === "luajit" ? r.key : `${r.key}.bytes`);
         facts.push({ label: r.label, start: r.a_bytes, now: r.b_bytes, delta: r.delta_bytes, unit: "bytes", note: r.delta_count !== undefined ? `${r.a_count!.toLocaleString("en-US")} → ${r.b_count!.toLocaleString("en-US")} ${r.section === "pool" ? "pools" : "chunks"} (${signedCount(r.delta_count)})` : undefined });
       }
     }
@@ -274,10 +292,15 @@ export class ReportBuilder {
     if (!subj) {
       const noDeep = this.deep.length < 2;
       const biggest = facts[0];
-      const verdict: Verdict = snaps.length < 2 || (noDeep && this.rssGrew()) ? "not enough data" : "stable";
+      // the largest growth, judged alone: too few points for a trend is no evidence of stability
+      const grown = biggest && (biggest.delta ?? 0) >= this.rules.min_growth ? this.judge(this.metricOfRow(biggest.label)) : undefined;
+      const thin = grown?.verdict === "not enough data";
+      const verdict: Verdict = snaps.length < 2 || thin || (noDeep && this.rssGrew()) ? "not enough data" : "stable";
       let finding = verdict === "stable"
         ? `no pool group, shm zone or the Lua heap keeps growing${biggest ? ` (largest change: ${biggest.label} ${fmtSigned(biggest.delta ?? 0)})` : ""}`
-        : snaps.length < 2 ? "fewer than two snapshots in the window" : "no rooted pool group, shm zone or the Lua heap keeps growing, and without two deep scans in the window the unrooted pools (where leaked pools live) are unknown";
+        : snaps.length < 2 ? "fewer than two snapshots in the window"
+        : thin ? `${biggest.label} changed by ${fmtSigned(biggest.delta ?? 0)}, too few points to judge a trend (${grown!.reason})`
+        : "no rooted pool group, shm zone or the Lua heap keeps growing, and without two deep scans in the window the unrooted pools (where leaked pools live) are unknown";
       if (noDeep && verdict === "stable") finding += `; unrooted pools not judged (${this.deep.length} deep scan${this.deep.length === 1 ? "" : "s"} in the window)`;
       if (verdict === "stable") ruled.push("every pool group, shm zone and the Lua heap: none keeps growing beyond the noise rules");
       return { id: "owner", title, verdict, finding: finding + ".", facts, ruled_out: ruled };
@@ -287,7 +310,7 @@ export class ReportBuilder {
     const label = info ? `unrooted pools held by ${info.owner}` : rowLabel(subj.metric.replace(/\.(bytes|used_bytes)$/, ""), this.owners);
     for (const f of facts) if (f.label === label || (sig !== undefined && f.label === rowLabel(`pool.unrooted.${sig}`, this.owners))) f.key = true;
     let finding = `${label}: ${this.growth(subj.judged)}`;
-    const pools = sig !== undefined ? this.countNote(`pool.unrooted.${sig}.pools`, "pools", true) : subj.metric.startsWith("pool.") ? this.countNote(subj.metric.replace(/\.bytes$/, ".pools"), "pools") : undefined;
+    const pools = sig !== undefined ? this.countNote(`pool.unrooted.${sig}.pools`, "pools") : subj.metric.startsWith("pool.") ? this.countNote(subj.metric.replace(/\.bytes$/, ".pools"), "pools") : undefined;
     if (pools) finding += `, ${pools}`;
     if (info) {
       finding += `; owner ${info.owner}`;
@@ -296,10 +319,17 @@ export class ReportBuilder {
       finding += `, cleanups: ${info.cleanups.length ? info.cleanups.join(", ") : "none"}`;
       facts.unshift({ label: "owner", note: info.owner }, { label: "retainer path", note: info.retainer || "–" });
     } else if (subj.suspect) finding += `; owner ${subj.suspect.owner}`;
+    const gist = `${label} ${fmtSigned(subj.judged.delta ?? 0)}${pools ? ` (${pools.replace(/ \(.*\)$/, "")})` : ""}`;
     return {
-      id: "owner", title, verdict: "grew", finding: finding + ".", facts, ruled_out: ruled,
+      id: "owner", title, verdict: "grew", finding: finding + ".", gist, facts, ruled_out: ruled,
       chart: { kind: "lines", title: label, unit: "bytes", series: [this.chartLine(label, seriesOf(this.w, subj.metric))] },
     };
+  }
+
+  /** the byte metric behind an owner-step row, by its label */
+  private readonly rowMetric = new Map<string, string>();
+  private metricOfRow(label: string): string {
+    return this.rowMetric.get(label) ?? label;
   }
 
   private rssGrew(): boolean {
@@ -343,7 +373,8 @@ export class ReportBuilder {
       const la = a.metrics[`pool.unrooted.${sig}.large_blocks`] ?? 0, lb = b.metrics[`pool.unrooted.${sig}.large_blocks`] ?? 0;
       if (lb !== la) finding += `; the growing pool group's large blocks ${signedCount(lb - la)}`;
     }
-    return { id: "evidence", title, verdict: "grew", finding: finding + ".", facts, ruled_out: [], chart };
+    const gist = `${top.label} ${signedCount(top.delta_count ?? 0)} (${fmtSigned(top.delta_bytes)})`;
+    return { id: "evidence", title, verdict: "grew", finding: finding + ".", gist, facts, ruled_out: [], chart };
   }
 
   code(): Step {
@@ -385,7 +416,8 @@ export class ReportBuilder {
       parts.push(cp?.last ? "the sampler holds no outstanding allocation" : `no call paths for this worker in the window${this.input.callpaths_error ? ` (${this.input.callpaths_error})` : ""}: the sampler records allocations from when it is armed`);
     }
     const s = parts.join("; ");
-    return { id: "code", title, verdict, finding: s.charAt(0).toUpperCase() + s.slice(1) + ".", facts, ruled_out: [], chart };
+    const gist = created ? `created at ${created.slice(0, 4).join(" ← ")}` : top && grownPath ? `allocated at ${[top.fn, ...top.frames.slice(0, 5)].join(" ← ")}` : undefined;
+    return { id: "code", title, verdict, finding: s.charAt(0).toUpperCase() + s.slice(1) + ".", gist, facts, ruled_out: [], chart };
   }
 
   /** the commands a reader runs next, from what the steps could not show */
@@ -403,7 +435,7 @@ export class ReportBuilder {
     if (by("code").verdict === "not enough data" && anyGrowth) {
       const owner = this.subject();
       const j = owner?.judged;
-      const rate = j?.trend?.slope_per_min ?? (j?.delta && j.pts.length >= 2 ? (j.delta / Math.max(1, j.pts[j.pts.length - 1].t - j.pts[0].t)) * 60 : undefined);
+      const rate = j?.trend?.slope_per_min ?? (j?.delta && j.span > 0 ? (j.delta / j.span) * 60 : undefined);
       const wait = rate && rate > 0 ? Math.max(300, Math.ceil((4 * this.rules.min_growth) / rate) * 60) : 600;
       out.push(`Arm the allocation sampler (${cmd("sampler_arm")}), let the worker run ${fmtDuration(wait)} (${rate ? `at ${fmtBytes(rate)}/min that is ${fmtBytes((rate * wait) / 60)} of growth` : "enough for the growth to repeat"}), then report again: the code path step reads the sampler's call paths${cu ? " (or GET /api/workers/<key>/callpaths)" : ""}.`);
     }
@@ -428,8 +460,7 @@ export class ReportBuilder {
     const span = fmtDuration(this.input.window.seconds);
     let summary: string;
     if (verdict === "growth") {
-      const parts = grew.map((s) => s.finding.replace(/\.$/, ""));
-      summary = `${who}, ${span} window: ${parts.join(" — ")}.`;
+      summary = `${who}, ${span} window: ${grew.map((s) => s.gist ?? s.finding.replace(/\.$/, "")).join("; ")}.`;
     } else if (verdict === "no sustained growth") {
       const rss = sys.facts[0];
       summary = `${who}, ${span} window: no sustained growth — RSS ${fmtBytes(rss.start ?? 0)} → ${fmtBytes(rss.now ?? 0)} (${fmtSigned(rss.delta ?? 0)}), and no allocator, pool, shm or Lua series keeps growing.`;

@@ -42,6 +42,8 @@ export interface Step {
   verdict: Verdict;
   /** one sentence with the numbers behind the verdict */
   finding: string;
+  /** the finding's gist for the summary, when the step grew */
+  gist?: string;
   facts: Fact[];
   /** what this step rules out, and why */
   ruled_out: string[];

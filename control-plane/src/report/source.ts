@@ -34,11 +34,12 @@ function findWorker(store: Store, v: string, instance?: string): WorkerRow {
   throw new HttpError(404, `worker '${v}' not found (give its key from GET /api/workers, or its pid)`);
 }
 
+/** the window, within the worker's life: a worker younger than the window is reported over all of it */
 function windowOf(store: Store, w: WorkerRow, sel: ReportSelection): { from: number; to: number } {
-  const last = store.span(w.id)?.last;
-  if (last === undefined) throw new HttpError(404, `worker '${w.key}' has no snapshots`);
-  const to = sel.to ?? last;
-  const from = sel.from ?? to - sel.window_s;
+  const span = store.span(w.id);
+  if (span === undefined) throw new HttpError(404, `worker '${w.key}' has no snapshots`);
+  const to = sel.to ?? span.last;
+  const from = Math.max(sel.from ?? to - sel.window_s, span.first);
   if (!(from < to)) throw new HttpError(400, `from must be before to (from ${from}, to ${to})`);
   return { from, to };
 }
@@ -70,9 +71,13 @@ export function reportInputFromStore(store: Store, callpaths: CallpathStore, sel
   if (sel.instance !== undefined && w.instance !== sel.instance) throw new HttpError(400, `worker '${w.key}' is not in instance '${sel.instance}'`);
   const { from, to } = windowOf(store, w, sel);
   const snapshots = store.windowSampled(w.id, from, to, MAX_POINTS).map((s) => ({ time: s.time, deep: s.deep, metrics: s.metrics, unrooted: s.unrooted }));
-  const fetches = callpaths.list(w.key).filter((c) => c.time >= from && c.time <= to + 60);
+  // call paths at the window's start: the latest fetch before it (else the first in it); at its end: the
+  // latest in it (fetches are stamped by this process's clock: a minute of slack past the agent's `to`)
+  const fetches = callpaths.list(w.key); // newest first
   const get = (id: number | undefined): Callpaths | undefined => (id === undefined ? undefined : callpaths.get(id));
-  const cp = fetches.length ? { first: get(fetches[fetches.length - 1].id), last: get(fetches[0].id) } : undefined;
+  const last = fetches.find((c) => c.time <= to + 60 && c.time >= from);
+  const first = fetches.find((c) => c.time <= from) ?? [...fetches].reverse().find((c) => c.time >= from);
+  const cp = last ? { first: get(first?.id), last: get(last.id) } : undefined;
   const otherLines: Report["others"] = others.map((o) => {
     const ow = windowOf(store, o, { ...sel, to: undefined, from: undefined });
     const a = store.firstAfter(o.id, ow.from) ?? store.atOrBefore(o.id, ow.from), b = store.atOrBefore(o.id, ow.to);
