@@ -112,9 +112,11 @@ describe("report: leak fixture vs clean workload", () => {
     [truth, cleanTruth] = await Promise.all([app(leak, "/leaky/status"), app(clean, "/leaky/status")]);
     // the call paths at the end, then a deep snapshot after the last update closes the window
     expect((await api(`/api/workers/${encodeURIComponent(leakKey)}/callpaths`)).status).toBe(200);
+    // the second deep snapshot after the last update: its scan started after it (a scan running at
+    // that moment may have walked the heap before it)
     const end = Date.now() / 1000;
-    to = await deepAfter(leakKey, end);
-    await deepAfter(cleanKey, end);
+    to = await deepAfter(leakKey, await deepAfter(leakKey, end));
+    await deepAfter(cleanKey, await deepAfter(cleanKey, end));
     const r = await api(`/api/report?worker=${encodeURIComponent(leakKey)}&from=${from}&to=${to}`);
     expect(r.status).toBe(200);
     leakReport = r.body;

@@ -195,6 +195,13 @@ export class ReportBuilder {
       this.fact("LuaJIT GC heap", lua),
     ].filter((f) => f.now !== undefined);
     const ruled: string[] = [];
+    // mallinfo2 counts every arena; the deep scan says how much of it is thread arenas (threads' own malloc)
+    const ta = derived(this.input.snapshots, (k) => k === "glibc.thread_arena_bytes", true);
+    if (ta.length) {
+      const heaps = this.deep.filter((x) => x.metrics["glibc.thread_arena_heaps"] !== undefined).map((x) => x.metrics["glibc.thread_arena_heaps"]);
+      facts.splice(4, 0, { label: "of the arenas: thread arenas (deep scan)", start: ta[0].v, now: ta[ta.length - 1].v, delta: ta[ta.length - 1].v - ta[0].v, unit: "bytes", note: heaps.length ? `${heaps[heaps.length - 1]} heaps` : undefined });
+      if (heaps.length && heaps[heaps.length - 1] === 0) ruled.push("glibc thread arenas: none (every allocation is in the main arena or mmapped)");
+    }
     let verdict: Verdict;
     let finding: string;
     let gist: string | undefined;
