@@ -13,13 +13,14 @@ import { buildReport } from "./build";
 import { Report } from "./model";
 import { REPORT_FORMATS, ReportFormat, renderReport } from "./render";
 import { LiveSource } from "./live";
+import { loadConfig } from "../../../scripts/config";
 
 const FLAGS = {
   instance: "string", worker: "string", window: "string", from: "string", to: "string", format: "string", json: "bool", out: "string",
   "control-plane": "string", token: "string", callpaths: "string", url: "string", interval: "string", pid: "string",
 } as const;
 
-const HISTORY_ONLY = ["instance", "worker", "window", "from", "to", "control-plane", "token", "callpaths"];
+const HISTORY_ONLY = ["instance", "worker", "window", "from", "to", "control-plane", "callpaths"];
 const LIVE_ONLY = ["interval", "pid"];
 
 function usageCheck(f: Record<string, string | boolean>): { format: ReportFormat } {
@@ -34,6 +35,16 @@ function usageCheck(f: Record<string, string | boolean>): { format: ReportFormat
   if (f.callpaths !== undefined && f.callpaths !== "fresh" && f.callpaths !== "stored") throw new UsageError(`--callpaths: expected fresh or stored (got '${f.callpaths}')`);
   if (f.pid !== undefined && !/^\d+$/.test(String(f.pid))) throw new UsageError(`--pid: expected a process id (got '${f.pid}')`);
   return { format };
+}
+
+/** the shared token /_memdiag wants for a deep scan from beyond loopback (memdiag.config.json), "" without one */
+function agentToken(): string {
+  try {
+    const cfg = loadConfig();
+    return cfg.agent.token ?? cfg.token ?? "";
+  } catch {
+    return "";
+  }
 }
 
 /** a duration flag, as a usage error when malformed */
@@ -69,7 +80,10 @@ export async function reportMain(argv: string[]): Promise<number> {
     } catch {
       throw new UsageError(`--url: expected http://host:port (got '${f.url}')`);
     }
-    const src = new LiveSource({ url: String(f.url), interval_s: interval, pid: f.pid !== undefined ? Number(f.pid) : undefined, log: (l) => process.stderr.write(`memdiag report: ${l}\n`) });
+    const src = new LiveSource({
+      url: String(f.url), interval_s: interval, pid: f.pid !== undefined ? Number(f.pid) : undefined, token: String(f.token ?? process.env.MEMDIAG_TOKEN ?? agentToken()),
+      log: (l) => process.stderr.write(`memdiag report: ${l}\n`),
+    });
     report = buildReport(await src.input());
   } else report = await fromHistory(f);
   const text = renderReport(report, format);

@@ -17,6 +17,8 @@ export interface LiveOptions {
   interval_s: number;
   /** report on this worker (others answering are retried on a new connection) */
   pid?: number;
+  /** the shared bearer token: a deep scan changes the worker, a non-loopback /_memdiag wants it */
+  token?: string;
   log?: (line: string) => void;
   /** waits between the two snapshots (tests may shorten nothing: the interval is the interval) */
   sleep?: (ms: number) => Promise<void>;
@@ -24,9 +26,10 @@ export interface LiveOptions {
 
 const MAX_TRIES = 16;
 
-function get(agent: http.Agent, base: URL, q: string): Promise<{ status: number; body: string }> {
+function get(agent: http.Agent, base: URL, q: string, token?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: base.hostname, port: base.port || 80, path: `${base.pathname.replace(/\/$/, "")}/_memdiag?${q}`, agent, timeout: 620000 }, (res) => {
+    const headers: http.OutgoingHttpHeaders = token ? { Authorization: `Bearer ${token}` } : {};
+    const req = http.get({ host: base.hostname, port: base.port || 80, path: `${base.pathname.replace(/\/$/, "")}/_memdiag?${q}`, headers, agent, timeout: 620000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c) => chunks.push(c));
       res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
@@ -67,7 +70,7 @@ export class LiveSource {
   /** one deep snapshot of the chosen worker (the first answer picks it unless a pid was given) */
   private async deep(): Promise<Obj> {
     for (let i = 0; i < MAX_TRIES; i++) {
-      const r = await get(this.agent, this.base, "deep=1");
+      const r = await get(this.agent, this.base, "deep=1", this.o.token);
       if (r.status === 202) {
         // that worker is scanning already: ask again shortly
         await new Promise((res) => setTimeout(res, 500));
@@ -88,7 +91,7 @@ export class LiveSource {
 
   /** the sampler's outstanding call paths of the same worker; an error message when it is not armed */
   private async callpaths(id: number, pid: number): Promise<Callpaths | string> {
-    const r = await get(this.agent, this.base, "sampler=top&sampler_limit=200");
+    const r = await get(this.agent, this.base, "sampler=top&sampler_limit=200", this.o.token);
     let b: Obj;
     try {
       b = json(r, "/_memdiag?sampler=top");
