@@ -226,6 +226,9 @@ describe("report: leak fixture vs clean workload", () => {
     await expect(reportMain(["--url", "http://127.0.0.1:1", "--window", "1h"])).rejects.toThrow(/--window is for reports from the control plane's history/);
     await expect(reportMain(["--interval", "60s"])).rejects.toThrow(/--interval goes with --url/);
     await expect(reportMain(["--format", "pdf"])).rejects.toThrow(/--format: expected text, md, html, json/);
+    // nothing listens there: the error says where it looked
+    await expect(reportMain(["--url", "http://127.0.0.1:1", "--interval", "1s"])).rejects.toThrow(/^cannot reach http:\/\/127\.0\.0\.1:1\/_memdiag \(connect ECONNREFUSED/);
+    await expect(reportMain(["--control-plane", "http://127.0.0.1:1"])).rejects.toThrow(/cannot reach the control plane at http:\/\/127\.0\.0\.1:1/);
   });
 
   test("the HTML report opens offline in Chromium with every chart drawn", async () => {

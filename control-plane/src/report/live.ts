@@ -35,7 +35,7 @@ function get(agent: http.Agent, base: URL, q: string, token?: string): Promise<{
       res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
     });
     req.on("timeout", () => req.destroy(new Error("timed out")));
-    req.on("error", reject);
+    req.on("error", (e) => reject(new Error(`cannot reach ${base.origin}/_memdiag (${e.message}); is nginx running with the memdiag include line?`)));
   });
 }
 
