@@ -82,10 +82,14 @@ describe("report: leak fixture vs clean workload", () => {
     const pid = ngx.workerPids()[0];
     return (await api("/api/workers?state=live")).body.find((w: any) => w.pid === pid)?.key as string | undefined;
   });
-  /** the time of the worker's first deep snapshot stored after t */
-  const deepAfter = (key: string, t: number) => until(`a deep snapshot of ${key} after ${t}`, async () => {
+  /** the time of the worker's first stored deep snapshot whose scan started after t (snapshots carry the last scan's results) */
+  const deepAfter = (key: string, t: number) => until(`a deep scan of ${key} started after ${t}`, async () => {
     const list = (await api(`/api/workers/${encodeURIComponent(key)}/snapshots?from=${t}`)).body as any[];
-    return list.find((s) => s.deep && s.time > t)?.time as number | undefined;
+    for (const s of list.filter((x) => x.deep && x.time > t)) {
+      const full = (await api(`/api/snapshots/${s.id}`)).body.snapshot;
+      if (full.scan?.started > t) return s.time as number;
+    }
+    return undefined;
   });
 
   beforeAll(async () => {
@@ -112,11 +116,10 @@ describe("report: leak fixture vs clean workload", () => {
     [truth, cleanTruth] = await Promise.all([app(leak, "/leaky/status"), app(clean, "/leaky/status")]);
     // the call paths at the end, then a deep snapshot after the last update closes the window
     expect((await api(`/api/workers/${encodeURIComponent(leakKey)}/callpaths`)).status).toBe(200);
-    // the second deep snapshot after the last update: its scan started after it (a scan running at
-    // that moment may have walked the heap before it)
+    // a deep scan that started after the last update closes the window
     const end = Date.now() / 1000;
-    to = await deepAfter(leakKey, await deepAfter(leakKey, end));
-    await deepAfter(cleanKey, await deepAfter(cleanKey, end));
+    to = await deepAfter(leakKey, end);
+    await deepAfter(cleanKey, end);
     const r = await api(`/api/report?worker=${encodeURIComponent(leakKey)}&from=${from}&to=${to}`);
     expect(r.status).toBe(200);
     leakReport = r.body;

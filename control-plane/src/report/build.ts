@@ -451,7 +451,7 @@ export class ReportBuilder {
       const o = this.subject();
       const sig = o ? this.sigOf(o.metric) : undefined;
       const info = sig !== undefined ? this.owners[sig] : undefined;
-      if (info) out.push(`Look at ${info.owner}: the pools it holds (${info.retainer || "retainer unknown"}) are created and never destroyed; the code path step names where they are created.`);
+      if (info) out.push(`Look at ${info.owner}: the pools it holds (${info.retainer || "retainer unknown"}) keep accumulating; ${by("code").verdict === "grew" ? "the code path step names where they are created" : "arm the sampler to see where they are created"}; then find where they should be destroyed.`);
       else out.push(`Look at what fills ${owner.finding.split(":")[0]}.`);
     }
     if (!anyGrowth && by("system").verdict === "stable") out.push("Nothing to do for memory on this worker in this window; report over a longer window if the growth is slow.");
