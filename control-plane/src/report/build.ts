@@ -33,6 +33,12 @@ export interface ReportInput {
   rules?: GrowthRules;
 }
 
+interface OwnerSubject {
+  metric: string;
+  suspect?: Suspect;
+  judged: Judged;
+}
+
 interface Judged {
   verdict: Verdict;
   /** the judged points */
@@ -247,7 +253,7 @@ export class ReportBuilder {
   }
 
   /** the owner step's subject: the top specific suspect (trend) or the largest pool/shm/Lua growth (two snapshots) */
-  private ownerSubject(): { metric: string; suspect?: Suspect; judged: Judged } | undefined {
+  private ownerSubject(): OwnerSubject | undefined {
     if (!this.twoPoint) {
       const specific = findSuspects([this.w], this.input.window.seconds, this.rules).filter((s) => /^(pool|luajit|shm)\./.test(s.metric));
       if (specific.length) return { metric: specific[0].metric, suspect: specific[0], judged: this.judge(specific[0].metric) };
@@ -271,10 +277,15 @@ export class ReportBuilder {
     return m ? m[1] : undefined;
   }
 
-  private ownerCache?: ReturnType<ReportBuilder["ownerSubject"]> | null;
-  private subject() {
-    if (this.ownerCache === undefined) this.ownerCache = this.ownerSubject() ?? null;
-    return this.ownerCache ?? undefined;
+  /** the owner step's subject, found once: the evidence, code and next steps follow it */
+  private subjectFound = false;
+  private subjectValue?: OwnerSubject;
+  private subject(): OwnerSubject | undefined {
+    if (!this.subjectFound) {
+      this.subjectValue = this.ownerSubject();
+      this.subjectFound = true;
+    }
+    return this.subjectValue;
   }
 
   owner(): Step {

@@ -20,7 +20,7 @@ export interface LiveOptions {
   /** the shared bearer token: a deep scan changes the worker, a non-loopback /_memdiag wants it */
   token?: string;
   log?: (line: string) => void;
-  /** waits between the two snapshots (tests may shorten nothing: the interval is the interval) */
+  /** what runs between the two snapshots: waiting the interval (tests make their changes there, then wait) */
   sleep?: (ms: number) => Promise<void>;
 }
 
