@@ -125,7 +125,10 @@ export class ReportBuilder {
     const v = keepsGrowing(pts, this.input.window.seconds, rules);
     if (v.ok) return { ...base, verdict: "grew", trend: v.trend };
     const thin = v.reason === "too few points" || v.reason === "covers too little of the window";
-    return { ...base, verdict: thin ? "not enough data" : "stable", trend: v.trend, reason: thin ? `${v.reason}: ${pts.length} points over ${fmtDuration(v.trend.span_s)} (judged: at least ${rules.min_points} over half the window, after the worker's ${rules.warmup_s} s warm-up)` : v.reason };
+    let reason = v.reason;
+    if (thin) reason = `${v.reason}: ${pts.length} points over ${fmtDuration(v.trend.span_s)} (judged: at least ${rules.min_points} over half the window, after the worker's ${rules.warmup_s} s warm-up)`;
+    else if (v.reason === "growth below minimum") reason = `${fmtSigned(v.trend.delta)} judged${pts[0].t > (all[0]?.t ?? pts[0].t) ? " after the worker's warm-up" : ""}, below the ${fmtBytes(rules.min_growth)} minimum`;
+    return { ...base, verdict: thin ? "not enough data" : "stable", trend: v.trend, reason };
   }
 
   /** "+12.3 MB over 10 min (1.2 MB/min, R² 0.99)" or "+12.3 MB between the two snapshots, 60 s apart" */
