@@ -1,0 +1,211 @@
+import * as ffi from "ffi";
+import { cdef } from "../util/cdef";
+
+/**
+ * Whether anything listens on a loopback address and port, from the kernel's table of
+ * TCP sockets (/proc/net/tcp, /proc/net/tcp6; /proc/net is the reading process's network
+ * namespace, so it is the table the worker's own connect would meet).
+ *
+ * Why: a cosocket connect that fails is logged at [error] by lua-nginx-module itself while
+ * `lua_socket_log_errors` is on (the default, and the application's setting, not ours). The
+ * push asks this table before connecting to a control plane on this host, so a control plane
+ * that is not running costs no log line at all.
+ *
+ * Cost: the kernel lists the listening sockets before any other (its iterator walks the
+ * listening hash, then the established one), so the read stops at the first line in another
+ * state: on a gateway with 100 000 connections the probe still reads only the listeners, in
+ * 16 KB read(2) calls into one fixed C buffer, parsed in place (no Lua string per line).
+ */
+cdef(`int memdiag_ls_open(const char *path, int flags) __asm__("open");`);
+cdef(`int memdiag_ls_read(int fd, uintptr_t buf, size_t n) __asm__("read");`);
+cdef(`int memdiag_ls_close(int fd) __asm__("close");`);
+
+const C = ffi.C;
+const lsOpen = C.memdiag_ls_open;
+const lsRead = C.memdiag_ls_read;
+const lsClose = C.memdiag_ls_close;
+
+const O_RDONLY_CLOEXEC = 0x80000;
+const CHUNK = 16384;
+/** longest line kept across reads (a tcp6 line is ~170 bytes) */
+const MAX_LINE = 512;
+/** more listening sockets than this: the answer is "cannot tell" (the caller connects) */
+export const MAX_LINES = 8192;
+const TCP_LISTEN = 0x0a;
+
+const bufCdata = ffi.new("uint8_t[?]", CHUNK + MAX_LINE + 8);
+/** exported so the module table anchors it: the parser uses its address, a number the GC does not see */
+export const listeningBufAnchor = bufCdata;
+const base = tonumber(ffi.cast("uintptr_t", bufCdata))!;
+const u8 = ffi.cast("const uint8_t *", 0);
+const word = ffi.new("uint8_t[4]");
+const wordU32 = ffi.cast("const uint32_t *", word);
+
+/**
+ * The four address words of one target as /proc/net/tcp6 prints them (each a native-endian
+ * 32-bit load of 4 address bytes, in %08X); for /proc/net/tcp only the last word is used.
+ */
+export interface Target {
+  host: string;
+  port: number;
+  /** the IPv4 address as the v4 table prints it, or undefined for an IPv6-only target */
+  v4?: number;
+  /** the address as the v6 table prints it (IPv4 targets: their IPv4-mapped form) */
+  v6: [number, number, number, number];
+}
+
+function nativeWord(a: number, b: number, c: number, d: number): number {
+  word[0] = a;
+  word[1] = b;
+  word[2] = c;
+  word[3] = d;
+  return tonumber(wordU32[0])!;
+}
+
+/**
+ * The target for a loopback host (127.0.0.0/8, ::1, localhost), or undefined when the host is
+ * not a loopback address: another host's table cannot be read from here.
+ */
+export function loopbackTarget(host: string, port: number): Target | undefined {
+  if (host === "localhost") {
+    // may resolve to either: anything listening on one of them
+    return { host, port, v4: nativeWord(127, 0, 0, 1), v6: [0, 0, 0, nativeWord(0, 0, 0, 1)] };
+  }
+  if (host === "::1" || host === "[::1]") return { host, port, v6: [0, 0, 0, nativeWord(0, 0, 0, 1)] };
+  const [a, b, c, d] = string.match(host, "^(%d+)%.(%d+)%.(%d+)%.(%d+)$");
+  if (a === undefined) return undefined;
+  const o = [tonumber(a)!, tonumber(b)!, tonumber(c)!, tonumber(d)!];
+  if (o[0] !== 127 || o.some((x) => x > 255)) return undefined;
+  const v4 = nativeWord(o[0], o[1], o[2], o[3]);
+  return { host, port, v4, v6: [0, 0, nativeWord(0, 0, 0xff, 0xff), v4] };
+}
+
+/** host and port of a ws:// or wss:// URL with an explicit port (push/client.ts normalizeUrl) */
+export function urlHostPort(url: string): LuaMultiReturn<[string | undefined, number | undefined]> {
+  let [host, port] = string.match(url, "^wss?://%[([^%]]+)%]:(%d+)");
+  if (host === undefined) [host, port] = string.match(url, "^wss?://([^/:]+):(%d+)");
+  if (host === undefined) return $multi(undefined, undefined);
+  return $multi(host, tonumber(port));
+}
+
+/** hex digits at address `i` into a number; returns it and the address after them */
+function hex(i: number, n: number): LuaMultiReturn<[number, number]> {
+  let v = 0;
+  const stop = i + n;
+  for (; i < stop; i++) {
+    const c = u8[i];
+    if (c >= 48 && c <= 57) v = v * 16 + (c - 48);
+    else if (c >= 65 && c <= 70) v = v * 16 + (c - 55);
+    else if (c >= 97 && c <= 102) v = v * 16 + (c - 87);
+    else return $multi(-1, i);
+  }
+  return $multi(v, i);
+}
+
+/** listener lines read by the last tableListens */
+let lines = 0;
+
+/**
+ * One line "  sl: LOCAL:PORT REMOTE:PORT ST ..." at [p, e): 1 when it is a listener on the
+ * target (its address or the wildcard), 0 when it is not a listener (the listeners are over),
+ * -1 when it is another listener, -2 when it is not in the expected shape.
+ */
+function line(p: number, e: number, v6: boolean, t: Target): number {
+  while (p < e && u8[p] === 32) p++;
+  while (p < e && u8[p] >= 48 && u8[p] <= 57) p++;
+  if (u8[p] !== 58 || u8[p + 1] !== 32) return -2; // ": "
+  p += 2;
+  let wild = true;
+  let mine = true;
+  const words = v6 ? 4 : 1;
+  for (let w = 0; w < words; w++) {
+    const [v, q] = hex(p, 8);
+    if (v < 0) return -2;
+    p = q;
+    if (v !== 0) wild = false;
+    const want = v6 ? t.v6[w] : t.v4;
+    if (v !== want) mine = false;
+  }
+  if (u8[p] !== 58) return -2;
+  const [port, q] = hex(p + 1, 4);
+  if (port < 0 || u8[q] !== 32) return -2;
+  p = q + 1;
+  while (p < e && u8[p] !== 32) p++; // remote address
+  const [st] = hex(p + 1, 2);
+  if (st < 0) return -2;
+  if (st !== TCP_LISTEN) return 0;
+  return port === t.port && (mine || wild) ? 1 : -1;
+}
+
+/**
+ * Whether the table at `path` (/proc/net/tcp or /proc/net/tcp6 layout) has a listener for the
+ * target: true, false, or undefined when it cannot tell (unexpected shape, more than MAX_LINES
+ * listeners, a failed read); `missing` when the file cannot be opened.
+ */
+export function tableListens(path: string, v6: boolean, t: Target, missing?: boolean): boolean | undefined {
+  if (!v6 && t.v4 === undefined) return false;
+  const fd = lsOpen(path, O_RDONLY_CLOEXEC);
+  if (fd < 0) return missing;
+  let fill = 0;
+  let header = true;
+  let result: boolean | undefined = false;
+  lines = 0;
+  for (;;) {
+    const got = lsRead(fd, base + fill, CHUNK);
+    if (got < 0) {
+      result = undefined;
+      break;
+    }
+    if (got === 0) break; // the table ends inside the listeners
+    fill += got;
+    let p = base;
+    const end = base + fill;
+    let verdict = -1;
+    for (;;) {
+      let e = p;
+      while (e < end && u8[e] !== 10) e++;
+      if (e >= end) break;
+      if (header) header = false;
+      else {
+        verdict = line(p, e, v6, t);
+        lines++;
+        if (verdict !== -1 || lines > MAX_LINES) break;
+      }
+      p = e + 1;
+    }
+    if (verdict === 1) {
+      result = true;
+      break;
+    }
+    if (verdict === 0) break;
+    if (verdict === -2 || lines > MAX_LINES) {
+      result = undefined;
+      break;
+    }
+    // keep the unfinished line for the next read
+    const rest = end - p;
+    if (rest > MAX_LINE) {
+      result = undefined;
+      break;
+    }
+    for (let i = 0; i < rest; i++) bufCdata[i] = u8[p + i];
+    fill = rest;
+  }
+  lsClose(fd);
+  return result;
+}
+
+/** Whether anything listens on the loopback target (see above); undefined = cannot tell. */
+export function listens(t: Target): boolean | undefined {
+  const a = tableListens("/proc/net/tcp", false, t);
+  if (a === true) return true;
+  // a kernel without IPv6 has no tcp6 table, and no listener there either (for an IPv4 target)
+  const b = tableListens("/proc/net/tcp6", true, t, t.v4 !== undefined ? false : undefined);
+  if (b === true) return true;
+  return a === undefined || b === undefined ? undefined : false;
+}
+
+/** listeners seen by the last tableListens (tests) */
+export function lastLineCount(): number {
+  return lines;
+}
