@@ -19,6 +19,8 @@ export interface AgentOptions {
   control_plane_url?: string;
   token?: string;
   max_frame_bytes?: number;
+  reconnect_max_s?: number;
+  remote_reconnect_max_s?: number;
   queue_max_snapshots?: number;
   queue_max_bytes?: number;
   instance?: string;

@@ -25,6 +25,12 @@ const lsOpen = C.memdiag_ls_open;
 const lsRead = C.memdiag_ls_read;
 const lsClose = C.memdiag_ls_close;
 
+/**
+ * Cap (s) of the delay between two looks at the table while nothing listens: a look costs a
+ * read of the listeners and logs nothing, so a control plane that starts is found within this.
+ */
+export const PROBE_MAX_S = 5;
+
 const O_RDONLY_CLOEXEC = 0x80000;
 const CHUNK = 16384;
 /** longest line kept across reads (a tcp6 line is ~170 bytes) */
