@@ -36,7 +36,7 @@ export interface MemdiagConfig {
   control_plane: {
     /** host:port the control plane listens on */
     listen: string;
-    /** SQLite file */
+    /** SQLite file; relative: to the directory `memdiag serve` runs in; empty: the state directory ($XDG_STATE_HOME/memdiag or ~/.local/state/memdiag) */
     db: string;
     /** agents push snapshots to the control plane */
     push: boolean;
@@ -60,7 +60,7 @@ export const DEFAULT_CONFIG: MemdiagConfig = {
   token: "",
   control_plane: {
     listen: "127.0.0.1:9146",
-    db: "memdiag.db",
+    db: "",
     push: true,
     full_resolution_hours: 24,
     retention_days: 30,

@@ -7,7 +7,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { ROOT } from "../../scripts/config";
-import { UsageError, resolveServeOptions } from "./options";
+import { UsageError, defaultDbPath, resolveServeOptions } from "./options";
 import { ControlPlane, VERSION } from "./server";
 
 export interface Command {
@@ -23,10 +23,14 @@ const SERVE_USAGE = `memdiag serve [--port N] [--host H] [--db FILE] [--token T]
   Each also from the environment (MEMDIAG_PORT, MEMDIAG_HOST, MEMDIAG_DB, MEMDIAG_TOKEN) or
   memdiag.config.json (control_plane.listen, control_plane.db, token); flags win, then env, then file.
   Listens on 127.0.0.1:9146 by default; a non-loopback host needs a token.
+  A relative --db is relative to the current directory; without one the database is
+  $XDG_STATE_HOME/memdiag/memdiag.db (default ~/.local/state/memdiag/memdiag.db).
   --sync full: fsync every commit (acked snapshots survive power loss, not only a crash of this process).`;
 
 async function serve(argv: string[]): Promise<number> {
   const opts = resolveServeOptions(argv);
+  // the state directory is ours to create (private: snapshots show memory contents' shape); a named one is the operator's
+  if (opts.db === defaultDbPath()) fs.mkdirSync(path.dirname(opts.db), { recursive: true, mode: 0o700 });
   if (opts.staticDir === undefined) {
     const def = path.join(ROOT, "control-plane", "web");
     for (const d of [path.join(def, "dist"), def]) if (fs.existsSync(path.join(d, "index.html"))) { opts.staticDir = d; break; }
