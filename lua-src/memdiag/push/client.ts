@@ -8,6 +8,7 @@ import { Entry, Ring } from "./queue";
 import { Backoff, seededRand } from "./backoff";
 import { listens, loopbackTarget, PROBE_MAX_S, Target, urlHostPort } from "./listening";
 import { Episode } from "../util/episode";
+import { endTurn, holdTurn, takeTurn } from "./turn";
 import { trimToFit } from "./trim";
 import { commandResultFrame, ENVELOPE_RESERVE, helloFrame, HelloAgent, MAX_ID, snapshotFrame } from "./frame";
 import { runSamplerCommand, SAMPLER_COMMANDS, samplerResultFrame } from "./sampler_cmd";
@@ -87,6 +88,8 @@ export const stats = {
   probes_idle: 0,
   /** connects that failed (nginx logs each when lua_socket_log_errors is on and TCP failed) */
   failed_connects: 0,
+  /** waits while another worker had the turn at a control plane this host cannot see (push/turn.ts) */
+  turns_waited: 0,
   sent: 0,
   acked: 0,
   rejected: 0,
@@ -148,9 +151,9 @@ const protoEp = new Episode(PREFIX, ["ignored frame", "ignored frames"]);
 const timerEp = new Episode(PREFIX, ["failure", "failures"]);
 const clientEp = new Episode(PREFIX, ["restart", "restarts"]);
 
-function fail(ep: Episode, level: number, key: string, msg: string): void {
+function fail(ep: Episode, level: number, key: string, msg: string, detail = ""): void {
   stats.last_error = msg;
-  ep.hit(level, key, msg);
+  ep.hit(level, key, msg, detail);
 }
 
 function wake(): void {
@@ -374,7 +377,7 @@ function handleText(c: Conn, data: string): void {
         e.attempts = Math.max(0, e.attempts - 1); // not the frame's fault
       }
       holdUntil = ngx.now() + TRANSIENT_HOLD_S;
-      fail(transientEp, ngx.WARN, tostring(msg["error"]), `control plane could not store snapshot ${seq} for now: ${tostring(msg["error"])}; sending again in ${TRANSIENT_HOLD_S} s`);
+      fail(transientEp, ngx.WARN, tostring(msg["error"]), `control plane could not store snapshot ${seq} for now: ${tostring(msg["error"])}`, `; sending again in ${TRANSIENT_HOLD_S} s`);
     } else if (type(seq) === "number") {
       // rejected, nothing stored: sending it again would be rejected again
       const e = q.reject(seq as number);
@@ -648,10 +651,14 @@ function probeTarget(): Target | undefined {
   return host !== undefined && port !== undefined ? loopbackTarget(host, port) : undefined;
 }
 
-function retry(key: string, level: number, msg: string, cap: number): void {
+/** how long a turn at a control plane this host cannot see lasts beyond the wait before the attempt */
+const TURN_MARGIN_S = (CONNECT_TIMEOUT_MS + HELLO_TIMEOUT_MS) / 1000 + 1;
+
+function retry(key: string, level: number, msg: string, cap: number, turn: boolean): void {
   backoff.max = cap;
   const delay = backoff.next();
-  fail(connEp, level, key, `${msg}; retrying with backoff (next in ${string.format("%.1f", delay)} s, then up to ${cap} s apart; logged again when this changes)`);
+  if (turn) holdTurn(delay + TURN_MARGIN_S);
+  fail(connEp, level, key, msg, `; retrying with backoff (next in ${string.format("%.1f", delay)} s, then up to ${cap} s apart; logged again when this changes)`);
   pause(delay);
 }
 
@@ -659,27 +666,38 @@ function loop(): void {
   // the hello carries the worker's identity, known once the first snapshot is taken
   while (!lastIdent && !exiting()) sema!.wait(1);
   const target = probeTarget();
+  const url = config.control_plane_url;
   while (!exiting()) {
     const up = target !== undefined ? listens(target) : undefined;
     if (up === false) {
       // nothing listens: no connect (nginx would log its failure), look again soon
       const delay = probeBackoff.next();
       stats.probes_idle++;
-      fail(connEp, ngx.WARN, "away", `no control plane listening at ${config.control_plane_url} (kernel's listening sockets); looking again every ${PROBE_MAX_S} s at most, without connecting`);
+      fail(connEp, ngx.WARN, "away", `no control plane listening at ${url}`, ` (kernel's listening sockets); looking again every ${PROBE_MAX_S} s at most, without connecting; logged again when this changes`);
       pause(delay);
       continue;
     }
     const probed = up === true;
+    if (!probed) {
+      const [mine, failing] = takeTurn(TURN_MARGIN_S);
+      if (!mine) {
+        // another worker of this nginx is trying: wait for its turn to end
+        stats.turns_waited++;
+        if (failing) fail(connEp, ngx.WARN, "away", `control plane at ${url} unreachable`, `; one worker of this nginx at a time tries to connect, the others look again every ${PROBE_MAX_S} s at most; logged again when this changes`);
+        pause(probeBackoff.next());
+        continue;
+      }
+    }
     const [c, err, code] = connect();
     if (!c) {
       stats.failed_connects++;
-      retry(failureKey(code), ngx.WARN, `${err}`, capFor(probed));
+      retry(failureKey(code), ngx.WARN, `${err}`, capFor(probed), !probed);
       continue;
     }
+    if (!probed) endTurn();
     stats.connects++;
     backoff.reset();
     probeBackoff.reset();
-    const url = config.control_plane_url;
     if (!connEp.end(ngx.NOTICE, `connected to control plane at ${url}`)) log(ngx.INFO, `connected to control plane at ${url}`);
     queueEp.end(ngx.NOTICE, "control plane back, the queue drains");
     timerEp.end(ngx.NOTICE, "trimming is scheduled again", false);
@@ -687,8 +705,9 @@ function loop(): void {
     session(c);
     protoEp.end(ngx.NOTICE, "connection ended", false);
     if (exiting()) break;
-    retry(failureKey(c.closeCode), ngx.WARN, `lost the connection to the control plane at ${url}: ${c.err ?? "connection closed"}`, capFor(target !== undefined));
+    retry(failureKey(c.closeCode), ngx.WARN, `lost the connection to the control plane at ${url}: ${c.err ?? "connection closed"}`, capFor(target !== undefined), false);
   }
+  endTurn();
   connEp.end(ngx.INFO, "worker exiting; stopped trying to reach the control plane", false);
 }
 
@@ -757,6 +776,7 @@ export function pushStatus(): { [k: string]: unknown } {
     connects: stats.connects,
     probes_idle: stats.probes_idle,
     failed_connects: stats.failed_connects,
+    turns_waited: stats.turns_waited,
     sent: stats.sent,
     cpu_ms: stats.cpu_ms,
     max_piece_ms: stats.max_piece_ms,

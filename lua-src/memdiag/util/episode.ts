@@ -53,9 +53,10 @@ export class Episode {
 
   /**
    * One occurrence of condition `key`. Logged (at `level`) only when no episode runs or it is
-   * another condition; returns whether it logged.
+   * another condition; returns whether it logged. `detail` is logged after `msg` but not
+   * repeated in the end line (e.g. the next retry's delay).
    */
-  hit(level: number, key: string, msg: string): boolean {
+  hit(level: number, key: string, msg: string, detail = ""): boolean {
     if (key === this.key) {
       this.count++;
       return false;
@@ -65,7 +66,7 @@ export class Episode {
     this.count = 1;
     this.since = this.now();
     this.first = msg;
-    this.logf(level, this.prefix + msg + prev);
+    this.logf(level, this.prefix + msg + detail + prev);
     return true;
   }
 
