@@ -1,3 +1,4 @@
+import * as os from "os";
 import { Nginx, sleep } from "../harness/nginx";
 import { startCP, RunningCP } from "../harness/control-plane";
 import { freePort } from "../harness/ports";
@@ -206,5 +207,59 @@ describe("quiet: the control plane goes away mid-stream and comes back", () => {
       expect(c[1]).toMatch(/\[notice\].*after \d+ attempts over .*lost the connection/);
     }
     expectQuiet(ngx);
+  });
+});
+
+const lanIp = Object.values(os.networkInterfaces())
+  .flat()
+  .find((a) => a && a.family === "IPv4" && !a.internal)?.address;
+
+(lanIp ? describe : describe.skip)("quiet: a control plane at an address the agent cannot probe (not loopback)", () => {
+  let ngx: Nginx;
+  let cp: RunningCP | undefined;
+  let pids: number[] = [];
+  let tookMs = 0;
+  let during = "";
+  let states = new Map<number, any>();
+  const CAP = 3;
+  const WORKERS = 4;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    ngx = new Nginx({ workers: WORKERS, agent: { control_plane_url: `ws://${lanIp}:${port}/ingest`, token: TOKEN, interval_s: 1, remote_reconnect_max_s: CAP } });
+    await ngx.start();
+    pids = ngx.workerPids();
+    await sleep(12000);
+    during = ngx.errorLog();
+    states = await pushStates(ngx);
+    cp = await startCP({ host: "0.0.0.0", port, token: TOKEN });
+    tookMs = await waitConnected(ngx, pids, (CAP + PROBE_MAX_S) * 1000);
+  });
+  afterAll(async () => {
+    await ngx?.stop();
+    await cp?.stop();
+  });
+
+  test("only one worker at a time connects (each failed connect is an nginx [error]); the others wait for its turn", () => {
+    const failed = during.split("\n").filter((l) => /connect\(\) failed/.test(l));
+    const who = new Set(failed.map((l) => Number(/ (\d+)#/.exec(l)![1])));
+    console.log(`${failed.length} nginx connect errors in 12 s from ${who.size} of ${WORKERS} workers (remote cap ${CAP} s)`);
+    expect(who.size).toBe(1);
+    // the backoff of one worker: 0.25-0.5, 0.5-1, 1-2, then 1.5-3 s apart
+    expect(failed.length).toBeGreaterThanOrEqual(4);
+    expect(failed.length).toBeLessThanOrEqual(10);
+    // nginx's own connect errors are the only [error]s
+    expect(during.split("\n").filter((l) => /\[(error|crit|alert|emerg)\]/.test(l) && !/connect\(\) failed/.test(l))).toEqual([]);
+    const total = [...states.values()].reduce((s, st) => s + st.failed_connects, 0);
+    expect(total).toBe(failed.length);
+    for (const st of states.values()) if (st.failed_connects === 0) expect(st.turns_waited).toBeGreaterThan(0);
+    for (const p of pids) expect(memdiagWarns({ errorLog: () => during } as Nginx, p).length).toBe(1);
+  });
+
+  test("when it comes up every worker connects within the cap plus the wait between looks, and says so once", async () => {
+    console.log(`all ${WORKERS} workers connected ${tookMs} ms after the control plane started (cap ${CAP} s, waits ${PROBE_MAX_S} s)`);
+    expect(tookMs).toBeLessThanOrEqual((CAP + PROBE_MAX_S) * 1000 + SLACK_MS);
+    await sleep(1500);
+    for (const p of pids) expect(connectedLines(ngx, p)).toHaveLength(1);
   });
 });
