@@ -2,6 +2,7 @@ import * as os from "os";
 import { Nginx, sleep } from "../harness/nginx";
 import { startCP, RunningCP } from "../harness/control-plane";
 import { freePort } from "../harness/ports";
+import { WsPeer } from "../harness/ws-peer";
 import { runLua } from "../harness/lua";
 
 /**
@@ -153,9 +154,34 @@ describe("quiet: a control plane that refuses the token, then one that accepts i
   });
 });
 
-describe("quiet: the control plane goes away mid-stream and comes back", () => {
-  let ngx: Nginx;
+/** a control plane that can go away and come back on the same port */
+interface Away {
+  start(port: number): Promise<void>;
+  stop(): Promise<void>;
+}
+/** the real control plane, stopped cleanly (close 1001 to every agent) */
+function realCP(): Away {
   let cp: RunningCP | undefined;
+  return {
+    start: async (port) => void (cp = await startCP({ port, token: TOKEN })),
+    stop: async () => {
+      await cp?.stop();
+      cp = undefined;
+    },
+  };
+}
+/** a wire-protocol peer whose connections are cut without a close frame (like a killed process) */
+function killedPeer(): Away {
+  const peer = new WsPeer({ token: TOKEN });
+  return { start: (port) => peer.start(port), stop: () => peer.stop() };
+}
+
+describe.each([
+  ["stopped cleanly", realCP],
+  ["killed (connections cut)", killedPeer],
+])("quiet: the control plane goes away mid-stream (%s) and comes back", (_how, make) => {
+  let ngx: Nginx;
+  const cp = make();
   let pids: number[] = [];
   let port = 0;
   let tookMs = 0;
@@ -163,23 +189,23 @@ describe("quiet: the control plane goes away mid-stream and comes back", () => {
 
   beforeAll(async () => {
     port = await freePort();
-    cp = await startCP({ port, token: TOKEN });
+    await cp.start(port);
     ngx = new Nginx({ workers: 2, agent: { control_plane_url: `ws://127.0.0.1:${port}/ingest`, token: TOKEN, interval_s: 1 } });
     await ngx.start();
     pids = ngx.workerPids();
     await waitConnected(ngx, pids, 10000);
+    await sleep(1500);
     await cp.stop();
-    cp = undefined;
     await sleep(10000);
     probesAway = await pushStates(ngx);
-    cp = await startCP({ port, token: TOKEN });
+    await cp.start(port);
     const t0 = Date.now();
     while (Date.now() - t0 < 30000 && !pids.every((p) => connectedLines(ngx, p).length >= 2)) await sleep(100);
     tookMs = Date.now() - t0;
   });
   afterAll(async () => {
     await ngx?.stop();
-    await cp?.stop();
+    await cp.stop();
   });
 
   test("while it is away: probes only, no [error], one [warn] per worker", () => {
