@@ -2,31 +2,19 @@
  * Where `memdiag serve` puts its database (README "Control plane"): started as a real
  * process from a temporary directory, checked on the file system afterwards.
  */
-import { spawn } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import Database from "better-sqlite3";
 import { ROOT } from "../../scripts/config";
-
-const BIN = path.join(ROOT, "bin", "memdiag");
+import { serveProcess } from "../harness/control-plane";
 
 /** runs `memdiag serve` until it says it listens, then SIGTERM; returns its output */
 async function serveOnce(cwd: string, env: NodeJS.ProcessEnv, args: string[] = []): Promise<string> {
-  const p = spawn(process.execPath, [BIN, "serve", "--port", "0", ...args], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  p.stdout!.on("data", (d) => (out += d));
-  p.stderr!.on("data", (d) => (out += d));
-  const exited = new Promise<number | null>((r) => p.on("exit", (code) => r(code)));
-  await new Promise<void>((resolve, reject) => {
-    const t = setInterval(() => {
-      if (out.includes("listening on")) { clearInterval(t); resolve(); }
-    }, 20);
-    exited.then(() => { clearInterval(t); reject(new Error(`exited: ${out}`)); });
-  });
-  p.kill("SIGTERM");
-  expect(await exited).toBe(0);
-  return out;
+  const s = await serveProcess(["--port", "0", ...args], { cwd, env });
+  s.p.kill("SIGTERM");
+  expect(await s.exited).toBe(0);
+  return s.out();
 }
 
 /** names in the project folder that look like a database (the old default put memdiag.db there) */
