@@ -18,12 +18,12 @@ function listen(host: string, port = 0): Promise<net.Server> {
 const close = (s: net.Server) => new Promise<void>((r) => s.close(() => r()));
 const portOf = (s: net.Server) => (s.address() as net.AddressInfo).port;
 
-function probe(host: string, port: number): { listens: boolean | null; target: boolean } {
+function probe(host: string, port: number, v6 = true): { listens: boolean | null; target: boolean } {
   return runLua(`
     local L = require("memdiag.push.listening")
     local t = L.loopbackTarget(${JSON.stringify(host)}, ${port})
     if t == nil then return { target = false, listens = NULL } end
-    local r = L.listens(t)
+    local r = L.listens(t, ${v6})
     if r == nil then r = NULL end
     return { target = true, listens = r }`);
 }
@@ -62,6 +62,9 @@ describe("listening-socket probe (/proc/net/tcp, tcp6)", () => {
     const b = await listen("::");
     const pb = portOf(b);
     expect(probe("127.0.0.1", pb).listens).toBe(true);
+    // the cheap look (IPv4 table only) does not see it; an IPv6 target always reads the IPv6 table
+    expect(probe("127.0.0.1", pb, false).listens).toBe(false);
+    expect(probe("::1", pb, false).listens).toBe(true);
     expect(probe("::1", pb).listens).toBe(true);
     await close(b);
     expect(probe("::1", pb).listens).toBe(false);
