@@ -56,18 +56,44 @@ describe("listening-socket probe (/proc/net/tcp, tcp6)", () => {
 
   (ipv6 ? test : test.skip)("IPv6: ::1, and a dual-stack :: listener reached through 127.0.0.1", async () => {
     const a = await listen("::1");
-    expect(probe("::1", portOf(a)).listens).toBe(true);
-    expect(probe("127.0.0.1", portOf(a)).listens).toBe(false);
-    await close(a);
+    try {
+      expect(probe("::1", portOf(a)).listens).toBe(true);
+      expect(probe("127.0.0.1", portOf(a)).listens).toBe(false);
+    } finally {
+      await close(a);
+    }
     const b = await listen("::");
     const pb = portOf(b);
-    expect(probe("127.0.0.1", pb).listens).toBe(true);
-    // the cheap look (IPv4 table only) does not see it; an IPv6 target always reads the IPv6 table
-    expect(probe("127.0.0.1", pb, false).listens).toBe(false);
-    expect(probe("::1", pb, false).listens).toBe(true);
-    expect(probe("::1", pb).listens).toBe(true);
-    await close(b);
+    try {
+      expect(probe("127.0.0.1", pb).listens).toBe(true);
+      // sock_diag sees it without the slow table; the slow table agrees
+      expect(probe("127.0.0.1", pb, false).listens).toBe(true);
+      expect(probe("::1", pb, false).listens).toBe(true);
+      const both = runLua(`
+        local L = require("memdiag.push.listening")
+        local t = L.loopbackTarget("127.0.0.1", ${pb})
+        return { diag = L.diagListens6(t), proc = L.tableListens("/proc/net/tcp6", true, t) }`);
+      expect(both).toEqual({ diag: true, proc: true });
+    } finally {
+      await close(b);
+    }
     expect(probe("::1", pb).listens).toBe(false);
+  });
+
+  (ipv6 ? test : test.skip)("sock_diag: a listener among more IPv6 listeners than one netlink answer holds", async () => {
+    const many: net.Server[] = [];
+    try {
+      for (let i = 0; i < 400; i++) many.push(await listen("::1"));
+      const ports = many.map(portOf);
+      const r = runLua(`
+        local L = require("memdiag.push.listening")
+        local out = {}
+        for _, p in ipairs({ ${ports[0]}, ${ports[199]}, ${ports[399]} }) do out[#out + 1] = L.diagListens6(L.loopbackTarget("::1", p)) end
+        return arr(out)`);
+      expect(r).toEqual([true, true, true]);
+    } finally {
+      for (const m of many) await close(m);
+    }
   });
 
   test("hosts other than loopback are not probed", () => {

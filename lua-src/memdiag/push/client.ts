@@ -654,7 +654,7 @@ function probeTarget(): Target | undefined {
 /** how long a turn at a control plane this host cannot see lasts beyond the wait before the attempt */
 const TURN_MARGIN_S = (CONNECT_TIMEOUT_MS + HELLO_TIMEOUT_MS) / 1000 + 1;
 
-/** for an IPv4 control plane, every how many looks the IPv6 table is read too (a dual-stack listener on "::") */
+/** without sock_diag, for an IPv4 control plane: every how many looks /proc/net/tcp6 is read too (a dual-stack listener on "::") */
 const V6_EVERY = 6;
 
 function retry(key: string, level: number, msg: string, cap: number, turn: boolean): void {
@@ -672,7 +672,7 @@ function loop(): void {
   const url = config.control_plane_url;
   let looks = 0;
   while (!exiting()) {
-    // the IPv6 table costs a walk of the kernel's whole TCP hash (listening.ts): every few looks
+    // without sock_diag the IPv6 table costs a walk of the kernel's whole TCP hash (listening.ts): every few looks
     const up = target !== undefined ? listens(target, looks++ % V6_EVERY === 0) : undefined;
     if (up === false) {
       // nothing listens: no connect (nginx would log its failure), look again soon

@@ -18,17 +18,23 @@ import { cdef } from "../util/cdef";
  * fills a read with whole lines up to its page-sized buffer and stops early only at the end
  * of the table, so a short read is the end (no second read to be told so). The exception is
  * the IPv6 table without an IPv6 listener: to find its first line the kernel walks its whole
- * TCP hash, IPv4 sockets included (~0.5 ms on a test machine with 850 sockets, more with more
- * connections), so for an IPv4 target the caller looks there only now and then (listens).
+ * TCP hash, IPv4 sockets included, so IPv6 listeners are asked of sock_diag (diagListens6).
  */
 cdef(`int memdiag_ls_open(const char *path, int flags) __asm__("open");`);
 cdef(`int memdiag_ls_read(int fd, uintptr_t buf, size_t n) __asm__("read");`);
 cdef(`int memdiag_ls_close(int fd) __asm__("close");`);
 
+cdef(`int memdiag_ls_socket(int domain, int type, int protocol) __asm__("socket");`);
+cdef(`int memdiag_ls_sendto(int fd, uintptr_t buf, size_t n, int flags, uintptr_t addr, uint32_t alen) __asm__("sendto");`);
+cdef(`int memdiag_ls_recv(int fd, uintptr_t buf, size_t n, int flags) __asm__("recv");`);
+
 const C = ffi.C;
 const lsOpen = C.memdiag_ls_open;
 const lsRead = C.memdiag_ls_read;
 const lsClose = C.memdiag_ls_close;
+const lsSocket = C.memdiag_ls_socket;
+const lsSendto = C.memdiag_ls_sendto;
+const lsRecv = C.memdiag_ls_recv;
 
 /**
  * Cap (s) of the delay between two looks at the table while nothing listens: a look costs a
@@ -211,16 +217,114 @@ export function tableListens(path: string, v6: boolean, t: Target, missing?: boo
 }
 
 /**
- * Whether anything listens on the loopback target (see above); undefined = cannot tell. For an
- * IPv4 target the IPv6 table only matters for a dual-stack listener (on "::"); `v6` false skips
- * it (the caller's cheap look), true reads it too.
+ * The IPv6 listeners through sock_diag (netlink): asked for listening sockets only, the kernel
+ * walks its listening hash and nothing else, where /proc/net/tcp6 without an IPv6 listener
+ * walks every TCP socket of the host (1 ms with 1 000 connections, 1.8 ms with 18 000 on the
+ * test machine). Unprivileged, like `ss -l`. One fixed request and receive buffer; the
+ * answer is parsed in place. undefined: netlink is not available (the caller reads tcp6).
  */
-export function listens(t: Target, v6 = true): boolean | undefined {
-  const a = tableListens("/proc/net/tcp", false, t);
+const AF_NETLINK = 16;
+const AF_INET6 = 10;
+const SOCK_DGRAM_CLOEXEC = 2 | 0x80000;
+const NETLINK_SOCK_DIAG = 4;
+const SOCK_DIAG_BY_FAMILY = 20;
+const NLM_F_REQUEST_DUMP = 0x1 | 0x300;
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
+const MSG_DONTWAIT = 0x40;
+const IPPROTO_TCP = 6;
+/** nlmsghdr (16) + inet_diag_req_v2 (56) */
+const REQ_LEN = 72;
+/** nlmsghdr (16) + inet_diag_msg up to the end of id.src (4 + 4 + 16) */
+const MSG_MIN = 40;
+const RECV_BUF = 32768;
+/** receive calls per look: 32 KB holds ~300 listeners, so this bounds it at ~19 000 */
+const MAX_RECVS = 64;
+const req = ffi.new("uint32_t[?]", REQ_LEN / 4);
+const nladdr = ffi.new("uint32_t[3]");
+const rbuf = ffi.new("uint8_t[?]", RECV_BUF);
+/** exported so the module table anchors them (the calls use their addresses) */
+export const diagAnchors = [req, nladdr, rbuf];
+const reqAddr = tonumber(ffi.cast("uintptr_t", req))!;
+const nlAddr = tonumber(ffi.cast("uintptr_t", nladdr))!;
+const rAddr = tonumber(ffi.cast("uintptr_t", rbuf))!;
+const u16 = ffi.cast("const uint16_t *", 0);
+const u32 = ffi.cast("const uint32_t *", 0);
+{
+  // fixed parts: header, family, protocol, states = TCP_LISTEN only; everything else zero
+  const b = ffi.cast("uint8_t *", req);
+  const h = ffi.cast("uint16_t *", req);
+  req[0] = REQ_LEN;
+  h[2] = SOCK_DIAG_BY_FAMILY;
+  h[3] = NLM_F_REQUEST_DUMP;
+  b[16] = AF_INET6;
+  b[17] = IPPROTO_TCP;
+  req[5] = 1 << TCP_LISTEN;
+  ffi.cast("uint16_t *", nladdr)[0] = AF_NETLINK;
+}
+
+/** 1 = listener on the target, 0 = done without one, -1 = go on, -2 = malformed or an error */
+function diagChunk(n: number, t: Target): number {
+  let p = rAddr;
+  const end = rAddr + n;
+  while (p + 16 <= end) {
+    const len = tonumber(u32[p / 4])!;
+    const typ = u16[(p + 4) / 2];
+    if (len < 16 || p + len > end) return -2;
+    if (typ === NLMSG_DONE) return 0;
+    if (typ === NLMSG_ERROR) return -2;
+    if (typ === SOCK_DIAG_BY_FAMILY) {
+      if (len < MSG_MIN) return -2;
+      const m = p + 16;
+      const port = u8[m + 4] * 256 + u8[m + 5];
+      if (port === t.port && u8[m + 1] === TCP_LISTEN) {
+        let mine = true;
+        let wild = true;
+        for (let w = 0; w < 4; w++) {
+          const v = tonumber(u32[(m + 8 + w * 4) / 4])!;
+          if (v !== 0) wild = false;
+          if (v !== t.v6[w]) mine = false;
+        }
+        if (mine || wild) return 1;
+      }
+    }
+    p += len + ((4 - (len % 4)) % 4);
+  }
+  return -1;
+}
+
+export function diagListens6(t: Target): boolean | undefined {
+  const fd = lsSocket(AF_NETLINK, SOCK_DGRAM_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return undefined;
+  let result: boolean | undefined = undefined;
+  if (lsSendto(fd, reqAddr, REQ_LEN, 0, nlAddr, 12) === REQ_LEN) {
+    for (let i = 0; i < MAX_RECVS; i++) {
+      const n = lsRecv(fd, rAddr, RECV_BUF, MSG_DONTWAIT);
+      if (n <= 0) break;
+      const v = diagChunk(n, t);
+      if (v === 1) result = true;
+      else if (v === 0) result = false;
+      if (v !== -1) break;
+    }
+  }
+  lsClose(fd);
+  return result;
+}
+
+/**
+ * Whether anything listens on the loopback target (see above); undefined = cannot tell. IPv6
+ * listeners (for an IPv4 target: a dual-stack listener on "::") come from sock_diag; without
+ * it from /proc/net/tcp6, which for an IPv4 target is read only when `slowOk`.
+ */
+export function listens(t: Target, slowOk = true): boolean | undefined {
+  const a = t.v4 !== undefined ? tableListens("/proc/net/tcp", false, t) : false;
   if (a === true) return true;
-  if (!v6 && t.v4 !== undefined) return a;
-  // a kernel without IPv6 has no tcp6 table, and no listener there either (for an IPv4 target)
-  const b = tableListens("/proc/net/tcp6", true, t, t.v4 !== undefined ? false : undefined);
+  let b = diagListens6(t);
+  if (b === undefined) {
+    if (!slowOk && t.v4 !== undefined) return a;
+    // a kernel without IPv6 has no tcp6 table, and no listener there either (for an IPv4 target)
+    b = tableListens("/proc/net/tcp6", true, t, t.v4 !== undefined ? false : undefined);
+  }
   if (b === true) return true;
   return a === undefined || b === undefined ? undefined : false;
 }
