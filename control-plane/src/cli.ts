@@ -42,10 +42,15 @@ async function serve(argv: string[]): Promise<number> {
   } catch (e) {
     throw new Error(`cannot use database ${opts.db}: ${(e as Error).message}`);
   }
+  // handlers before start: a signal that arrives while it starts (after "listening on" is logged) still stops cleanly
+  let requested: string | undefined;
+  let onSignal = (sig: string): void => void (requested = requested ?? sig);
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
   await cp.start();
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (sig: string) => {
+    onSignal = (sig: string) => {
       if (stopping) return;
       stopping = true;
       cp.log.info(`${sig}: stopping (flushing pending snapshots)`);
@@ -54,8 +59,7 @@ async function serve(argv: string[]): Promise<number> {
         resolve(1);
       });
     };
-    process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGTERM", () => stop("SIGTERM"));
+    if (requested) onSignal(requested);
   });
 }
 
