@@ -31,6 +31,8 @@ export interface AgentConfig {
   control_plane_url: string;
   token: string;
   max_frame_bytes: number;
+  reconnect_max_s: number;
+  remote_reconnect_max_s: number;
   queue_max_snapshots: number;
   queue_max_bytes: number;
   instance: string;
@@ -52,6 +54,14 @@ export const AGENT_KEYS: { [K in keyof AgentConfig]: KeySpec } = {
   control_plane_url: { type: "string", default: "", doc: "control-plane websocket URL; empty = do not push (configure fills it in from control_plane when push is on)" },
   token: { type: "string", default: "", doc: "shared secret sent in hello (configure fills it in from the top-level token)" },
   max_frame_bytes: { type: "number", default: 1048576, min: 4096, max: 1073741824, doc: "largest websocket frame the agent sends (bytes)" },
+  reconnect_max_s: {
+    type: "number", default: 30, min: 0.5, max: 86400,
+    doc: "cap of the reconnect delay (s) after a failed connection or handshake to a control plane on this host (while nothing listens there the agent only looks at the listening sockets)",
+  },
+  remote_reconnect_max_s: {
+    type: "number", default: 300, min: 0.5, max: 86400,
+    doc: "the same for a control plane on another host: every attempt while it is down makes nginx log a connect error",
+  },
   queue_max_snapshots: { type: "number", default: 120, min: 1, max: 100000, doc: "snapshots kept while the control plane is away" },
   queue_max_bytes: { type: "number", default: 8388608, min: 65536, max: 1073741824, doc: "bytes of snapshots kept while the control plane is away" },
   instance: { type: "string", default: "", doc: "instance name shown in the control plane; empty = host:prefix" },
@@ -88,7 +98,10 @@ export const FILE_KEYS: { [K in Exclude<keyof FileConfig, "control_plane">]: Key
 
 export const CONTROL_PLANE_KEYS: { [K in keyof ControlPlaneConfig]: KeySpec } = {
   listen: { type: "string", default: "127.0.0.1:9146", doc: "host:port the control plane listens on" },
-  db: { type: "string", default: "memdiag.db", doc: "SQLite file, relative to the config file" },
+  db: {
+    type: "string", default: "",
+    doc: "SQLite file; relative: to the directory `memdiag serve` runs in; empty: the state directory ($XDG_STATE_HOME/memdiag or ~/.local/state/memdiag)",
+  },
   push: { type: "boolean", default: true, doc: "agents push snapshots to the control plane" },
   full_resolution_hours: { type: "number", default: 24, min: 0, max: 87600, doc: "keep every snapshot this long, then 1-minute buckets" },
   retention_days: { type: "number", default: 30, min: 0, max: 36500, doc: "keep 1-minute buckets this long" },

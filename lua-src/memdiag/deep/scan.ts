@@ -18,6 +18,7 @@ import { groupUnrooted } from "./owners/group";
 import { annotateCreationSites } from "./sampler/sampler";
 import { noJit } from "../base/nojit";
 import { releaseGc } from "../layers/luajit/gc-hold";
+import { Episode, firstLine } from "../base/episode";
 
 /**
  * The deep scan: glibc heap walk (size classes) → pool discovery → owner
@@ -243,6 +244,9 @@ function scanOnce(): void {
   result = out;
 }
 
+/** periodic scans that keep failing: one line when it starts, one when it ends (util/episode.ts) */
+const failEp = new Episode("memdiag: ", ["failed deep scan", "failed deep scans"]);
+
 function runNow(): void {
   running = true;
   const [ok, err] = xpcall(scanOnce, debug.traceback);
@@ -255,8 +259,8 @@ function runNow(): void {
   if (!ok) {
     ngx.update_time();
     status = { ...status, state: "failed", finished: ngx.now(), error: tostring(err) };
-    ngx.log(ngx.ERR, "memdiag: deep scan failed: ", err);
-  }
+    failEp.hit(ngx.ERR, firstLine(tostring(err)), `deep scan failed: ${err}`);
+  } else failEp.end(ngx.NOTICE, "deep scans work again");
 }
 
 function job(this: void, premature: boolean): void {
