@@ -1,7 +1,7 @@
 import { applyConfig, config } from "./base/config";
 import { decode } from "./base/json";
 import { startLoop } from "./agent";
-import { startPush } from "./push/client";
+import { registerPushParam, startPush } from "./push/client";
 import { startSamplerEndpoint } from "./http/sampler";
 
 /**
@@ -10,7 +10,8 @@ import { startSamplerEndpoint } from "./http/sampler";
  */
 export function start(this: void, optionsJson?: string): void {
   if (ngx.config.subsystem !== "http") return;
-  // /_memdiag?sampler=... (loads no native code until armed)
+  // /_memdiag parameters beyond the snapshot view: push=1, sampler=... (loads no native code until armed)
+  registerPushParam();
   startSamplerEndpoint();
   if (optionsJson !== undefined) {
     const [opts, err] = decode(optionsJson);

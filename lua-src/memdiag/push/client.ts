@@ -1,6 +1,6 @@
 import * as semaphore from "ngx.semaphore";
 import { config } from "../base/config";
-import { collectAndPublish, onSnapshot } from "../agent";
+import { onSnapshot } from "../agent";
 import { arr, decode } from "../base/json";
 import { cpuMs } from "../base/clock";
 import { registerParam } from "../http/endpoint";
@@ -10,9 +10,9 @@ import { listens, loopbackTarget, PROBE_MAX_S, Target, urlHostPort } from "./lis
 import { Episode } from "../base/episode";
 import { endTurn, holdTurn, takeTurn } from "./turn";
 import { trimToFit } from "./trim";
-import { commandResultFrame, helloFrame, HelloAgent, snapshotFrame } from "./frame";
-import { COMMANDS, ENVELOPE_RESERVE, MAX_ID } from "../contract/protocol";
-import { runSamplerCommand, samplerResultFrame } from "./sampler_cmd";
+import { helloFrame, HelloAgent, snapshotFrame } from "./frame";
+import { ENVELOPE_RESERVE } from "../contract/protocol";
+import { attachCommands, handleCommand, takeReplyTo } from "./commands";
 
 /**
  * Worker → control plane push (docs/protocol.md, control-plane/src/protocol.ts).
@@ -56,7 +56,6 @@ interface Conn {
 }
 
 /** Runs a deep scan to completion (may yield); returns an error, or undefined when done. */
-type DeepHandler = (this: void) => string | undefined;
 
 let started = false;
 let queue: Ring | undefined;
@@ -74,9 +73,6 @@ let stopping = false;
 let lastIdent: HelloAgent | undefined;
 /** the latest snapshot as a table (one, not queued ones): lets the newest entry be trimmed again for a smaller limit */
 let lastSnap: { [k: string]: unknown } | undefined;
-let pendingReplyTo: string | undefined;
-let commandBusy = false;
-let deepHandler: DeepHandler | undefined = undefined;
 
 /** For tests and /_memdiag: what the push is doing. */
 export const stats = {
@@ -97,38 +93,6 @@ export const stats = {
   trimmed: 0,
   last_error: "",
 };
-
-/** How long a "deep" command waits for the scan before answering ok:false. */
-const DEEP_TIMEOUT_S = 300;
-
-interface DeepScanModule {
-  runDeepScan?: (this: void) => LuaMultiReturn<[boolean, string | undefined]>;
-  waitDeepScan?: (this: void, timeoutS: number) => boolean;
-  deepScanRunning?: (this: void) => boolean;
-}
-
-/**
- * "deep": start a deep scan (memdiag.deep.scan, loaded on first use so the push
- * works without it) and wait for it; the snapshot collected after it carries
- * its results. Without the module: ok:false "deep scan not available".
- */
-function defaultDeep(this: void): string | undefined {
-  const [ok, mod] = pcall(require, "memdiag.deep.scan");
-  const m = mod as DeepScanModule;
-  if (!ok || type(mod) !== "table" || type(m.runDeepScan) !== "function" || type(m.waitDeepScan) !== "function") {
-    return "deep scan not available";
-  }
-  const [started, err] = m.runDeepScan!();
-  // one already running is as good: wait for it
-  if (!started && !(m.deepScanRunning && m.deepScanRunning())) return err ?? "deep scan did not start";
-  if (!m.waitDeepScan!(DEEP_TIMEOUT_S)) return `deep scan did not finish within ${DEEP_TIMEOUT_S} s`;
-  return undefined;
-}
-
-/** Replace how "deep" commands run a deep scan (tests, other scan engines). */
-export function setDeepHandler(fn: DeepHandler): void {
-  deepHandler = fn;
-}
 
 function log(level: number, msg: string): void {
   ngx.log(level, "memdiag push: ", msg);
@@ -246,8 +210,7 @@ function enqueueSnapshot(json: string, snap: { [k: string]: unknown }): void {
     agent_version: snap["agent_version"] as string,
   };
   lastSnap = snap;
-  const reply_to = pendingReplyTo;
-  pendingReplyTo = undefined;
+  const reply_to = takeReplyTo();
   if (json.length + ENVELOPE_RESERVE <= frameLimit()) {
     enqueue(seq as number, json, reply_to, undefined);
   } else if (ngx.get_phase() === "timer") {
@@ -260,7 +223,7 @@ function enqueueSnapshot(json: string, snap: { [k: string]: unknown }): void {
   wake();
 }
 
-// ---- commands (server → agent) ----
+// ---- control frames (command results) ----
 
 function sendControl(frame: string): void {
   if (!conn || conn.dead) return;
@@ -269,67 +232,9 @@ function sendControl(frame: string): void {
   wake();
 }
 
-function execute(id: string, command: string): string | undefined {
-  if (command === "deep") {
-    const [pok, derr] = pcall(deepHandler ?? defaultDeep);
-    if (!pok) return `deep scan failed: ${derr}`;
-    if (derr !== undefined) return derr;
-  }
-  pendingReplyTo = id;
-  const [json, cerr] = collectAndPublish(true);
-  // the listener takes pendingReplyTo; still set means no snapshot went out for it
-  if (pendingReplyTo === id) {
-    pendingReplyTo = undefined;
-    return cerr ?? (json === undefined ? "collection failed" : "collection did not reach the push queue");
-  }
-  return undefined;
-}
-
-function runCommand(this: void, premature: boolean, id: string, command: string, args: unknown): void {
-  if (premature) {
-    commandBusy = false;
-    return;
-  }
-  // sampler commands are answered by one command_result carrying `result` (push/sampler_cmd.ts)
-  if (COMMANDS[command as keyof typeof COMMANDS] === "sampler") {
-    const [sok, out] = pcall(() => {
-      const [r, e] = runSamplerCommand(command, args);
-      return { r, e };
-    });
-    commandBusy = false;
-    if (!sok) sendControl(commandResultFrame(id, false, `command failed: ${out}`));
-    else if (out.r === undefined) sendControl(commandResultFrame(id, false, out.e ?? "sampler command failed"));
-    else sendControl(samplerResultFrame(id, out.r, frameLimit() - ENVELOPE_RESERVE) ?? commandResultFrame(id, false, `result does not fit the frame limit ${frameLimit()}`));
-    return;
-  }
-  const [ok, res] = pcall(execute, id, command);
-  commandBusy = false;
-  if (pendingReplyTo === id) pendingReplyTo = undefined;
-  const err = ok ? res : `command failed: ${res}`;
-  if (err !== undefined) sendControl(commandResultFrame(id, false, err));
-}
-
-function handleCommand(msg: { [k: string]: unknown }): void {
-  const id = msg["id"];
-  const command = msg["command"];
-  if (type(id) !== "string" || (id as string).length === 0 || (id as string).length > MAX_ID) {
-    protoEp.hit(ngx.WARN, "id", "command without a usable id ignored");
-    return;
-  }
-  if (type(command) !== "string" || COMMANDS[command as keyof typeof COMMANDS] === undefined) {
-    sendControl(commandResultFrame(id as string, false, `unknown command '${tostring(command)}'`));
-    return;
-  }
-  if (commandBusy) {
-    sendControl(commandResultFrame(id as string, false, "another command is running"));
-    return;
-  }
-  commandBusy = true;
-  const [ok, err] = ngx.timer.at(0, runCommand, id, command, msg["args"]);
-  if (!ok) {
-    commandBusy = false;
-    sendControl(commandResultFrame(id as string, false, `cannot schedule: ${err}`));
-  }
+/** a malformed frame or command from the control plane: one log line per kind and episode */
+function protoWarn(this: void, key: string, msg: string): void {
+  protoEp.hit(ngx.WARN, key, msg);
 }
 
 // ---- reader light thread ----
@@ -755,6 +660,7 @@ export function startPush(): void {
   }
   sema = s;
   queue = new Ring(config.queue_max_snapshots, config.queue_max_bytes);
+  attachCommands(sendControl, frameLimit, protoWarn);
   started = true;
   onSnapshot(listener);
   const [ok, err] = ngx.timer.at(0, runClient);
@@ -797,4 +703,7 @@ export function pushStatus(): { [k: string]: unknown } {
   };
 }
 
-registerParam("push", "1 = this worker's websocket push state (connection, queue, counters)", undefined, () => $multi(200, pushStatus()), () => true);
+/** /_memdiag?push=1 (read-only): added by start(), in every worker, whether or not it pushes */
+export function registerPushParam(): void {
+  registerParam("push", "1 = this worker's websocket push state (connection, queue, counters)", undefined, () => $multi(200, pushStatus()), () => true);
+}
