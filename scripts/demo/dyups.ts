@@ -2,9 +2,9 @@
  * Tengine's dynamic-upstream module (ngx_http_upstream_dyups_module) under a pattern of
  * upstream updates seen in service-discovery setups: the same upstream re-posted again and
  * again (every endpoint change) with a consistent-hash balancer over many servers and
- * keepalive connections to the backends. Used by the Tengine case-study test and the demo.
+ * keepalive connections to the backends. Used by the Tengine demo (`npm run demo -- --platform
+ * tengine`) and its test (test/platform/tengine-dyups.test.ts).
  */
-import { httpGet } from "./nginx";
 import * as http from "http";
 
 /** servers per upstream version: the consistent-hash ring gets 160 points per server */
@@ -47,13 +47,15 @@ export function dyupsBody(backendPort: number, keepalive = true): string {
   return `hash $request_uri consistent; ${keepalive ? "keepalive 4; keepalive_timeout 3600s; " : ""}${servers}`;
 }
 
-function post(port: number, path: string, body: string): Promise<{ status: number; body: string }> {
+function request(port: number, path: string, body?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, path, method: "POST", agent: false, headers: { "Content-Length": Buffer.byteLength(body) } }, (res) => {
+    const headers = body === undefined ? {} : { "Content-Length": Buffer.byteLength(body) };
+    const req = http.request({ host: "127.0.0.1", port, path, method: body === undefined ? "GET" : "POST", agent: false, headers, timeout: 10000 }, (res) => {
       let b = "";
       res.on("data", (d) => (b += d));
       res.on("end", () => resolve({ status: res.statusCode ?? 0, body: b }));
     });
+    req.on("timeout", () => req.destroy(new Error(`${path} timed out`)));
     req.on("error", reject);
     req.end(body);
   });
@@ -61,10 +63,10 @@ function post(port: number, path: string, body: string): Promise<{ status: numbe
 
 /** One update (the upstream re-posted) followed by `requests` proxied requests through it. */
 export async function dyupsUpdate(dyupsPort: number, appPort: number, backendPort: number, requests = 2, keepalive = true): Promise<void> {
-  const r = await post(dyupsPort, "/upstream/svc", dyupsBody(backendPort, keepalive));
+  const r = await request(dyupsPort, "/upstream/svc", dyupsBody(backendPort, keepalive));
   if (r.status !== 200) throw new Error(`dyups update: ${r.status} ${r.body}`);
   for (let i = 0; i < requests; i++) {
-    const p = await httpGet(appPort, `/svc/item-${i}`);
+    const p = await request(appPort, `/svc/item-${i}`);
     if (p.status !== 200) throw new Error(`proxied request: ${p.status}`);
   }
 }

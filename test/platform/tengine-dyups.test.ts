@@ -14,7 +14,7 @@ import { Nginx } from "../harness/nginx";
 import { freePort } from "../harness/ports";
 import { PLATFORM } from "../harness/platform";
 import { ensureSampler, samplerCall as sampler } from "../harness/fixtures";
-import { DYUPS_POOL_SIZE, DYUPS_RING_BYTES, dyupsConf, dyupsUpdate } from "../harness/dyups";
+import { DYUPS_POOL_SIZE, DYUPS_RING_BYTES, dyupsConf, dyupsUpdate } from "../../scripts/demo/dyups";
 import { validateSnapshot } from "../../schema/validate";
 import { Symbolizer } from "../../control-plane/src/elfsym";
 
