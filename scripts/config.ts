@@ -124,3 +124,16 @@ export function checkExposure(cfg: MemdiagConfig): string[] {
   }
   return problems;
 }
+
+/** Allowed but worth saying: a /_memdiag reachable beyond loopback without a token. */
+export function exposureWarnings(cfg: MemdiagConfig): string[] {
+  const warnings: string[] = [];
+  const remote = !isLoopbackListen(cfg.listen) || (cfg.agent.allow ?? []).length > 0;
+  if (remote && !agentOptions(cfg).token) {
+    warnings.push(
+      `/_memdiag is open beyond loopback (listen ${cfg.listen}, allow ${JSON.stringify(cfg.agent.allow ?? [])}) and no "token" is set: ` +
+        `allowlisted clients can read snapshots, but sampler=arm|disarm|clear, deep=1 and fresh=1 are refused to them until "token" is set`,
+    );
+  }
+  return warnings;
+}

@@ -25,45 +25,13 @@ import { Nginx, httpGet, sleep } from "../harness/nginx";
 import { freePort } from "../harness/ports";
 import { SimAgent } from "../harness/control-plane";
 import { buildSnapshot, identityOf } from "../fixtures/snapshots";
-import { CPProcess, FULL, ensureDist, tally, tempDir, waitFor } from "./lib";
+import { CPProcess, FULL, VethNamespace, ensureDist, tally, tempDir, waitFor } from "./lib";
 
 const isRoot = process.getuid?.() === 0;
-const NS = `mdh${process.pid % 100000}`;
-const SUB = 100 + (process.pid % 150);
-const HOST_IP = `10.213.${SUB}.1`;
-const NS_IP = `10.213.${SUB}.2`;
-const VETH = `mdv${process.pid % 100000}`;
-
-function sh(cmd: string, args: string[]): void {
-  execFileSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
-}
-
-function netnsUp(): void {
-  sh("ip", ["netns", "add", NS]);
-  sh("ip", ["link", "add", `${VETH}a`, "type", "veth", "peer", "name", `${VETH}b`]);
-  sh("ip", ["link", "set", `${VETH}b`, "netns", NS]);
-  sh("ip", ["addr", "add", `${HOST_IP}/30`, "dev", `${VETH}a`]);
-  sh("ip", ["link", "set", `${VETH}a`, "up"]);
-  sh("ip", ["netns", "exec", NS, "ip", "addr", "add", `${NS_IP}/30`, "dev", `${VETH}b`]);
-  sh("ip", ["netns", "exec", NS, "ip", "link", "set", `${VETH}b`, "up"]);
-  sh("ip", ["netns", "exec", NS, "ip", "link", "set", "lo", "up"]);
-}
-
-function netnsDown(): void {
-  spawnSync("ip", ["link", "del", `${VETH}a`]);
-  spawnSync("ip", ["netns", "del", NS]);
-}
-
-/** curl from inside the namespace (a real non-loopback source address); status and body */
-function curlNs(url: string, headers: string[] = []): { status: number; body: string } {
-  const args = ["netns", "exec", NS, "curl", "-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}"];
-  for (const h of headers) args.push("-H", h);
-  args.push(url);
-  const r = spawnSync("ip", args, { encoding: "utf8" });
-  const out = r.stdout ?? "";
-  const i = out.lastIndexOf("\n");
-  return { status: Number(out.slice(i + 1)), body: out.slice(0, i) };
-}
+const ns = new VethNamespace("mdh", 213);
+const HOST_IP = ns.hostIp;
+const NS_IP = ns.nsIp;
+const curlNs = (url: string, headers: string[] = []) => ns.curl(url, headers);
 
 /** /_memdiag's own server also listens on the veth address (what a user exposing it would do) */
 class ExposedNginx extends Nginx {
@@ -92,14 +60,14 @@ d("/_memdiag under hostile input", () => {
     if (!ok) console.log(`FAILED: ${name}: ${detail}`);
   };
   beforeAll(async () => {
-    netnsUp();
+    ns.up();
     ngx = new ExposedNginx({ workers: 1, agent: { interval_s: 1, token } });
     await ngx.start();
     await ngx.snapshots();
   }, 60000);
   afterAll(async () => {
     await ngx?.stop();
-    netnsDown();
+    ns.down();
     tally("/_memdiag hostile input", cases.length, cases.filter((c) => c.ok).length);
   });
 
@@ -114,7 +82,7 @@ d("/_memdiag under hostile input", () => {
     // the host's own non-loopback address is not loopback either
     const h = await httpGet(ngx.memdiagPort, "/_memdiag").catch(() => undefined);
     add("loopback client → 200", h?.status === 200, `${h?.status}`);
-    for (const [allow, expected] of [[[NS_IP], 200], [[`10.213.${SUB}.0/30`], 200], [[`10.213.${(SUB + 1) % 256}.0/24`], 403], [["10.0.0.0/8"], 200], [[`${NS_IP}0`], 403]] as [string[], number][]) {
+    for (const [allow, expected] of [[[NS_IP], 200], [[ns.subnet], 200], [[ns.subnet.replace(/\.\d+\.0\/30$/, ".0.0/24")], 403] /* a /24 beside the namespace's */, [["10.0.0.0/8"], 200], [[`${NS_IP}0`], 403]] as [string[], number][]) {
       ngx.opts.agent!.allow = allow;
       await ngx.reload();
       await ngx.snapshots();
@@ -244,7 +212,7 @@ d("control plane under hostile input", () => {
 
   beforeAll(async () => {
     ensureDist();
-    netnsUp();
+    ns.up();
     port = await freePort();
     // listens on all addresses (non-loopback needs the token): loopback and the veth address
     cp = new CPProcess(port, db, token, [], "0.0.0.0");
@@ -262,7 +230,7 @@ d("control plane under hostile input", () => {
 
   afterAll(async () => {
     await cp?.stop();
-    netnsDown();
+    ns.down();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
     tally("control plane hostile input", cases.length, cases.filter((c) => c.ok).length);
   });
@@ -424,8 +392,8 @@ d("control plane under hostile input", () => {
     r = curlNs(`${nsBase}/api/workers?token=${token}`);
     add("netns token in the URL is not accepted → 401", r.status === 401, `${r.status}`);
     // /live from the namespace without the token: the upgrade is refused
-    const live = spawnSync("ip", ["netns", "exec", NS, "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket",
-      "-H", "Sec-WebSocket-Version: 13", "-H", `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString("base64")}`, `${nsBase}/live`], { encoding: "utf8" });
+    const live = ns.run("curl", ["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket",
+      "-H", "Sec-WebSocket-Version: 13", "-H", `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString("base64")}`, `${nsBase}/live`]);
     add("netns /live websocket without token → 401", live.stdout === "401", live.stdout);
 
     // slow loris: 200 connections trickling headers; the API keeps answering

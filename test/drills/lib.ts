@@ -4,7 +4,7 @@
  * between agents and control plane, a bounded load generator, /proc readers.
  */
 import Database from "better-sqlite3";
-import { ChildProcess, execFileSync, spawn } from "child_process";
+import { ChildProcess, execFileSync, spawn, spawnSync, SpawnSyncReturns } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import * as net from "net";
@@ -355,4 +355,68 @@ export function unexpectedErrors(lines: string[]): { unexpected: string[]; recon
   const re = /\[error\].* (recv|send|connect|writev)\(\) failed \((104|111|32): [^)]*\).*context: ngx\.timer/;
   const unexpected = lines.filter((l) => !re.test(l));
   return { unexpected, reconnects: lines.length - unexpected.length };
+}
+
+/**
+ * A network namespace of the test's own joined to the host by a veth pair: processes run
+ * inside it reach the host from a real non-loopback address (nsIp), the host side is
+ * hostIp, the pair is a /30. Traffic stays between the two. Needs root.
+ */
+export class VethNamespace {
+  readonly name: string;
+  readonly hostIp: string;
+  readonly nsIp: string;
+  /** the /30 both ends are in */
+  readonly subnet: string;
+  private readonly veth: string;
+
+  /** tag: a few letters naming the drill; octet: second octet of the 10.x.y.0/30 it uses */
+  constructor(tag: string, octet: number) {
+    const n = process.pid % 100000;
+    const third = 100 + (process.pid % 150);
+    this.name = `${tag}${n}`;
+    this.veth = `${tag}v${n}`;
+    this.hostIp = `10.${octet}.${third}.1`;
+    this.nsIp = `10.${octet}.${third}.2`;
+    this.subnet = `10.${octet}.${third}.0/30`;
+  }
+
+  up(): void {
+    const sh = (args: string[]) => execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
+    sh(["netns", "add", this.name]);
+    sh(["link", "add", `${this.veth}a`, "type", "veth", "peer", "name", `${this.veth}b`]);
+    sh(["link", "set", `${this.veth}b`, "netns", this.name]);
+    sh(["addr", "add", `${this.hostIp}/30`, "dev", `${this.veth}a`]);
+    sh(["link", "set", `${this.veth}a`, "up"]);
+    sh(["netns", "exec", this.name, "ip", "addr", "add", `${this.nsIp}/30`, "dev", `${this.veth}b`]);
+    sh(["netns", "exec", this.name, "ip", "link", "set", `${this.veth}b`, "up"]);
+    sh(["netns", "exec", this.name, "ip", "link", "set", "lo", "up"]);
+  }
+
+  down(): void {
+    spawnSync("ip", ["link", "del", `${this.veth}a`]);
+    spawnSync("ip", ["netns", "del", this.name]);
+  }
+
+  /** a command inside the namespace (env: added to this process's environment) */
+  run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> {
+    return spawnSync("ip", ["netns", "exec", this.name, cmd, ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 120000 });
+  }
+
+  /** curl from inside the namespace: status, body and headers (lower-cased names) */
+  curl(url: string, headers: string[] = [], maxTimeS = 10): { status: number; body: string; headers: Record<string, string> } {
+    const args = ["-s", "-i", "-m", String(maxTimeS), "-o", "-", "-w", "\n%{http_code}"];
+    for (const h of headers) args.push("-H", h);
+    args.push(url);
+    const out = this.run("curl", args).stdout ?? "";
+    const i = out.lastIndexOf("\n");
+    const msg = out.slice(0, i);
+    const h = msg.indexOf("\r\n\r\n");
+    const head: Record<string, string> = {};
+    for (const line of (h < 0 ? "" : msg.slice(0, h)).split("\r\n").slice(1)) {
+      const c = line.indexOf(":");
+      if (c > 0) head[line.slice(0, c).trim().toLowerCase()] = line.slice(c + 1).trim();
+    }
+    return { status: Number(out.slice(i + 1)), body: h < 0 ? msg : msg.slice(h + 4), headers: head };
+  }
 }

@@ -11,9 +11,9 @@ import { loadConfig } from "../../../scripts/config";
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-function get(host: string, port: number, path: string): Promise<{ status: number; body: string }> {
+function get(host: string, port: number, path: string, headers: http.OutgoingHttpHeaders = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host, port, path, agent: false, timeout: 15000 }, (res) => {
+    const req = http.get({ host, port, path, headers, agent: false, timeout: 15000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c) => chunks.push(c));
       res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
@@ -207,8 +207,11 @@ export async function snapshotMain(argv: string[]): Promise<number> {
   }
   let host = "127.0.0.1";
   let port = 9145;
+  let token = process.env.MEMDIAG_TOKEN ?? "";
   try {
-    const m = /^(.*):(\d+)$/.exec(loadConfig().listen);
+    const cfg = loadConfig();
+    if (!token) token = cfg.agent.token ?? cfg.token;
+    const m = /^(.*):(\d+)$/.exec(cfg.listen);
     if (m) {
       port = Number(m[2]);
       if (m[1] && m[1] !== "0.0.0.0" && m[1] !== "*" && m[1] !== "[::]") host = m[1].replace(/^\[|\]$/g, "");
@@ -232,7 +235,8 @@ export async function snapshotMain(argv: string[]): Promise<number> {
   const path = "/_memdiag" + (q.toString() ? `?${q}` : "");
   let r: { status: number; body: string };
   try {
-    r = await get(host, port, path);
+    // --fresh changes the worker: a non-loopback /_memdiag wants the shared token for it
+    r = await get(host, port, path, flags.fresh && token ? { Authorization: `Bearer ${token}` } : {});
   } catch (e) {
     process.stderr.write(`memdiag snapshot: cannot reach nginx at http://${host}:${port}${path} (${(e as Error).message}).\n` +
       `Is nginx running with the memdiag include line? The port is "listen" in memdiag.config.json.\n`);

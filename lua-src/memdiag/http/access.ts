@@ -32,3 +32,63 @@ export function allowed(addr: string | undefined, allow: string[]): boolean {
   for (const e of allow) if (matches(addr, e)) return true;
   return false;
 }
+
+/**
+ * The address of the TCP peer as nginx accepted the connection. The realip module
+ * (set_real_ip_from + real_ip_header X-Forwarded-For / proxy_protocol, often set at
+ * http level and so inherited by memdiag's server) rewrites $remote_addr from what
+ * the client sends; $realip_remote_addr keeps the connection's own address. Builds
+ * without realip have no such variable (it reads as nil), and nothing there rewrites
+ * $remote_addr. `read` is ngx.var's getter; a read that throws counts as absent.
+ */
+export function peerAddress(read: (this: void, name: string) => string | undefined): string | undefined {
+  const [ok, real] = pcall(read, "realip_remote_addr");
+  if (ok && type(real) === "string" && real !== "") return real as string;
+  const [rok, addr] = pcall(read, "remote_addr");
+  return rok && type(addr) === "string" ? (addr as string) : undefined;
+}
+
+/** The token of an `Authorization: Bearer <token>` header, or undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (type(header) !== "string") return undefined;
+  const [tok] = string.match(header!, "^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$");
+  return tok;
+}
+
+/**
+ * given === expected in time that depends only on #expected: every byte is compared
+ * whatever the first difference is, and a given token of another length is compared
+ * as the expected one itself (same work) with the answer already false.
+ */
+export function tokenEquals(given: string, expected: string): boolean {
+  let diff = given.length === expected.length ? 0 : 1;
+  const g = diff === 0 ? given : expected;
+  for (let i = 1; i <= expected.length; i++) diff = diff | (string.byte(g, i) ^ string.byte(expected, i));
+  return diff === 0 && expected.length > 0;
+}
+
+/**
+ * The access decision for one request: [status, error message] with status 0 = go on.
+ * `action` names what the request would change in the worker ("sampler=arm", "deep=1"),
+ * undefined for a read. Loopback peers may do everything; allowlisted peers may read, and
+ * may change a worker only with the shared token.
+ */
+export function decide(
+  peer: string | undefined,
+  allow: string[],
+  token: string,
+  action: string | undefined,
+  authorization: string | undefined,
+): LuaMultiReturn<[number, string | undefined]> {
+  if (!allowed(peer, allow)) {
+    return $multi(403, `client ${peer ?? "?"} is not allowed (the connection's own address; X-Forwarded-For and PROXY protocol addresses are not used); add it to "allow" in memdiag.config.json`);
+  }
+  if (action === undefined || isLoopback(peer!)) return $multi(0, undefined);
+  if (token === "") {
+    return $multi(403, `${action} changes the worker and no token is configured: clients other than loopback may only read snapshots; set "token" in memdiag.config.json, run npm run configure and reload nginx`);
+  }
+  const given = bearerToken(authorization);
+  if (given === undefined) return $multi(401, `${action} changes the worker: from ${peer} it needs "Authorization: Bearer <token>" (the "token" of memdiag.config.json)`);
+  if (!tokenEquals(given, token)) return $multi(401, `${action}: the bearer token is not the configured one`);
+  return $multi(0, undefined);
+}

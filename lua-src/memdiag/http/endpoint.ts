@@ -1,5 +1,5 @@
 import { config } from "../config";
-import { allowed } from "./access";
+import { decide, peerAddress } from "./access";
 import { collectAndPublish } from "../agent";
 import { publishedPids, snapshotOf } from "../publish";
 import { encode, pretty } from "../util/json";
@@ -25,14 +25,39 @@ const DEEP_WAIT_S = 600;
  * Returning status >= 400 with a string body sends {"error": body}; below 400 a string body is JSON text sent as is.
  */
 export type ParamAction = (this: void, args: Args) => LuaMultiReturn<[number, unknown]>;
+/** true when the action, with these args, only reads (see changes()) */
+export type ReadsOnly = (this: void, args: Args) => boolean;
 const PATTERNS: { [k: string]: string } = {};
 const ACTIONS: { [k: string]: ParamAction } = {};
+const READS_ONLY: { [k: string]: ReadsOnly } = {};
 
-/** Add a query parameter. Values must be 0/1 unless `pattern` (a Lua pattern) is given; `action` makes it answer the request. */
-export function registerParam(name: string, help: string, pattern?: string, action?: ParamAction): void {
+/** parameters handled here that change the answering worker (collect now, scan the heap) */
+const CHANGING: { [k: string]: boolean } = { deep: true, fresh: true };
+
+/**
+ * Add a query parameter. Values must be 0/1 unless `pattern` (a Lua pattern) is given; `action` makes it answer the request.
+ * An action changes the worker (token needed from non-loopback clients) unless `readsOnly` says it only reads for these args.
+ */
+export function registerParam(name: string, help: string, pattern?: string, action?: ParamAction, readsOnly?: ReadsOnly): void {
   PARAMS[name] = help;
   if (pattern !== undefined) PATTERNS[name] = pattern;
   if (action !== undefined) ACTIONS[name] = action;
+  if (readsOnly !== undefined) READS_ONLY[name] = readsOnly;
+}
+
+/**
+ * What the request would change in a worker ("sampler=arm", "deep=1"), or undefined when it only reads.
+ * Actions count as changing unless registered as reading: one added later is guarded until it says otherwise.
+ */
+export function changes(args: Args): string | undefined {
+  for (const [name, on] of pairs(CHANGING)) if (on && args[name] === true) return `${name}=1`;
+  for (const [name] of pairs(ACTIONS)) {
+    const v = args[name];
+    if (v === undefined) continue;
+    const reads = READS_ONLY[name];
+    if (reads === undefined || !reads(args)) return `${name}=${tostring(v === true ? 1 : v)}`;
+  }
+  return undefined;
 }
 
 const reserved = ngx as unknown as NgxReservedFields;
@@ -101,14 +126,24 @@ if (ngx.get_phase() === "init_worker") servePidRoutes(runHere);
 
 export function handle(this: void): void {
   if (ngx.req.get_method() !== "GET" && ngx.req.get_method() !== "HEAD") fail(405, "only GET");
-  const addr = reserved.var.remote_addr;
-  if (!allowed(addr, config.allow)) fail(403, `client ${addr} is not allowed; add it to "allow" in memdiag.config.json`);
+  // decided once, here, on the connection's own address: requests this worker hands to
+  // another (sampler pid=N, sampler_all) go through the shared dict only after it
+  const peer = peerAddress((name) => reserved.var[name]);
+  let [refused, why] = decide(peer, config.allow, config.token, undefined, undefined);
+  if (refused !== 0) return fail(refused, why!);
 
   // which worker accepted the request (pid=N hands worker actions over to N)
   ngx.header["X-Memdiag-Answered-By"] = ngx.worker.pid();
   const [raw] = ngx.req.get_uri_args(32);
   const [args, err] = parseArgs(raw);
   if (!args) return fail(400, err!);
+
+  const change = changes(args);
+  if (change !== undefined) {
+    [refused, why] = decide(peer, config.allow, config.token, change, reserved.var.http_authorization);
+    if (refused === 401) ngx.header["WWW-Authenticate"] = 'Bearer realm="memdiag"';
+    if (refused !== 0) return fail(refused, why!);
+  }
 
   for (const [name, action] of pairs(ACTIONS)) {
     if (args[name] === undefined) continue;

@@ -709,4 +709,4 @@ export function pushStatus(): { [k: string]: unknown } {
   };
 }
 
-registerParam("push", "1 = this worker's websocket push state (connection, queue, counters)", undefined, () => $multi(200, pushStatus()));
+registerParam("push", "1 = this worker's websocket push state (connection, queue, counters)", undefined, () => $multi(200, pushStatus()), () => true);

@@ -16,7 +16,9 @@ import { lastSnapshotJson } from "../agent";
  * sampler of one worker: the one that answers, or `pid=N` (the request is
  * handed to worker N through the shared dict; it answers within ~0.1 s), or
  * every worker with `sampler_all=1` (answer: {"workers":[...]}).
- * Access control is /_memdiag's own (loopback + allowlist).
+ * Access control is /_memdiag's own: loopback + allowlist; arm, disarm, clear and
+ * got change the worker (arm and got load the native library, arm rewrites the
+ * GOT) and need the token from other clients, the other actions only read.
  *
  *   sampler=arm      [sampler_rate=BYTES] [sampler_depth=1..32] [sampler_aligned=0|1]
  *   sampler=top      [sampler_limit=N] [sampler_window=S] [sampler_min_age=S]
@@ -210,7 +212,10 @@ if (ngx.get_phase() === "init_worker") {
   if (!ok) ngx.log(ngx.ERR, "memdiag: sampler command timer: ", err);
 }
 
-registerParam("sampler", "arm|disarm|clear|status|top|folded|lookup|pools|got = allocation sampler of the answering worker", "^%l+$", act);
+/** the actions that only read; anything else (arm, disarm, clear, got: it loads the library; an unknown one) counts as changing the worker */
+const READS: { [what: string]: boolean } = { status: true, top: true, folded: true, lookup: true, pools: true };
+
+registerParam("sampler", "arm|disarm|clear|status|top|folded|lookup|pools|got = allocation sampler of the answering worker", "^%l+$", act, (args) => READS[args.sampler as string] === true);
 registerParam("sampler_all", "1 = the sampler action in every worker (answer: {\"workers\":[...]})");
 registerParam("sampler_addr", "0xADDR[,0xADDR...] = sampler=lookup: the records at these addresses (pool first blocks)", "^[0-9a-fA-Fx,]+$");
 registerParam("sampler_rate", "BYTES = mean sampling interval for sampler=arm (default 524288)", DIGITS);
