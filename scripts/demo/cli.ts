@@ -1,5 +1,25 @@
-/** Command-line and port helpers shared by the demo's helper scripts (scripts/demo.sh). */
+/** Command-line, port and nginx.conf helpers shared by the demo's helper scripts (scripts/demo.sh). */
 import * as net from "net";
+import * as path from "path";
+
+/** The main-context lines of a demo prefix after `worker_processes`: logs and pid in `dir`, then `events`. */
+export function prefixMain(dir: string, workerConnections: number): string {
+  return `worker_shutdown_timeout 5s;
+error_log ${path.join(dir, "logs", "error.log")} warn;
+pid ${path.join(dir, "logs", "nginx.pid")};
+events { worker_connections ${workerConnections}; }`;
+}
+
+/** The http-context lines that keep every temporary file of the demo in `dir`/tmp. */
+export function prefixHttp(dir: string): string {
+  const t = path.join(dir, "tmp");
+  return `access_log off;
+  client_body_temp_path ${t};
+  proxy_temp_path ${t};
+  fastcgi_temp_path ${t};
+  uwsgi_temp_path ${t};
+  scgi_temp_path ${t};`;
+}
 
 export function flag(argv: string[], name: string, def?: string): string {
   const i = argv.indexOf(`--${name}`);

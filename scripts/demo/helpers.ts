@@ -11,7 +11,7 @@ import * as path from "path";
 import * as crypto from "crypto";
 import { ROOT } from "../config";
 import { renderConf } from "../render-conf";
-import { checkTopSuspect, flag, freePort, portFree, runSubcommands } from "./cli";
+import { checkTopSuspect, flag, freePort, portFree, prefixHttp, prefixMain, runSubcommands } from "./cli";
 
 const FIXTURE_SO = path.join(ROOT, "test/fixtures/leaky_upstream/build/ngx_http_leaky_upstream_module.so");
 const MODULES = "/usr/lib/nginx/modules";
@@ -41,7 +41,6 @@ async function setup(argv: string[]): Promise<void> {
     },
   });
   fs.writeFileSync(path.join(dir, "conf", "memdiag.conf"), memdiag);
-  const t = path.join(dir, "tmp");
   const user = process.getuid && process.getuid() === 0 ? "user nobody nogroup;" : "";
   fs.writeFileSync(path.join(dir, "conf", "nginx.conf"), `# memdiag demo: a gateway with a dynamic-upstream module that leaks pools (test/fixtures/leaky_upstream)
 ${user}
@@ -49,17 +48,9 @@ load_module ${MODULES}/ndk_http_module.so;
 load_module ${MODULES}/ngx_http_lua_module.so;
 load_module ${FIXTURE_SO};
 worker_processes 2;
-worker_shutdown_timeout 5s;
-error_log ${path.join(dir, "logs", "error.log")} warn;
-pid ${path.join(dir, "logs", "nginx.pid")};
-events { worker_connections 1024; }
+${prefixMain(dir, 1024)}
 http {
-  access_log off;
-  client_body_temp_path ${t};
-  proxy_temp_path ${t};
-  fastcgi_temp_path ${t};
-  uwsgi_temp_path ${t};
-  scgi_temp_path ${t};
+  ${prefixHttp(dir)}
   leaky_upstream_mode leak;
 
   include memdiag.conf;

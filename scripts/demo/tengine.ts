@@ -14,7 +14,7 @@ import * as path from "path";
 import * as crypto from "crypto";
 import { ROOT } from "../config";
 import { renderConf } from "../render-conf";
-import { checkTopSuspect, flag, freePort, portFree, runSubcommands } from "./cli";
+import { checkTopSuspect, flag, freePort, portFree, prefixHttp, prefixMain, runSubcommands } from "./cli";
 import { DYUPS_POOL_SIZE, dyupsConf, dyupsUpdate } from "./dyups";
 
 /** every folder from / down to `dir` can be entered by other users */
@@ -50,21 +50,12 @@ async function setup(argv: string[]): Promise<void> {
   const root = process.getuid && process.getuid() === 0;
   const user = !root ? "" : traversableByOthers(path.dirname(nginx)) ? "user nobody nogroup;" : "user root root;";
   const c = dyupsConf(backendPort, dyupsPort);
-  const t = path.join(dir, "tmp");
   fs.writeFileSync(path.join(dir, "conf", "nginx.conf"), `# memdiag demo on Tengine: a gateway whose upstream is re-posted through the dyups interface
 ${user}
 worker_processes 1;
-worker_shutdown_timeout 5s;
-error_log ${path.join(dir, "logs", "error.log")} warn;
-pid ${path.join(dir, "logs", "nginx.pid")};
-events { worker_connections 4096; }
+${prefixMain(dir, 4096)}
 http {
-  access_log off;
-  client_body_temp_path ${t};
-  proxy_temp_path ${t};
-  fastcgi_temp_path ${t};
-  uwsgi_temp_path ${t};
-  scgi_temp_path ${t};
+  ${prefixHttp(dir)}
 
   include memdiag.conf;
 ${c.http}
