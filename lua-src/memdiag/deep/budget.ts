@@ -84,8 +84,10 @@ export class DeepBudget extends Budget {
   public jitSites: string[] = [];
   private slow: SliceRec[] = [];
   private longest = newRec();
-  private wall0: number;
-  private cpu0: number;
+  // set before the trace handler is attached: a trace can start (traceStarted reads wall0)
+  // before the constructor body reaches its own assignments
+  private wall0: number = monoMs();
+  private cpu0: number = cpuMs();
 
   constructor(sliceMs: number) {
     super(sliceMs, true);

@@ -1,6 +1,7 @@
 import * as ffi from "ffi";
 import { cpuMs } from "../base/clock";
 import { cdef } from "../base/cdef";
+import { traceEventsTaken } from "../layers/luajit/vm-events";
 
 /**
  * What the deep scan's budget records about its slices, for the scan status: the
@@ -63,6 +64,8 @@ function onTrace(this: void, what: string, _tr: number, func: unknown, pc: numbe
 let attached = false;
 export function attachTrace(on: boolean): void {
   if (jit === undefined || jit.attach === undefined || on === attached) return;
+  // never take the slot from the application's own handler (layers/luajit/vm-events.ts)
+  if (on && traceEventsTaken(onTrace)) return;
   attached = on;
   if (on) {
     EV.n = 0;
