@@ -1,15 +1,10 @@
-import * as ffi from "ffi";
 import { Args, registerParam } from "./endpoint";
-import { config } from "../base/config";
 import { publishedPids } from "../publish";
 import { decode, encode } from "../base/json";
-import { cdef } from "../base/cdef";
+import { Mailbox, POLL_S, isGone, isLiveWorker } from "./mailbox";
 import { lastSnapshotJson } from "../agent";
 import { arm, clear, disarm, got, lookup, poolCreationSites, status, top } from "../deep/sampler/sampler";
 
-cdef(`int kill(int pid, int sig);`);
-const C = ffi.C;
-const ESRCH = 3;
 
 /**
  * /_memdiag?sampler=arm|disarm|clear|status|top|lookup|got — the allocation
@@ -97,76 +92,45 @@ function local(args: Args): LuaMultiReturn<[number, unknown]> {
 
 // ---- other workers: commands and answers through the shared dict ----
 
-const CMD = "sampler:cmd:";
-const RES = "sampler:res:";
-const POLL_S = 0.1;
-let seq = 0;
-
-function dict(): ngx.SharedDict | undefined {
-  return ngx.shared[config.dict];
-}
+const box = new Mailbox("sampler");
 
 /** Posts args to worker `pid`; returns the answer key, or an error. */
 function post(pid: number, args: Args): LuaMultiReturn<[string | undefined, string | undefined]> {
-  const d = dict();
-  if (!d) return $multi(undefined, `lua_shared_dict ${config.dict} is missing: cannot reach worker ${pid}`);
-  seq++;
-  const id = `${ngx.worker.pid()}:${seq}:${Math.floor(ngx.now() * 1000)}`;
   const plain: { [k: string]: unknown } = {};
   for (const [k, v] of pairs(args)) if (k !== "pid" && k !== "sampler_all" && k !== "pretty") plain[k as string] = v;
-  const [ok, err] = d.add(CMD + pid, encode({ id, args: plain }) ?? "{}", 30);
-  if (!ok) return $multi(undefined, err === "exists" ? `worker ${pid} is busy with another sampler command; retry` : `shared dict: ${err}`);
-  return $multi(RES + id, undefined);
+  return box.post(pid, { args: plain }, `worker ${pid} is busy with another sampler command; retry`);
 }
 
 /** Waits for an answer posted by another worker: [status, raw JSON body]. */
 function await_(pid: number, key: string, timeoutS: number): LuaMultiReturn<[number, string]> {
-  const d = dict()!;
-  const deadline = ngx.now() + timeoutS;
-  while (true) {
-    const [v] = d.get(key);
-    if (v !== undefined) {
-      d.delete(key);
-      const [status, body] = string.match(v as string, "^(%d+) (.*)$");
-      return $multi(tonumber(status) ?? 500, body ?? "{}");
-    }
-    if (ngx.now() >= deadline) break;
-    ngx.sleep(0.02);
-    ngx.update_time();
-  }
-  d.delete(CMD + pid);
-  return $multi(504, encode({ error: `worker ${pid} did not answer within ${timeoutS} s (not running, or busy)`, pid }) ?? "{}");
+  const [status, raw] = box.await(pid, key, timeoutS);
+  if (status === undefined) return $multi(504, encode({ error: `worker ${pid} did not answer within ${timeoutS} s (not running, or busy)`, pid }) ?? "{}");
+  return $multi(status, raw === "" ? "{}" : raw!);
 }
 
 /** The other worker's side: a timer polls for a command addressed to this worker. */
 function poll(this: void, premature: boolean): void {
   if (premature) return;
-  const d = dict();
-  if (!d) return;
-  const key = CMD + ngx.worker.pid();
-  const [raw] = d.get(key);
-  if (raw === undefined) return;
-  d.delete(key);
-  const [cmd] = decode(raw as string);
-  if (cmd === undefined || type(cmd.id) !== "string" || type(cmd.args) !== "table") return;
+  const cmd = box.take();
+  if (cmd === undefined || type(cmd.args) !== "table") return;
   const [ok, res] = pcall(() => {
     const [st, b] = local(cmd.args as Args);
     return { st, b };
   });
-  let text: string;
-  if (!ok) text = `500 ${encode({ error: `sampler command failed: ${tostring(res)}`, pid: ngx.worker.pid() })}`;
-  else {
+  let status: number;
+  let body: string;
+  if (!ok) {
+    status = 500;
+    body = encode({ error: `sampler command failed: ${tostring(res)}`, pid: ngx.worker.pid() })!;
+  } else {
     const r = res as { st: number; b: unknown };
-    if (type(r.b) === "string" && r.st >= 400) text = `${r.st} ${encode({ error: r.b, pid: ngx.worker.pid() })}`;
-    else text = `${r.st} ${encode(r.b) ?? "{}"}`;
+    status = r.st;
+    if (type(r.b) === "string" && r.st >= 400) body = encode({ error: r.b, pid: ngx.worker.pid() })!;
+    else body = encode(r.b) ?? "{}";
   }
-  const [sok, serr] = d.set(RES + cmd.id, text, 30);
-  if (!sok) d.set(RES + cmd.id, `507 ${encode({ error: `answer of ${text.length} bytes does not fit the shared dict: ${serr}` })}`, 30);
-}
-
-/** A published pid whose process is gone (its snapshot outlives it until the TTL): kill(pid, 0) says ESRCH. */
-function gone(pid: number): boolean {
-  return C.kill(pid, 0) !== 0 && ffi.errno() === ESRCH;
+  const text = `${status} ${body}`;
+  const [sok, serr] = box.answer(cmd.id as string, status, body);
+  if (!sok) box.answer(cmd.id as string, 507, encode({ error: `answer of ${text.length} bytes does not fit the shared dict: ${serr}` })!);
 }
 
 function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
@@ -176,7 +140,7 @@ function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
     const waits: [number, string][] = [];
     const parts: string[] = [];
     for (const pid of publishedPids()) {
-      if (pid === me || gone(pid)) continue;
+      if (pid === me || isGone(pid)) continue;
       const [key, err] = post(pid, args);
       if (key !== undefined) waits.push([pid, key]);
       else parts.push(encode({ pid, error: err }) ?? "{}");
@@ -192,9 +156,7 @@ function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
     return $multi(200, `{"workers":[${parts.join(",")}]}`);
   }
   if (args.pid !== undefined && args.pid !== me) {
-    let known = false;
-    for (const p of publishedPids()) if (p === args.pid) known = true;
-    if (!known || gone(args.pid)) return $multi(404, `no worker with pid ${args.pid} (workers publishing snapshots: ${publishedPids().join(", ")})`);
+    if (!isLiveWorker(args.pid)) return $multi(404, `no worker with pid ${args.pid} (workers publishing snapshots: ${publishedPids().join(", ")})`);
     const [key, err] = post(args.pid, args);
     if (key === undefined) return $multi(503, err!);
     const [status, raw] = await_(args.pid, key, 10);
