@@ -5,7 +5,7 @@
  *   region.<class>[.<name>]                 bytes; .rss_bytes and .mappings beside it (<name> only for
  *                                           shm zones: code and file mappings are summed per class)
  *   glibc.<field>                           arena_bytes, mmap_bytes, mmap_chunks, in_use_bytes, …
- *   luajit.gc_bytes
+ *   luajit.gc_bytes, luajit.gc_floor_bytes      the heap now; what survived the latest collections
  *   shm.<name>.{size_bytes,used_bytes,free_bytes}
  *   pool.<kind>.{pools,blocks,block_bytes,used_bytes,large_blocks,large_bytes,bytes}   rooted groups
  *   pool.connections.{active,connection_n}
@@ -81,7 +81,10 @@ export function summarize(s: Obj): Summary {
     }
   }
 
-  if (isObj(s.luajit)) put("luajit.gc_bytes", s.luajit.gc_bytes);
+  if (isObj(s.luajit)) {
+    put("luajit.gc_bytes", s.luajit.gc_bytes);
+    put("luajit.gc_floor_bytes", s.luajit.gc_floor_bytes);
+  }
 
   if (Array.isArray(s.shm)) {
     for (const z of s.shm) {

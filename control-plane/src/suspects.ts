@@ -11,6 +11,7 @@ import { Point, keepsGrowing, GrowthRules, DEFAULT_RULES, Trend } from "./trends
 import { slotOf, rowLabel } from "./diff";
 import { UnrootedInfo, isDeepMetric } from "./summary";
 import { fmtBytes, fmtDuration, fmtRange, classMax, fmtSigned } from "./format";
+import { supersededLuaSeries, survivingSeries } from "./lua-floor";
 
 export interface WorkerWindow {
   worker: string;
@@ -175,7 +176,8 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
     const rssPts = judgedSeries(w, "system.rss_bytes", rules);
     const rssAtStart = rssPts.length ? rssPts[0].v : undefined;
     for (const [metric, count] of candidates(names)) {
-      const pts = judgedSeries(w, metric, rules);
+      if (supersededLuaSeries(metric, names)) continue;
+      const pts = survivingSeries(metric, judgedSeries(w, metric, rules));
       const v = keepsGrowing(pts, window_s, rulesFor(metric, rssAtStart, rules));
       if (v.ok) passing.push({ metric, count, tr: v.trend, pts });
     }
