@@ -15,6 +15,7 @@ import { identity } from "./identity";
 import { AGENT_VERSION, SCHEMA_VERSION } from "./version";
 import { mergeDeepScan } from "./scan/deep";
 import { jitLib } from "./scan/nojit";
+import { collectTimers } from "./luavm/timers";
 
 // once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
 jitLib?.off?.(true, true);
@@ -65,7 +66,10 @@ export function collectSnapshot(canYield: boolean, full = false): { [k: string]:
   addLuajitRegions(luajit);
 
   const shm = arr(
-    zones.map((z) => ({ name: z.name, size_bytes: z.size_bytes, used_bytes: z.used_bytes, free_bytes: z.free_bytes, owner: z.owner, error: z.error })),
+    zones.map((z) => ({
+      name: z.name, size_bytes: z.size_bytes, used_bytes: z.used_bytes, free_bytes: z.free_bytes, owner: z.owner, error: z.error,
+      slab: z.slab && { ...z.slab, classes: arr(z.slab.classes) }, slab_error: z.slab_error, dict: z.dict,
+    })),
   );
 
   // the snapshot's tables and its encode (0.1-0.3 ms) follow this slice without a check
@@ -107,6 +111,7 @@ export function collectSnapshot(canYield: boolean, full = false): { [k: string]:
     },
     glibc,
     luajit,
+    lua: { timers: collectTimers() },
     shm,
     pools,
     skipped: ctx.skipped,
