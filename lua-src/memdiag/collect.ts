@@ -15,7 +15,7 @@ import { identity } from "./identity";
 import { AGENT_VERSION, SCHEMA_VERSION } from "./version";
 import { mergeDeepScan } from "./scan/deep";
 import { jitLib } from "./scan/nojit";
-import { collectTimers } from "./luavm/timers";
+import { collectLua } from "./luavm/section";
 
 // once a second, not hot enough to pay back its traces (scan/nojit.ts jitLib)
 jitLib?.off?.(true, true);
@@ -111,7 +111,7 @@ export function collectSnapshot(canYield: boolean, full = false): { [k: string]:
     },
     glibc,
     luajit,
-    lua: { timers: collectTimers() },
+    lua: collectLua(),
     shm,
     pools,
     skipped: ctx.skipped,

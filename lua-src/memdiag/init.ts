@@ -3,6 +3,7 @@ import { decode } from "./util/json";
 import { startLoop } from "./agent";
 import { startPush } from "./push/client";
 import "./sampler/http"; // registers /_memdiag?sampler=... (loads no native code until armed)
+import "./luavm/http"; // registers /_memdiag?lua=census
 
 /**
  * Entry point from init_worker_by_lua (see nginx-conf/memdiag.conf). Only

@@ -59,3 +59,8 @@ export function takeGcFloor(): GcFloor {
   low = -1;
   return { floor_bytes: v >= 0 ? Math.floor(v) : undefined, cycles };
 }
+
+/** cycles completed since watching started, without taking the floor (what a census compares across its slices) */
+export function gcCycles(): number {
+  return cycles;
+}
