@@ -3,7 +3,7 @@ import { cdef } from "../util/cdef";
 import { Budget } from "../util/budget";
 import { monoMs, cpuMs } from "../util/clock";
 import { rdPtr, rdU32, rdU64, rdU8 } from "../safe/mem";
-import { holdGc, releaseGc } from "../luajit/gc-hold";
+import { pinGc, unpinGc } from "../luajit/gc-hold";
 import { gcCycles, watchGcCycles } from "./gc-floor";
 import { GCS, GCT, LJ, VmRefs, ctypeBytes, rdU16, tabBytes, verifyLayout } from "./lj-layout";
 
@@ -13,9 +13,9 @@ import { GCS, GCT, LJ, VmRefs, ctypeBytes, rdU16, tabBytes, verifyLayout } from 
  * and open upvalues, each thread's open upvalues hang off it) and the string table's chains.
  *
  * Why it is safe to walk the VM we run in:
- *   - The collector is held (luajit/gc-hold.ts) for the whole census: no object is freed or
- *     moved while held, so every object reached stays where it is. The collector is handed back
- *     at the pace it had.
+ *   - The collector is held (luajit/gc-hold.ts pinGc) for the whole census: no object is freed
+ *     or moved while held, so every object reached stays where it is; the agent's other readers
+ *     cannot release it meanwhile. The collector is handed back at the pace it had.
  *   - The walk runs in slices of about slice_ms (util/budget.ts) and yields between them. What
  *     runs in between can take the collector back: collectgarbage("collect"/"step"/"restart")
  *     moves the threshold or the state, sweeps or completes a cycle. So after every yield,
@@ -114,7 +114,7 @@ function sameGc(g: number, m: GcMark): string | undefined {
 function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: number; state: number; total: number; vm: number }): LuaMultiReturn<[string | undefined, boolean]> {
   const g = refs.g;
   for (let i = 0; i < 2 * NTYPES; i++) tally[i] = 0;
-  const held = holdGc();
+  const held = pinGc();
   const holdStart = monoMs();
   try {
     // a collector the application stopped is not ours to hold; it must then stay stopped
@@ -219,7 +219,7 @@ function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: 
     out.hold_ms = monoMs() - holdStart;
     return $multi(undefined, false);
   } finally {
-    if (held) releaseGc();
+    if (held) unpinGc();
   }
 }
 
