@@ -4,7 +4,9 @@ import { Budget } from "../util/budget";
 import { monoMs, cpuMs } from "../util/clock";
 import { rdPtr, rdU32, rdU64, rdU8 } from "../safe/mem";
 import { pinGc, unpinGc } from "../luajit/gc-hold";
-import { gcCycles, watchGcCycles } from "./gc-floor";
+import { watchGcCycles } from "./gc-floor";
+import { gcMoved, markGc } from "./gc-marks";
+import { Holders, runHolders } from "./holders";
 import { GCS, GCT, LJ, VmRefs, ctypeBytes, rdU16, tabBytes, verifyLayout } from "./lj-layout";
 
 /**
@@ -39,6 +41,8 @@ cdef(`void *malloc(size_t size);`);
 
 export const MAX_ATTEMPTS = 5;
 export const MAX_HOLD_MS = 2000;
+/** largest tables reported */
+export const TOP_TABLES = 20;
 /** objects between two budget checks */
 const CHECK_EVERY = 128;
 const NTYPES = 16;
@@ -83,31 +87,9 @@ export interface Census {
   max_slice_ms: number;
   /** how long the collector was held by the attempt that finished */
   hold_ms: number;
-}
-
-interface GcMark {
-  threshold: number;
-  state: number;
-  sweep: number;
-  sweepstr: number;
-  cycles: number;
-}
-
-function mark(g: number): GcMark {
-  return {
-    threshold: rdU64(g + LJ.gc_threshold),
-    state: rdU8(g + LJ.gc_state),
-    sweep: rdPtr(g + LJ.gc_sweep),
-    sweepstr: rdU32(g + LJ.gc_sweepstr),
-    cycles: gcCycles(),
-  };
-}
-
-function sameGc(g: number, m: GcMark): string | undefined {
-  if (rdU64(g + LJ.gc_threshold) !== m.threshold) return "the collector's threshold changed (collectgarbage step/restart/collect)";
-  if (rdU8(g + LJ.gc_state) !== m.state || rdPtr(g + LJ.gc_sweep) !== m.sweep || rdU32(g + LJ.gc_sweepstr) !== m.sweepstr) return "the collector ran";
-  if (gcCycles() !== m.cycles) return "a GC cycle completed";
-  return undefined;
+  /** who holds it: the largest tables with their reference paths (luavm/holders.ts) */
+  holders?: Holders;
+  holders_error?: string;
 }
 
 /** one attempt; returns undefined on success (tally filled), else why it was dropped and whether to retry */
@@ -118,7 +100,7 @@ function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: 
   const holdStart = monoMs();
   try {
     // a collector the application stopped is not ours to hold; it must then stay stopped
-    const m = mark(g);
+    const m = markGc(g);
     if (m.threshold < 2 ** 47) return $multi("the collector is running (could not be held)", false);
     const total = rdU64(g + LJ.gc_total);
     out.total = total;
@@ -130,7 +112,7 @@ function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: 
     const yielded = (): string | undefined => {
       if (!budget.check()) return undefined;
       if (monoMs() - holdStart > MAX_HOLD_MS) return `the collector would stay held longer than ${MAX_HOLD_MS} ms`;
-      return sameGc(g, m) ?? undefined;
+      return gcMoved(g, m);
     };
     // the root list
     let o = rdPtr(g + LJ.gc_root);
@@ -237,7 +219,7 @@ function unixNow(): number {
  * Count the Lua heap now, in slices (yields between them when `canYield`). One at a time per
  * worker; the answer says why when the layout is refused or every attempt was dropped.
  */
-export function runCensus(canYield: boolean, sliceMs: number): Census {
+export function runCensus(canYield: boolean, sliceMs: number, withHolders = true): Census {
   const res: Census = {
     ok: false, time: unixNow(), heap_bytes: 0, objects_bytes: 0, objects: 0, other_bytes: 0, vm_bytes: 0, types: [], gc_state: "?", attempts: 0,
     wall_ms: 0, cpu_ms: 0, slices: 0, max_slice_ms: 0, hold_ms: 0,
@@ -267,6 +249,15 @@ export function runCensus(canYield: boolean, sliceMs: number): Census {
       }
       aborted.push(why);
       if (!retry) break;
+    }
+    if (res.ok && withHolders) {
+      for (let k = 0; k < MAX_ATTEMPTS; k++) {
+        const [h, herr] = runHolders(refs, budget, TOP_TABLES, out.objects, MAX_HOLD_MS);
+        res.holders = h;
+        res.holders_error = herr;
+        if (h !== undefined || herr === "no C memory for the walk" || herr === "the registry is not a table") break;
+        aborted.push(`holders: ${herr}`);
+      }
     }
   } finally {
     running = false;

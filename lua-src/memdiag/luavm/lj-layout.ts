@@ -195,3 +195,39 @@ export function verifyLayout(): LuaMultiReturn<[VmRefs | undefined, string | und
   }
   return $multi(verdict.refs, verdict.error);
 }
+
+/** offsets the reference walk (luavm/holders.ts) reads besides the census's */
+export const LJR = {
+  registrytv: 272,
+  th_top: 40,
+  th_stack: 56,
+  th_env: 72,
+  /** GCfunc env, GCudata env */
+  env: 16,
+  fnL_uvptr: 40,
+  fnC_upvalue: 48,
+  uv_v: 32,
+  node_val: 0,
+  node_key: 8,
+  /** GCudata metatable is at the table's offset */
+  meta: 32,
+};
+
+/**
+ * A TValue (GC64): the GC object's address and its gct byte (4..12) when it holds one, else gct 0.
+ * The type tag is the word's top 17 bits: ~gct in two's complement; the address its low 47 bits.
+ */
+export function tvObject(a: number): LuaMultiReturn<[number, number]> {
+  const hi = rdU32(a + 4);
+  const tag = Math.floor(hi / 32768);
+  const t = 131071 - tag;
+  if (t < GCT.str || t > GCT.udata) return $multi(0, 0);
+  return $multi(rdU32(a) + (hi % 32768) * 4294967296, t);
+}
+
+/** A TValue holding a number (a double outside the tagged range): its value, else undefined */
+export function tvNumber(a: number): number | undefined {
+  const hi = rdU32(a + 4);
+  if (Math.floor(hi / 32768) >= 131058) return undefined; // itype >= LJ_TISNUM: tagged, not a double
+  return tonumber(ffi.cast("const double *", a)[0]);
+}
