@@ -136,7 +136,9 @@ function fnLabel(fn: number): string {
   const pt = rdPtr(fn + LJ.fn_pc) - LJ.pt_header;
   const name = rdPtr(pt + LJ.pt_chunkname);
   const src = name !== 0 && rdU8(name + LJ.gct) === GCT.str ? ffi.string(ffi.cast("const char *", name + LJ.str_size), Math.min(rdU32(name + LJ.str_len), 80)) : "?";
-  return `function ${src}:${rdU32(pt + LJ.pt_firstline)}`;
+  // chunk names start with "@" (a file) or "=" (a name given by the loader)
+  const c = string.sub(src, 1, 1);
+  return `function ${c === "@" || c === "=" ? string.sub(src, 2) : src}:${rdU32(pt + LJ.pt_firstline)}`;
 }
 
 function strAt(s: number, max: number): string {
@@ -329,13 +331,16 @@ export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string 
       if (why !== undefined) return why;
     }
     // what each node reached first, summed up the BFS tree (children come after their parent)
+    // (C memory only: a yield here needs no check of the collector)
     for (let i = STATE.nodes - 1; i > 1; i--) {
       const p = q[i * STRIDE + F_PARENT];
       q[p * STRIDE + F_REACHED] += q[i * STRIDE + F_REACHED];
+      if (i % 4096 === 0) budget.check();
     }
     // the largest tables by own bytes, roots and the module tables themselves included
     const best: number[] = [];
     for (let i = 0; i < STATE.nodes; i++) {
+      if (i % 4096 === 0) budget.check();
       if (q[i * STRIDE + F_GCT] !== GCT.tab) continue;
       const own = q[i * STRIDE + F_OWN];
       if (best.length < top || own > q[best[best.length - 1] * STRIDE + F_OWN]) {
@@ -347,7 +352,8 @@ export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string 
         best[k] = i;
       }
     }
-    // labels read strings: only while the collector is still as it was
+    // labels read strings: in a slice of their own, and only while the collector is still as it was
+    budget.reserve(budget.sliceMs / 2);
     const why = changed();
     if (why !== undefined) return why;
     const tables: HeldTable[] = [];
