@@ -16,6 +16,7 @@ export interface AgentOptions {
   layout_file?: string;
   top_n?: number;
   deep_interval_s?: number;
+  lua_census_every_s?: number;
   control_plane_url?: string;
   token?: string;
   max_frame_bytes?: number;

@@ -4,6 +4,7 @@
  * class, in bytes and counts, sorted by growth (largest increase first).
  */
 import { DiffRow } from "./protocol";
+import { luaRowLabel, luaSlot } from "./lua-series";
 import { UnrootedInfo, isDeepMetric, splitSuffix, UNROOTED_SUFFIXES, SIZE_CLASS_SUFFIXES, SHM_SUFFIXES, REGION_SUFFIXES } from "./summary";
 import { classMax, fmtRange } from "./format";
 
@@ -75,6 +76,10 @@ export function slotOf(name: string): Slot | undefined {
       if (s.suffix === "chunks") return { row: `size_class.${s.middle}`, section: "size_class", role: "count" };
       return undefined;
     }
+    case "lua": {
+      const l = luaSlot(name);
+      return l ? { ...l, section: "luajit" } : undefined;
+    }
     default:
       return undefined;
   }
@@ -86,6 +91,8 @@ export function rowLabel(row: string, unrooted: Record<string, UnrootedInfo> = {
   if (row.startsWith("glibc.")) return GLIBC_LABEL[row.slice(6)] ?? row;
   if (row === "luajit.gc_bytes") return "LuaJIT GC heap";
   if (row === "luajit.gc_floor_bytes") return "LuaJIT heap after collection";
+  const lua = luaRowLabel(row);
+  if (lua !== undefined) return lua;
   if (row.startsWith("shm.")) return `shm zone ${row.slice(4)} used`;
   if (row.startsWith("region.")) {
     const rest = row.slice(7);

@@ -27,6 +27,8 @@ export interface Config {
   top_n: number;
   /** seconds between automatic deep scans; 0 = only on demand */
   deep_interval_s: number;
+  /** seconds between automatic Lua heap censuses (luavm/census.ts); 0 = only on demand */
+  lua_census_every_s: number;
   /** control-plane websocket URL; empty = do not push */
   control_plane_url: string;
   token: string;
@@ -49,6 +51,7 @@ export const defaults: Config = {
   layout_file: "",
   top_n: 10,
   deep_interval_s: 0,
+  lua_census_every_s: 0,
   control_plane_url: "",
   token: "",
   max_frame_bytes: 1048576,

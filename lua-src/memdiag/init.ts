@@ -3,7 +3,7 @@ import { decode } from "./util/json";
 import { startLoop } from "./agent";
 import { startPush } from "./push/client";
 import "./sampler/http"; // registers /_memdiag?sampler=... (loads no native code until armed)
-import "./luavm/http"; // registers /_memdiag?lua=census
+import { scheduleCensuses } from "./luavm/http"; // registers /_memdiag?lua=census
 
 /**
  * Entry point from init_worker_by_lua (see nginx-conf/memdiag.conf). Only
@@ -24,5 +24,6 @@ export function start(this: void, optionsJson?: string): void {
     ngx.log(ngx.ERR, `memdiag: lua_shared_dict ${config.dict} is missing; /_memdiag will only show this worker`);
   }
   startLoop();
+  scheduleCensuses();
   if (config.control_plane_url !== "") startPush();
 }

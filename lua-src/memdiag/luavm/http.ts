@@ -17,3 +17,18 @@ function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
 }
 
 registerParam("lua", "census = the answering worker counts its Lua heap by object type now (holds its collector, in ~1 ms slices)", "^%l+$", act);
+
+function periodic(this: void, premature: boolean): void {
+  if (premature || ngx.worker.exiting()) return;
+  const [ok, err] = pcall(() => keepCensus(runCensus(true, config.slice_ms)));
+  if (!ok) ngx.log(ngx.ERR, "memdiag: Lua heap census failed: ", tostring(err));
+  const [t, terr] = ngx.timer.at(config.lua_census_every_s, periodic);
+  if (!t) ngx.log(ngx.ERR, "memdiag: Lua census timer: ", terr);
+}
+
+/** Periodic censuses when config.lua_census_every_s > 0 (off by default). */
+export function scheduleCensuses(): void {
+  if (config.lua_census_every_s <= 0) return;
+  const [ok, err] = ngx.timer.at(config.lua_census_every_s, periodic);
+  if (!ok) ngx.log(ngx.ERR, "memdiag: Lua census timer: ", err);
+}
