@@ -57,3 +57,36 @@ export function luaCount(metric: string): { count: string; noun: string } | unde
   if (!s || s.role !== "bytes") return undefined;
   return metric.startsWith("lua.table.") ? { count: `${s.row}.keys`, noun: "keys" } : { count: `${s.row}.count`, noun: "objects" };
 }
+
+/** the table path of a lua.table.* metric, else undefined */
+export function luaTablePath(metric: string): string | undefined {
+  const s = luaSlot(metric);
+  return s && s.row.startsWith("lua.table.") ? s.row.slice("lua.table.".length) : undefined;
+}
+
+/**
+ * Is table path `a` on the way from a root to `b`? Paths are written from their root, so an
+ * ancestor's path is a prefix of its descendant's; the registry is the root of every path but
+ * the main thread's.
+ */
+export function luaAncestor(a: string, b: string): boolean {
+  if (a === b) return false;
+  if (a === "registry") return !b.startsWith("<main thread>");
+  return b.length > a.length && b.startsWith(a) && ".[ ".includes(b[a.length]);
+}
+
+/**
+ * A table's series counts what it reaches, so every table on the path to a growing one grows as
+ * much: of those, only the deepest is the suspect, unless an ancestor grew by more than twice
+ * what its growing descendants explain.
+ */
+export function dropLuaAncestors<T extends { metric: string; tr: { fitted_delta: number } }>(passing: T[]): T[] {
+  const tables = passing.map((p) => ({ p, path: luaTablePath(p.metric) })).filter((x) => x.path !== undefined);
+  return passing.filter((p) => {
+    const path = luaTablePath(p.metric);
+    if (path === undefined) return true;
+    const below = tables.filter((x) => luaAncestor(path, x.path!) && !tables.some((y) => y !== x && luaAncestor(path, y.path!) && luaAncestor(y.path!, x.path!)));
+    const explained = below.reduce((s, x) => s + x.p.tr.fitted_delta, 0);
+    return explained < 0.5 * p.tr.fitted_delta;
+  });
+}

@@ -12,7 +12,7 @@ import { slotOf, rowLabel } from "./diff";
 import { UnrootedInfo, isDeepMetric } from "./summary";
 import { fmtBytes, fmtDuration, fmtRange, classMax, fmtSigned } from "./format";
 import { supersededLuaSeries, survivingSeries } from "./lua-floor";
-import { luaCount } from "./lua-series";
+import { dropLuaAncestors, luaCount } from "./lua-series";
 
 export interface WorkerWindow {
   worker: string;
@@ -178,7 +178,7 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
     for (const s of w.snapshots) for (const k in s.metrics) names.add(k);
     const owners: Record<string, UnrootedInfo> = {};
     for (const s of w.snapshots) Object.assign(owners, s.unrooted);
-    const passing: { metric: string; count?: string; tr: Trend; pts: Point[] }[] = [];
+    let passing: { metric: string; count?: string; tr: Trend; pts: Point[] }[] = [];
     const rssPts = judgedSeries(w, "system.rss_bytes", rules);
     const rssAtStart = rssPts.length ? rssPts[0].v : undefined;
     for (const [metric, count] of candidates(names)) {
@@ -187,6 +187,7 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
       const v = keepsGrowing(pts, window_s, rulesFor(metric, rssAtStart, rules));
       if (v.ok) passing.push({ metric, count, tr: v.trend, pts });
     }
+    passing = dropLuaAncestors(passing);
     passing.sort((x, y) => tier(x.metric) - tier(y.metric) || y.tr.slope_per_min - x.tr.slope_per_min);
     const accepted: { tier: number; growth: number; owner: string }[] = [];
     const scEvidence = sizeClassEvidence(w);

@@ -8,6 +8,7 @@ import { findSuspects, WorkerWindow } from "../../control-plane/src/suspects";
 import { summarize } from "../../control-plane/src/summary";
 import { diffStates } from "../../control-plane/src/diff";
 import { buildSnapshot } from "../fixtures/snapshots";
+import { luaAncestor } from "../../control-plane/src/lua-series";
 
 const MB = 1 << 20;
 const T0 = 1_764_150_000;
@@ -22,6 +23,10 @@ function census(keys: number, other: number) {
     holders: {
       nodes: 1000, objects: 50000 + 3 * keys, truncated: false,
       tables: [
+        // its ancestors reach what it reaches: they grow as much
+        { path: "registry", bytes: 2048, reached_bytes: 6 * MB + bytes, keys: 40, array_slots: 0, hash_slots: 64 },
+        { path: "package.loaded", bytes: 3136, reached_bytes: 5 * MB + bytes, keys: 100, array_slots: 0, hash_slots: 128 },
+        { path: 'package.loaded["app.cache"]', bytes: 64, reached_bytes: 64 + bytes, keys: 1, array_slots: 0, hash_slots: 0 },
         { path: PATH, bytes: 64 + keys * 40, reached_bytes: bytes, keys, array_slots: 0, hash_slots: keys },
         { path: "_G.config", bytes: 4096, reached_bytes: 9000 + other, keys: 100, array_slots: 0, hash_slots: 128 },
       ],
@@ -43,6 +48,17 @@ function worker(keysAt: (i: number) => number): WorkerWindow {
 }
 
 describe("Lua table paths as series", () => {
+  test("ancestry of paths", () => {
+    expect(luaAncestor("registry", PATH)).toBe(true);
+    expect(luaAncestor("package.loaded", PATH)).toBe(true);
+    expect(luaAncestor('package.loaded["app.cache"]', PATH)).toBe(true);
+    expect(luaAncestor(PATH, PATH)).toBe(false);
+    expect(luaAncestor('package.loaded["app"]', 'package.loaded["app.cache"]')).toBe(false);
+    expect(luaAncestor("_G.routes", "_G.routes_v2")).toBe(false);
+    expect(luaAncestor("_G.routes", "_G.routes.by_host")).toBe(true);
+    expect(luaAncestor("registry", "<main thread>.x")).toBe(false);
+  });
+
   test("the summary names every census type and table path", () => {
     const m = worker(() => 1000).snapshots[0].metrics;
     expect(m[`lua.table.${PATH}.keys`]).toBe(1000);
@@ -51,7 +67,7 @@ describe("Lua table paths as series", () => {
     expect(m["lua.type.string.bytes"]).toBe(4 * MB);
   });
 
-  test("a growing table path is the suspect, with keys and bytes in its evidence; the heap it grows is not listed again", () => {
+  test("a growing table path is the suspect, with keys and bytes in its evidence; neither its ancestors nor the heap it grows are listed again", () => {
     // 200 keys a second: 2000 per snapshot, 120,000 in ten minutes
     const w = worker((i) => 1000 + i * 2000);
     const s = findSuspects([w], 600);
