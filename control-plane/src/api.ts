@@ -12,6 +12,13 @@ import { diffSnapshots, diffTimes, instanceSeries, suspectsFor } from "./analysi
 import { Logger } from "./log";
 import { CallpathStore, diffCallpaths, diffFolded, foldedOf, symbolizePaths } from "./callpaths";
 import { Symbolizer } from "./elfsym";
+import type { Callpaths } from "./protocol";
+import { reportInputFromStore } from "./report/source";
+import { buildReport } from "./report/build";
+import { REPORT_CONTENT_TYPE, REPORT_FORMATS, ReportFormat, renderReport } from "./report/render";
+
+/** the report's window when neither window nor from is given */
+export const DEFAULT_REPORT_WINDOW_S = 3600;
 
 export interface ApiDeps {
   store: Store;
@@ -134,19 +141,12 @@ export function apiRouter(d: ApiDeps): Router {
     return v ?? "json";
   };
 
-  r.get("/workers/:key/callpaths", async_(async (req, res) => {
-    const q = query(req, ["format", "limit", "window", "min_age", "lines"]);
-    if (q.lines !== undefined && q.lines !== "0" && q.lines !== "1") throw new HttpError(400, `lines: expected 0 or 1 (got '${q.lines}')`);
-    const fmt = format(q.format);
-    const key = String(req.params.key);
-    workerOr404(key);
-    const args: Record<string, number> = { limit: q.limit !== undefined ? Math.min(parseLimit(q.limit, 200, 1000), 1000) : 200 };
-    if (q.window !== undefined) args.window_s = parseDuration(q.window, "window");
-    if (q.min_age !== undefined) args.min_age_s = parseDuration(q.min_age, "min_age");
-    const p = d.ingest.request(key, "sampler_top", args, 30000);
+  /** asks a connected worker for its sampled call paths (sampler_top), names the frames, stores the fetch */
+  const fetchCallpaths = async (key: string, args: Record<string, number>, lines: boolean, timeoutMs = 30000): Promise<Callpaths> => {
+    const p = d.ingest.request(key, "sampler_top", args, timeoutMs);
     if (!p) throw new HttpError(409, `worker '${key}' is not connected`);
     const a = await p;
-    if (a.state.state === "timeout") throw new HttpError(504, `worker '${key}' did not answer sampler_top within 30 s`);
+    if (a.state.state === "timeout") throw new HttpError(504, `worker '${key}' did not answer sampler_top within ${timeoutMs / 1000} s`);
     if (a.state.state !== "done" || !a.result) {
       const err = a.state.error ?? "no result";
       // "never armed": the user has to arm first (POST .../command {"command":"sampler_arm"} or /_memdiag?sampler=arm)
@@ -155,14 +155,14 @@ export function apiRouter(d: ApiDeps): Router {
     const r = a.result;
     const sy = symbolizer();
     const paths = symbolizePaths(r, sy);
-    if (q.lines === "1") {
+    if (lines) {
       // file:line from DWARF line tables (addr2line, one run per file) where the chosen ELF file has them
       const frames = paths.flatMap((p) => p.frames);
       sy.fileLines(frames).forEach((l, i) => {
         if (l) frames[i].line = l;
       });
     }
-    const stored = callpaths().add({
+    return callpaths().add({
       worker: key,
       time: Date.now() / 1000,
       pid: Number(r.pid) || 0,
@@ -172,6 +172,18 @@ export function apiRouter(d: ApiDeps): Router {
       sampler: (r.sampler as Record<string, unknown>) ?? {},
       paths,
     });
+  };
+
+  r.get("/workers/:key/callpaths", async_(async (req, res) => {
+    const q = query(req, ["format", "limit", "window", "min_age", "lines"]);
+    if (q.lines !== undefined && q.lines !== "0" && q.lines !== "1") throw new HttpError(400, `lines: expected 0 or 1 (got '${q.lines}')`);
+    const fmt = format(q.format);
+    const key = String(req.params.key);
+    workerOr404(key);
+    const args: Record<string, number> = { limit: q.limit !== undefined ? Math.min(parseLimit(q.limit, 200, 1000), 1000) : 200 };
+    if (q.window !== undefined) args.window_s = parseDuration(q.window, "window");
+    if (q.min_age !== undefined) args.min_age_s = parseDuration(q.min_age, "min_age");
+    const stored = await fetchCallpaths(key, args, q.lines === "1");
     res.setHeader("X-Memdiag-Callpaths-Id", String(stored.id));
     if (fmt === "folded") return void sendFolded(res, foldedOf(stored.paths));
     return stored;
@@ -273,6 +285,37 @@ export function apiRouter(d: ApiDeps): Router {
     const q = query(req, ["window", "instance", "worker"]);
     const window = q.window !== undefined ? parseDuration(q.window, "window") : 600;
     return suspectsFor(store, { instance: q.instance, worker: q.worker }, window);
+  }));
+
+  // ---- the guided-analysis report (control-plane/src/report/) ----
+  r.get("/report", async_(async (req, res) => {
+    const q = query(req, ["worker", "instance", "window", "from", "to", "format", "callpaths"]);
+    const fmt = (q.format ?? "json") as ReportFormat;
+    if (!REPORT_FORMATS.includes(fmt)) throw new HttpError(400, `format: expected ${REPORT_FORMATS.join(", ")} (got '${q.format}')`);
+    if (q.callpaths !== undefined && q.callpaths !== "fresh" && q.callpaths !== "stored") throw new HttpError(400, `callpaths: expected 'fresh' or 'stored' (got '${q.callpaths}')`);
+    if (q.window !== undefined && q.from !== undefined) throw new HttpError(400, "give window or from (with to), not both");
+    const now = Date.now() / 1000;
+    const sel = {
+      worker: q.worker,
+      instance: q.instance,
+      window_s: q.window !== undefined ? parseDuration(q.window, "window") : DEFAULT_REPORT_WINDOW_S,
+      from: q.from !== undefined ? parseTime(q.from, "from", now) : undefined,
+      to: q.to !== undefined ? parseTime(q.to, "to", now) : undefined,
+    };
+    const reach = { control_plane_url: `${req.protocol}://${req.get("host") ?? "127.0.0.1"}` };
+    let { input, worker } = reportInputFromStore(store, callpaths(), sel, reach, now);
+    if ((q.callpaths ?? "fresh") === "fresh" && worker.state === "live" && sel.to === undefined) {
+      // the sampler's current view, when the worker is connected and armed; stored like any fetch
+      try {
+        await fetchCallpaths(worker.key, { limit: 200 }, false, 5000);
+        ({ input } = reportInputFromStore(store, callpaths(), { ...sel, worker: worker.key }, reach, now));
+      } catch (e) {
+        input = { ...input, callpaths_error: (e as Error).message };
+      }
+    }
+    const report = buildReport(input);
+    if (fmt === "json") return report;
+    res.type(REPORT_CONTENT_TYPE[fmt]).send(renderReport(report, fmt));
   }));
 
   r.use((req: Request, _res: Response, next: NextFunction) => next(new HttpError(404, `no such endpoint: ${req.method} /api${req.path}`)));

@@ -9,6 +9,7 @@ import * as path from "path";
 import { ROOT } from "../../scripts/config";
 import { UsageError, resolveServeOptions } from "./options";
 import { ControlPlane, VERSION } from "./server";
+import { REPORT_USAGE } from "./report/usage";
 
 export interface Command {
   summary: string;
@@ -61,6 +62,11 @@ export const COMMANDS: Record<string, Command> = {
     summary: "live terminal view of the control plane (workers, layers, suspects)",
     usage: "memdiag console [--url http://127.0.0.1:9146] [--token T] [--once] [--worker KEY|PID] [--window 10m]\n  keys: up/down worker, w window, d deep scan, r refresh, q quit; --once prints one frame (80 columns)",
     run: (argv) => require("./console/terminal").consoleMain(argv),
+  },
+  report: {
+    summary: "top-down diagnosis of a worker's memory (text, Markdown, self-contained HTML, JSON)",
+    usage: REPORT_USAGE,
+    run: (argv) => require("./report/cli").reportMain(argv),
   },
   snapshot: {
     summary: "print every worker's latest snapshot from the local nginx (/_memdiag) as a table",

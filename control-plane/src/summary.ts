@@ -16,6 +16,7 @@
  *   pool.unrooted_total.{pools,bytes,groups}                                            deep scan only
  *   size_class.<min_bytes>.{chunks,bytes,in_use_chunks,in_use_bytes}                   deep scan only
  *   size_class_total.{chunks,bytes}                                                     deep scan only
+ *   glibc.thread_arena_{heaps,bytes}        glibc thread-arena heaps the last deep scan walked
  *   agent.{collect_ms,max_slice_ms,skipped}
  * Names carrying a user string (region name, shm name, signature) are parsed from
  * the end: the suffix set is fixed.
@@ -28,6 +29,8 @@ export interface UnrootedInfo {
   retainer: string;
   create_size?: number;
   cleanups: string[];
+  /** the C call path that created the group's first pool, innermost first (sampler armed while it was made) */
+  created_at?: string[];
 }
 
 export interface Summary {
@@ -142,8 +145,14 @@ export function summarize(s: Obj): Summary {
         retainer: typeof u.retainer === "string" ? u.retainer : "",
         create_size: num(u.create_size),
         cleanups,
+        ...(Array.isArray(u.created_at) && u.created_at.length ? { created_at: u.created_at.map(String) } : {}),
       };
     }
+  }
+
+  if (isObj(s.scan)) {
+    put("glibc.thread_arena_heaps", s.scan.arena_heaps);
+    put("glibc.thread_arena_bytes", s.scan.arena_bytes);
   }
 
   put("agent.collect_ms", s.collect_ms);

@@ -88,7 +88,7 @@ export function processLevel(metric: string): boolean {
 }
 
 /** the allowance is a share of the process's size (its RSS at the window's start), the same for all of its series */
-function rulesFor(metric: string, rssAtStart: number | undefined, rules: GrowthRules): GrowthRules {
+export function rulesFor(metric: string, rssAtStart: number | undefined, rules: GrowthRules): GrowthRules {
   if (!processLevel(metric) || rssAtStart === undefined || !(rules.process_min_ratio > 0)) return rules;
   return { ...rules, min_growth: Math.max(rules.min_growth, rules.process_min_ratio * rssAtStart) };
 }

@@ -12,6 +12,7 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { Nginx, NoNativeNginx, httpGet, sleep } from "../harness/nginx";
+import { until } from "../harness/until";
 import { startCP, RunningCP, getJson } from "../harness/control-plane";
 import { ControlPlane } from "../../control-plane/src/console/client";
 import { buildModel } from "../../control-plane/src/console/terminal";
@@ -28,17 +29,6 @@ async function leaky(ngx: Nginx, p: string): Promise<any> {
 async function post(url: string, body: unknown): Promise<{ status: number; body: any }> {
   const r = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   return { status: r.status, body: await r.json() };
-}
-
-/** polls until fn returns a value (no timing is asserted; the deadline only bounds a hang) */
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 /** the control plane's paths through the fixture's update function with this allocation function */

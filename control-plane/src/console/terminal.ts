@@ -142,7 +142,7 @@ export async function consoleMain(argv: string[]): Promise<number> {
   return interactive(cp, st, color);
 }
 
-function safeToken(): string {
+export function safeToken(): string {
   try {
     return loadConfig().token;
   } catch {
