@@ -25,7 +25,7 @@ import { GCT, LJ, LJR, VmRefs, ctypeBytes, rdU16, tabBytes, tvObject } from "./l
  * References from weak tables are followed like strong ones.
  */
 
-cdef(`void *malloc(size_t size); void free(void *p);`);
+cdef(`void *malloc(size_t size); void *calloc(size_t n, size_t size); void free(void *p);`);
 
 /** containers walked at most (tables, functions, threads, userdata); C memory: 72 bytes each, and 32 bytes per object in the visited set */
 export const MAX_NODES = 1 << 22;
@@ -221,7 +221,8 @@ export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string 
   objectsReached = 0;
   truncated = false;
   const qp = ffi.C.malloc(STATE.cap * STRIDE * 8);
-  const sp = ffi.C.malloc(STATE.setCap * 8);
+  // calloc: large blocks come from fresh mappings, already zero (a memset of tens of MB would be one long slice)
+  const sp = ffi.C.calloc(STATE.setCap, 8);
   if (qp === undefined || sp === undefined || tonumber(ffi.cast("uintptr_t", qp)) === 0 || tonumber(ffi.cast("uintptr_t", sp)) === 0) {
     if (qp) ffi.C.free(qp);
     if (sp) ffi.C.free(sp);
@@ -229,7 +230,6 @@ export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string 
   }
   q = ffi.cast("double *", qp);
   set = ffi.cast("double *", sp);
-  ffi.fill(sp, STATE.setCap * 8, 0);
   try {
     // roots: the registry (node 0), the main thread (node 1)
     const [reg, rt] = tvObject(g + LJR.registrytv);
