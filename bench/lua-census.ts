@@ -7,7 +7,8 @@
  *   cpu_ms        worker thread CPU of the whole census (both walks)
  *   objects/s     objects / cpu_ms
  *   wall_ms       from start to answer (yields included)
- *   slices        yields + 1; max_slice_ms: the longest stretch it held the event loop (wall time)
+ *   slices        yields + 1; max_slice_ms: the longest stretch it held the event loop (wall time,
+ *                 preemption included), max_slice_cpu: the same in the worker thread's CPU time
  *   hold_ms       how long the collector stayed held by the type census (the walk from the roots
  *                 holds it again for about as long)
  * Usage: bash bench/run.sh lua-census
@@ -63,6 +64,7 @@ async function main(): Promise<void> {
           m((c) => c.wall_ms).toFixed(0).padStart(8),
           String(Math.round(m((c) => c.slices))).padStart(7),
           `${m((c) => c.max_slice_ms).toFixed(2)} / ${maxSlice.toFixed(2)}`.padStart(14),
+          `${m((c) => c.max_slice_cpu_ms).toFixed(2)} / ${Math.max(...cs.map((c) => c.max_slice_cpu_ms)).toFixed(2)}`.padStart(14),
           m((c) => c.hold_ms).toFixed(0).padStart(8),
           String(cs.reduce((s, c) => s + c.attempts - 1, 0)).padStart(7),
         ].join(" "),
@@ -72,7 +74,7 @@ async function main(): Promise<void> {
     await ngx.stop();
   }
   console.log(`Lua heap census, ${SAMPLES} runs per level (medians; max_slice: median / max)`);
-  console.log("    heap    objects   cpu_ms  objects/s  wall_ms  slices  max_slice_ms  hold_ms retries");
+  console.log("    heap    objects   cpu_ms  objects/s  wall_ms  slices  max_slice_ms  max_slice_cpu  hold_ms retries");
   for (const r of rows) console.log(r);
 }
 

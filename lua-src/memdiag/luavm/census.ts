@@ -85,6 +85,8 @@ export interface Census {
   cpu_ms: number;
   slices: number;
   max_slice_ms: number;
+  /** the longest slice in the worker thread's CPU time (max_slice_ms is wall time: it includes time the OS gave other processes) */
+  max_slice_cpu_ms: number;
   /** how long the collector was held by the attempt that finished */
   hold_ms: number;
   /** who holds it: the largest tables with their reference paths (luavm/holders.ts) */
@@ -166,20 +168,22 @@ function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: 
     let strCount = 0, strBytes = 0;
     let bucket = 0;
     let s = 0;
+    // steps: buckets and strings alike (a sparse table is mostly empty buckets)
+    let steps = 0;
     while (bucket <= mask) {
       if (s === 0) {
         const a = rdPtr(tab + bucket * 8);
         s = a - (a % 2);
         bucket++;
-        if (s === 0) continue;
+      } else {
+        if (rdU8(s + LJ.gct) !== GCT.str) return $multi("string table: not a string", false);
+        const len = rdU32(s + LJ.str_len);
+        strCount++;
+        strBytes += LJ.str_size + (len + 4 - ((len + 4) % 4));
+        if (strCount > maxObjects) return $multi("string table does not end", false);
+        s = rdPtr(s);
       }
-      if (rdU8(s + LJ.gct) !== GCT.str) return $multi("string table: not a string", false);
-      const len = rdU32(s + LJ.str_len);
-      strCount++;
-      strBytes += LJ.str_size + (len + 4 - ((len + 4) % 4));
-      if (strCount > maxObjects) return $multi("string table does not end", false);
-      s = rdPtr(s);
-      if (strCount % CHECK_EVERY === 0) {
+      if (++steps % CHECK_EVERY === 0) {
         const why = yielded();
         if (why !== undefined) return $multi(why, true);
         if (rdPtr(g + LJ.str_tab) !== tab || rdU32(g + LJ.str_mask) !== mask) {
@@ -192,6 +196,20 @@ function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: 
           bucket = 0;
           s = 0;
         }
+      }
+    }
+    // the last bucket's chain
+    while (s !== 0) {
+      if (rdU8(s + LJ.gct) !== GCT.str) return $multi("string table: not a string", false);
+      const len = rdU32(s + LJ.str_len);
+      strCount++;
+      strBytes += LJ.str_size + (len + 4 - ((len + 4) % 4));
+      if (strCount > maxObjects) return $multi("string table does not end", false);
+      s = rdPtr(s);
+      if (++steps % CHECK_EVERY === 0) {
+        const why = yielded();
+        if (why !== undefined) return $multi(why, true);
+        if (rdPtr(g + LJ.str_tab) !== tab || rdU32(g + LJ.str_mask) !== mask) return $multi("the string table was resized", true);
       }
     }
     tally[GCT.str] += strCount;
@@ -222,7 +240,7 @@ function unixNow(): number {
 export function runCensus(canYield: boolean, sliceMs: number, withHolders = true): Census {
   const res: Census = {
     ok: false, time: unixNow(), heap_bytes: 0, objects_bytes: 0, objects: 0, other_bytes: 0, vm_bytes: 0, types: [], gc_state: "?", attempts: 0,
-    wall_ms: 0, cpu_ms: 0, slices: 0, max_slice_ms: 0, hold_ms: 0,
+    wall_ms: 0, cpu_ms: 0, slices: 0, max_slice_ms: 0, max_slice_cpu_ms: 0, hold_ms: 0,
   };
   const [refs, err] = verifyLayout();
   if (refs === undefined) {
@@ -252,10 +270,10 @@ export function runCensus(canYield: boolean, sliceMs: number, withHolders = true
     }
     if (res.ok && withHolders) {
       for (let k = 0; k < MAX_ATTEMPTS; k++) {
-        const [h, herr] = runHolders(refs, budget, TOP_TABLES, out.objects, MAX_HOLD_MS);
+        const [h, herr] = runHolders(refs, budget, TOP_TABLES, out.objects, tally[GCT.tab] + tally[GCT.func] + tally[GCT.thread] + tally[GCT.udata], MAX_HOLD_MS);
         res.holders = h;
         res.holders_error = herr;
-        if (h !== undefined || herr === "no C memory for the walk" || herr === "the registry is not a table") break;
+        if (h !== undefined || herr === "no memory for the walk" || herr === "the registry is not a table") break;
         aborted.push(`holders: ${herr}`);
       }
     }
@@ -268,6 +286,7 @@ export function runCensus(canYield: boolean, sliceMs: number, withHolders = true
   res.cpu_ms = cpuMs() - c0;
   res.slices = budget.slices;
   res.max_slice_ms = budget.maxSliceMs;
+  res.max_slice_cpu_ms = budget.maxSliceCpuMs;
   if (!res.ok) {
     res.error = aborted[aborted.length - 1] ?? "no attempt finished";
     return res;

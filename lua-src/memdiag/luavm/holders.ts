@@ -1,5 +1,5 @@
 import * as ffi from "ffi";
-import { cdef } from "../util/cdef";
+import { mapScratch, unmapScratch } from "./scratch";
 import { Budget } from "../util/budget";
 import { monoMs } from "../util/clock";
 import { rdPtr, rdU32, rdU8 } from "../safe/mem";
@@ -25,7 +25,6 @@ import { GCT, LJ, LJR, VmRefs, ctypeBytes, rdU16, tabBytes, tvObject } from "./l
  * References from weak tables are followed like strong ones.
  */
 
-cdef(`void *malloc(size_t size); void *calloc(size_t n, size_t size); void free(void *p);`);
 
 /** containers walked at most (tables, functions, threads, userdata); C memory: 72 bytes each, and 32 bytes per object in the visited set */
 export const MAX_NODES = 1 << 22;
@@ -210,26 +209,25 @@ function pathOf(i: number): string {
  * Walk from the roots; `changed` says why the collector's marks no longer match after a yield.
  * Returns the error that stopped it, or undefined with the result filled.
  */
-export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string | undefined, top: number, objects: number, out: { holders?: Holders }): string | undefined {
+export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string | undefined, top: number, objects: number, containers: number, out: { holders?: Holders }): string | undefined {
   const g = refs.g;
   const cts = rdPtr(g + LJ.ctype_state);
-  // sized from the census's object count (what the application allocates meanwhile is not walked
-  // past these bounds: truncated), the set at most half full for its linear probing
-  STATE.cap = Math.min(MAX_NODES, objects + 4096);
+  // sized from the census's counts: containers (tables, functions, threads, userdata) for the
+  // queue, all objects for the set, at most half full for its linear probing (what the
+  // application allocates meanwhile is not walked past these bounds: truncated)
+  STATE.cap = Math.min(MAX_NODES, Math.ceil(containers * 1.1) + 4096);
   STATE.setCap = 2 * Math.min(2 * MAX_NODES, objects + 4096);
   STATE.nodes = 0;
   objectsReached = 0;
   truncated = false;
-  const qp = ffi.C.malloc(STATE.cap * STRIDE * 8);
-  // calloc: large blocks come from fresh mappings, already zero (a memset of tens of MB would be one long slice)
-  const sp = ffi.C.calloc(STATE.setCap, 8);
-  if (qp === undefined || sp === undefined || tonumber(ffi.cast("uintptr_t", qp)) === 0 || tonumber(ffi.cast("uintptr_t", sp)) === 0) {
-    if (qp) ffi.C.free(qp);
-    if (sp) ffi.C.free(sp);
-    return "no C memory for the walk";
+  const qm = mapScratch(STATE.cap * STRIDE * 8);
+  const sm = qm && mapScratch(STATE.setCap * 8);
+  if (qm === undefined || sm === undefined) {
+    if (qm) unmapScratch(qm, budget);
+    return "no memory for the walk";
   }
-  q = ffi.cast("double *", qp);
-  set = ffi.cast("double *", sp);
+  q = ffi.cast("double *", qm.base);
+  set = ffi.cast("double *", sm.base);
   try {
     // roots: the registry (node 0), the main thread (node 1)
     const [reg, rt] = tvObject(g + LJR.registrytv);
@@ -371,13 +369,14 @@ export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string 
   } finally {
     q = undefined;
     set = undefined;
-    ffi.C.free(qp);
-    ffi.C.free(sp);
+    // C memory only: the pieces' yields need no check of the collector
+    unmapScratch(qm, budget);
+    unmapScratch(sm, budget);
   }
 }
 
 /** one walk with the collector pinned (see census.ts for the marks compared after each yield) */
-export function runHolders(refs: VmRefs, budget: Budget, top: number, objects: number, maxHoldMs: number): LuaMultiReturn<[Holders | undefined, string | undefined]> {
+export function runHolders(refs: VmRefs, budget: Budget, top: number, objects: number, containers: number, maxHoldMs: number): LuaMultiReturn<[Holders | undefined, string | undefined]> {
   const held = pinGc();
   const t0 = monoMs();
   const out: { holders?: Holders } = {};
@@ -387,7 +386,7 @@ export function runHolders(refs: VmRefs, budget: Budget, top: number, objects: n
     const err = walkHolders(refs, budget, () => {
       if (monoMs() - t0 > maxHoldMs) return `the collector would stay held longer than ${maxHoldMs} ms`;
       return gcMoved(refs.g, m);
-    }, top, objects, out);
+    }, top, objects, containers, out);
     return $multi(out.holders, err);
   } finally {
     if (held) unpinGc();
