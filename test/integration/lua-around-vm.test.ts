@@ -60,6 +60,13 @@ describe("lua around the VM: shared dict slabs and keys, timers", () => {
             ngx.say(require("cjson").encode({ expiring = 50, lasting = 30 }))
         }
     }
+    location = /t/later {
+        content_by_lua_block {
+            local function later(premature, n) return n end
+            for i = 1, tonumber(ngx.var.arg_n) do assert(ngx.timer.at(3600, later, i)) end
+            ngx.say(require("cjson").encode({ started = tonumber(ngx.var.arg_n) }))
+        }
+    }
     location = /t/timers {
         content_by_lua_block {
             local n = tonumber(ngx.var.arg_n)
@@ -153,5 +160,21 @@ describe("lua around the VM: shared dict slabs and keys, timers", () => {
     expect(b.lua.timers.pending - a.lua.timers.pending).toBe(t.started);
     expect(b.lua.timers.running).toBe(a.lua.timers.running);
     expect(ngx.errors()).toEqual([]);
+  });
+
+  test("what the pending timers run: their callbacks by function, counted through their coroutines", async () => {
+    const l = await json(ngx.appPort, "/t/later?n=23");
+    const c = (await json(ngx.memdiagPort, "/_memdiag?lua=census")).census;
+    expect(c.ok).toBe(true);
+    const groups = c.holders.threads;
+    // 23 timers an hour away: never started, all pending
+    const later = groups.find((g: any) => /^function content_by_lua\(nginx\.conf:\d+\):2$/.test(g.function) && g.pending === l.started);
+    expect(later).toBeDefined();
+    expect(later.suspended).toBe(0);
+    // the 37 self-rescheduling ones of the previous test (each fires every 0.2 s and schedules its successor)
+    const tick = groups.find((g: any) => /^function content_by_lua\(nginx\.conf:\d+\):4$/.test(g.function) && g.pending > 0);
+    expect(tick).toBeDefined();
+    expect(Math.abs(tick.pending - 37)).toBeLessThanOrEqual(5);
+    console.log(groups.map((g: any) => `${g.function}: ${g.pending} pending, ${g.suspended} suspended`).join("\n"));
   });
 });

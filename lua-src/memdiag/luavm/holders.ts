@@ -48,8 +48,20 @@ export interface HeldTable {
   hash_slots: number;
 }
 
+/** coroutines grouped by the function they run (their bottom frame's) */
+export interface ThreadGroup {
+  /** "function <chunk>:<line>" (a pending timer's callback, a request handler, a user coroutine) */
+  function: string;
+  /** not started yet: a pending ngx.timer's callback with its arguments, or a coroutine never resumed */
+  pending: number;
+  /** started and yielded: a running timer or request waiting (sleep, cosocket), a user coroutine */
+  suspended: number;
+}
+
 export interface Holders {
   tables: HeldTable[];
+  /** the coroutines reached, by function, most first (at most TOP_THREADS) */
+  threads: ThreadGroup[];
   /** containers walked (tables, functions, threads, userdata) and all objects reached */
   nodes: number;
   objects: number;
@@ -57,6 +69,10 @@ export interface Holders {
 }
 
 const STATE = { nodes: 0, cap: 0, setCap: 0 };
+/** thread groups listed at most */
+const TOP_THREADS = 10;
+/** per entry function's address (a Lua table of numbers: a few entries, updated in place): [pending, suspended] */
+let groups: { [fn: number]: [number, number] } = {};
 let q: any; // double[cap * STRIDE]
 let set: any; // double[setCap], 0 = empty
 
@@ -180,6 +196,8 @@ function threadAddrOf(th: LuaThread): number {
   return hex !== undefined ? tonumber(hex, 16)! : 0;
 }
 
+const LUA_YIELD = 1;
+
 const TYPE: { [gct: number]: string } = { 4: "string", 6: "thread", 8: "function", 10: "cdata", 11: "table", 12: "userdata" };
 
 function pathOf(i: number): string {
@@ -218,6 +236,7 @@ export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string 
   STATE.cap = Math.min(MAX_NODES, Math.ceil(containers * 1.1) + 4096);
   STATE.setCap = 2 * Math.min(2 * MAX_NODES, objects + 4096);
   STATE.nodes = 0;
+  groups = {};
   objectsReached = 0;
   truncated = false;
   const qm = mapScratch(STATE.cap * STRIDE * 8);
@@ -315,6 +334,19 @@ export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string 
         // is at rest.
         if (o !== running) {
           const stack = rdPtr(o + LJR.th_stack), topp = rdPtr(o + LJR.th_top);
+          if (o !== refs.mainthread) {
+            // the entry function sits in slot 2 (two frame slots below it with GC64's FR2); not
+            // started: status 0 with its base still there and the function (and arguments) above it
+            const status = rdU8(o + LJR.th_status);
+            const notStarted = status === 0 && rdPtr(o + LJR.th_base) === stack + 16 && topp > stack + 16;
+            if (status === LUA_YIELD || notStarted) {
+              const [fo, ft] = tvObject(stack + 16);
+              if (ft === GCT.func) {
+                const gr = groups[fo] ?? (groups[fo] = [0, 0]);
+                gr[notStarted ? 0 : 1]++;
+              }
+            }
+          }
           const n = Math.min((topp - stack) / 8, rdU32(o + LJ.th_stacksize));
           for (let s = 0; s < n; s++) reachTv(stack + s * 8, i, K_SLOT, s, 0, cts);
         }
@@ -364,11 +396,16 @@ export function walkHolders(refs: VmRefs, budget: Budget, changed: () => string 
         array_slots: rdU32(o + LJ.tab_asize), hash_slots: hm > 0 ? hm + 1 : 0,
       });
     }
-    out.holders = { tables, nodes: STATE.nodes, objects: objectsReached, truncated };
+    const threads: ThreadGroup[] = [];
+    for (const [fn, [pending, suspended]] of pairs(groups)) threads.push({ function: fnLabel(fn), pending, suspended });
+    table.sort(threads, (a, b) => a.pending + a.suspended > b.pending + b.suspended);
+    while (threads.length > TOP_THREADS) threads.pop();
+    out.holders = { tables, threads, nodes: STATE.nodes, objects: objectsReached, truncated };
     return undefined;
   } finally {
     q = undefined;
     set = undefined;
+    groups = {};
     // C memory only: the pieces' yields need no check of the collector
     unmapScratch(qm, budget);
     unmapScratch(sm, budget);

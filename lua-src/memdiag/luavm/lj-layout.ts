@@ -199,6 +199,8 @@ export function verifyLayout(): LuaMultiReturn<[VmRefs | undefined, string | und
 /** offsets the reference walk (luavm/holders.ts) reads besides the census's */
 export const LJR = {
   registrytv: 272,
+  th_status: 11,
+  th_base: 32,
   th_top: 40,
   th_stack: 56,
   th_env: 72,
