@@ -148,4 +148,23 @@ describe("Lua heap census", () => {
     expect(per).toBeLessThanOrEqual(64 + 4 * 8);
     expect(out.kept).toMatchObject({ keys: 1200, hash_slots: 2048 });
   });
+
+  it("counts cdata by C type, with their bytes and finalizers", () => {
+    const out = runLua(`
+      local ffi = require("ffi")
+      ffi.cdef("typedef struct census_fix_t { double a[4]; int b; } census_fix_t; struct census_plain_s { int x; };")
+      local C = require("memdiag.luavm.census")
+      keep = {}
+      for i = 1, 1000 do keep[i] = ffi.gc(ffi.new("census_fix_t"), function() end) end
+      for i = 1, 500 do keep[#keep + 1] = ffi.new("struct census_plain_s[10]") end
+      collectgarbage("collect")
+      local r = C.runCensus(false, 1, false)
+      local by = {}
+      for _, c in ipairs(r.cdata) do by[c.ctype] = c end
+      return { fix = by["struct census_fix_t"] or false, plain = by["struct census_plain_s[10]"] or false, size = ffi.sizeof("census_fix_t") }
+    `);
+    // each: the 16-byte cdata header and the struct itself
+    expect(out.fix).toEqual({ ctype: "struct census_fix_t", count: 1000, bytes: 1000 * (16 + out.size), finalizers: 1000 });
+    expect(out.plain).toEqual({ ctype: "struct census_plain_s[10]", count: 500, bytes: 500 * (16 + 40), finalizers: 0 });
+  });
 });

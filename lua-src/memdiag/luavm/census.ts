@@ -7,6 +7,8 @@ import { pinGc, unpinGc } from "../luajit/gc-hold";
 import { watchGcCycles } from "./gc-floor";
 import { gcMoved, markGc } from "./gc-marks";
 import { Holders, runHolders } from "./holders";
+import { CDATA_FIN, CT_IDS, CT_STRIDE, CdataType, topCdata } from "./cdata-types";
+import { Scratch, mapScratch, unmapScratch } from "./scratch";
 import { GCS, GCT, LJ, VmRefs, ctypeBytes, rdU16, tabBytes, verifyLayout } from "./lj-layout";
 
 /**
@@ -48,6 +50,8 @@ const CHECK_EVERY = 128;
 const NTYPES = 16;
 /** per gct: [0..15] counts, [16..31] bytes; C memory, never freed (one per worker) */
 const tally = ffi.cast("double *", ffi.C.malloc(8 * 2 * NTYPES));
+/** per ctype id of the attempt running (luavm/cdata-types.ts), in its own scratch mapping */
+let byCt: any;
 
 const TYPE_NAMES: { [gct: number]: string } = {
   [GCT.str]: "string", [GCT.upval]: "upvalue", [GCT.thread]: "thread", [GCT.proto]: "proto", [GCT.func]: "function",
@@ -89,15 +93,22 @@ export interface Census {
   max_slice_cpu_ms: number;
   /** how long the collector was held by the attempt that finished */
   hold_ms: number;
+  /** cdata by C type, the largest by bytes */
+  cdata?: CdataType[];
   /** who holds it: the largest tables with their reference paths (luavm/holders.ts) */
   holders?: Holders;
   holders_error?: string;
 }
 
 /** one attempt; returns undefined on success (tally filled), else why it was dropped and whether to retry */
-function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: number; state: number; total: number; vm: number }): LuaMultiReturn<[string | undefined, boolean]> {
+function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: number; state: number; total: number; vm: number; ctScratch?: Scratch }): LuaMultiReturn<[string | undefined, boolean]> {
   const g = refs.g;
   for (let i = 0; i < 2 * NTYPES; i++) tally[i] = 0;
+  // rows of ids seen are set, the rest stay zero pages: cleared by re-mapping, not by a loop
+  const ctScratch = mapScratch(CT_IDS * CT_STRIDE * 8);
+  if (ctScratch === undefined) return $multi("no memory for the cdata tally", false);
+  byCt = ffi.cast("double *", ctScratch.base);
+  out.ctScratch = ctScratch;
   const held = pinGc();
   const holdStart = monoMs();
   try {
@@ -131,12 +142,17 @@ function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: 
       else if (t === GCT.proto) b = rdU32(o + LJ.pt_sizept);
       else if (t === GCT.udata) b = LJ.ud_size + rdU32(o + LJ.ud_len);
       else if (t === GCT.cdata) {
-        if (rdU8(o + LJ.marked) >= 128) b = rdU32(o + LJ.cd_var_len) + rdU16(o + LJ.cd_var_extra);
+        const marked = rdU8(o + LJ.marked);
+        const id = rdU16(o + LJ.cd_ctypeid);
+        if (marked >= 128) b = rdU32(o + LJ.cd_var_len) + rdU16(o + LJ.cd_var_extra);
         else {
-          const sz = ctypeBytes(rdPtr(cts + LJ.cts_tab), rdU32(cts + LJ.cts_top), rdU16(o + LJ.cd_ctypeid));
+          const sz = ctypeBytes(rdPtr(cts + LJ.cts_tab), rdU32(cts + LJ.cts_top), id);
           if (sz < 0) return $multi("cdata of an unknown C type id", false);
           b = LJ.cd_size + sz;
         }
+        byCt[id * CT_STRIDE]++;
+        byCt[id * CT_STRIDE + 1] += b;
+        if (marked % (2 * CDATA_FIN) >= CDATA_FIN) byCt[id * CT_STRIDE + 2]++;
       } else if (t === GCT.thread) {
         // the main thread's lua_State is part of the VM's own block (other_bytes); its stack is not
         b = (o === main ? 0 : LJ.th_size) + rdU32(o + LJ.th_stacksize) * LJ.tv_size;
@@ -255,12 +271,16 @@ export function runCensus(canYield: boolean, sliceMs: number, withHolders = true
   watchGcCycles();
   const w0 = monoMs(), c0 = cpuMs();
   const budget = new Budget(sliceMs, canYield);
-  const out = { objects: 0, hold_ms: 0, state: 0, total: 0, vm: 0 };
+  const out: { objects: number; hold_ms: number; state: number; total: number; vm: number; ctScratch?: Scratch } = { objects: 0, hold_ms: 0, state: 0, total: 0, vm: 0 };
   const aborted: string[] = [];
   try {
     while (res.attempts < MAX_ATTEMPTS) {
       res.attempts++;
       const [why, retry] = attempt(refs, budget, out);
+      if (why === undefined) res.cdata = topCdata(byCt);
+      byCt = undefined;
+      if (out.ctScratch !== undefined) unmapScratch(out.ctScratch, budget);
+      out.ctScratch = undefined;
       if (why === undefined) {
         res.ok = true;
         break;

@@ -6,7 +6,7 @@ import { collectTimers, TimerCounts } from "./timers";
 let last: Census | undefined;
 
 export function serialisableCensus(c: Census): Census {
-  return { ...c, types: arr(c.types), aborted: c.aborted && arr(c.aborted), holders: c.holders && { ...c.holders, tables: arr(c.holders.tables), threads: arr(c.holders.threads) } };
+  return { ...c, types: arr(c.types), cdata: c.cdata && arr(c.cdata), aborted: c.aborted && arr(c.aborted), holders: c.holders && { ...c.holders, tables: arr(c.holders.tables), threads: arr(c.holders.threads) } };
 }
 
 /** keep a finished census for the snapshots that follow */
