@@ -7,6 +7,7 @@
  * 50 (a bounded cache). Ground truth: the fixture's own entry count.
  */
 import * as http from "http";
+import { getVia } from "../harness/http-agent";
 import { startCP, RunningCP } from "../harness/control-plane";
 import { Nginx, sleep } from "../harness/nginx";
 
@@ -35,16 +36,7 @@ const cacheLocations = (bounded: boolean) => `
         }
     }`;
 
-function get(port: number, p: string, agent: http.Agent): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: "127.0.0.1", port, path: p, agent, timeout: 5000 }, (res) => {
-      let body = "";
-      res.on("data", (d) => (body += d));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on("error", reject);
-  });
-}
+const get = getVia;
 
 describe("a Lua table leak as a suspect, by path", () => {
   let cp: RunningCP;

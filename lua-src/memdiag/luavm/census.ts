@@ -184,9 +184,10 @@ function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: 
     let strCount = 0, strBytes = 0;
     let bucket = 0;
     let s = 0;
-    // steps: buckets and strings alike (a sparse table is mostly empty buckets)
+    // steps: buckets and strings alike (a sparse table is mostly empty buckets); the last
+    // bucket's chain is walked after the bucket index has passed the mask
     let steps = 0;
-    while (bucket <= mask) {
+    while (bucket <= mask || s !== 0) {
       if (s === 0) {
         const a = rdPtr(tab + bucket * 8);
         s = a - (a % 2);
@@ -212,20 +213,6 @@ function attempt(refs: VmRefs, budget: Budget, out: { objects: number; hold_ms: 
           bucket = 0;
           s = 0;
         }
-      }
-    }
-    // the last bucket's chain
-    while (s !== 0) {
-      if (rdU8(s + LJ.gct) !== GCT.str) return $multi("string table: not a string", false);
-      const len = rdU32(s + LJ.str_len);
-      strCount++;
-      strBytes += LJ.str_size + (len + 4 - ((len + 4) % 4));
-      if (strCount > maxObjects) return $multi("string table does not end", false);
-      s = rdPtr(s);
-      if (++steps % CHECK_EVERY === 0) {
-        const why = yielded();
-        if (why !== undefined) return $multi(why, true);
-        if (rdPtr(g + LJ.str_tab) !== tab || rdU32(g + LJ.str_mask) !== mask) return $multi("the string table was resized", true);
       }
     }
     tally[GCT.str] += strCount;
