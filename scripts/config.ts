@@ -20,6 +20,8 @@ export interface AgentOptions {
   control_plane_url?: string;
   token?: string;
   max_frame_bytes?: number;
+  reconnect_max_s?: number;
+  remote_reconnect_max_s?: number;
   queue_max_snapshots?: number;
   queue_max_bytes?: number;
   instance?: string;
@@ -35,7 +37,7 @@ export interface MemdiagConfig {
   control_plane: {
     /** host:port the control plane listens on */
     listen: string;
-    /** SQLite file */
+    /** SQLite file; relative: to the directory `memdiag serve` runs in; empty: the state directory ($XDG_STATE_HOME/memdiag or ~/.local/state/memdiag) */
     db: string;
     /** agents push snapshots to the control plane */
     push: boolean;
@@ -59,7 +61,7 @@ export const DEFAULT_CONFIG: MemdiagConfig = {
   token: "",
   control_plane: {
     listen: "127.0.0.1:9146",
-    db: "memdiag.db",
+    db: "",
     push: true,
     full_resolution_hours: 24,
     retention_days: 30,

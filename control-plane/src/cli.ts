@@ -7,7 +7,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { ROOT } from "../../scripts/config";
-import { UsageError, resolveServeOptions } from "./options";
+import { UsageError, defaultDbPath, resolveServeOptions } from "./options";
 import { ControlPlane, VERSION } from "./server";
 import { REPORT_USAGE } from "./report/usage";
 
@@ -24,10 +24,14 @@ const SERVE_USAGE = `memdiag serve [--port N] [--host H] [--db FILE] [--token T]
   Each also from the environment (MEMDIAG_PORT, MEMDIAG_HOST, MEMDIAG_DB, MEMDIAG_TOKEN) or
   memdiag.config.json (control_plane.listen, control_plane.db, token); flags win, then env, then file.
   Listens on 127.0.0.1:9146 by default; a non-loopback host needs a token.
+  A relative --db is relative to the current directory; without one the database is
+  $XDG_STATE_HOME/memdiag/memdiag.db (default ~/.local/state/memdiag/memdiag.db).
   --sync full: fsync every commit (acked snapshots survive power loss, not only a crash of this process).`;
 
 async function serve(argv: string[]): Promise<number> {
   const opts = resolveServeOptions(argv);
+  // the state directory is ours to create (private: snapshots show memory contents' shape); a named one is the operator's
+  if (opts.db === defaultDbPath()) fs.mkdirSync(path.dirname(opts.db), { recursive: true, mode: 0o700 });
   if (opts.staticDir === undefined) {
     const def = path.join(ROOT, "control-plane", "web");
     for (const d of [path.join(def, "dist"), def]) if (fs.existsSync(path.join(d, "index.html"))) { opts.staticDir = d; break; }
@@ -38,10 +42,15 @@ async function serve(argv: string[]): Promise<number> {
   } catch (e) {
     throw new Error(`cannot use database ${opts.db}: ${(e as Error).message}`);
   }
+  // handlers before start: a signal that arrives while it starts (after "listening on" is logged) still stops cleanly
+  let requested: string | undefined;
+  let onSignal = (sig: string): void => void (requested = requested ?? sig);
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
   await cp.start();
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (sig: string) => {
+    onSignal = (sig: string) => {
       if (stopping) return;
       stopping = true;
       cp.log.info(`${sig}: stopping (flushing pending snapshots)`);
@@ -50,8 +59,7 @@ async function serve(argv: string[]): Promise<number> {
         resolve(1);
       });
     };
-    process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGTERM", () => stop("SIGTERM"));
+    if (requested) onSignal(requested);
   });
 }
 

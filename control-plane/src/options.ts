@@ -3,7 +3,10 @@
  * MEMDIAG_DB, MEMDIAG_TOKEN) > memdiag.config.json (control_plane.listen,
  * control_plane.db, control_plane.full_resolution_hours/retention_days, token) >
  * defaults. Loopback unless told otherwise; a non-loopback host needs a token.
+ * A relative database path (from any of them) is relative to the directory the command
+ * runs in; without one the database lives in the state directory (defaultDbPath).
  */
+import * as os from "os";
 import * as path from "path";
 import { loadConfig, configPath } from "../../scripts/config";
 import { isLoopbackHost } from "./auth";
@@ -52,9 +55,20 @@ function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1], port: parsePort(m[2], "control_plane.listen") };
 }
 
+/**
+ * The database when nothing names one: $XDG_STATE_HOME/memdiag/memdiag.db, or
+ * ~/.local/state/memdiag/memdiag.db (XDG Base Directory: a relative XDG_STATE_HOME is ignored).
+ * Not the project folder: memdiag may be installed read-only, or shared by several users.
+ */
+export function defaultDbPath(env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_STATE_HOME;
+  const base = xdg && path.isAbsolute(xdg) ? xdg : path.join(env.HOME || os.homedir(), ".local", "state");
+  return path.join(base, "memdiag", "memdiag.db");
+}
+
 export const SERVE_FLAGS = ["port", "host", "db", "token", "config", "max-frame-bytes", "static", "retention-days", "full-resolution-hours", "sync"];
 
-export function resolveServeOptions(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ServerOptions {
+export function resolveServeOptions(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): ServerOptions {
   const f = parseFlags(argv, SERVE_FLAGS);
   if (f.rest.length) throw new UsageError(`unexpected argument '${f.rest[0]}'`);
   const file = f.values.config ?? configPath();
@@ -65,12 +79,11 @@ export function resolveServeOptions(argv: readonly string[], env: NodeJS.Process
     throw new UsageError((e as Error).message);
   }
   const listen = parseListen(cfg.control_plane.listen);
-  const cfgDir = path.dirname(path.resolve(file));
   const host = f.values.host ?? env.MEMDIAG_HOST ?? listen.host ?? DEFAULT_SERVER.host;
   const port = f.values.port !== undefined ? parsePort(f.values.port, "--port")
     : env.MEMDIAG_PORT !== undefined ? parsePort(env.MEMDIAG_PORT, "MEMDIAG_PORT") : listen.port;
-  const db = f.values.db !== undefined ? path.resolve(f.values.db)
-    : env.MEMDIAG_DB !== undefined ? path.resolve(env.MEMDIAG_DB) : path.resolve(cfgDir, cfg.control_plane.db);
+  const named = f.values.db ?? env.MEMDIAG_DB ?? cfg.control_plane.db;
+  const db = named ? path.resolve(cwd, named) : defaultDbPath(env);
   const token = f.values.token ?? env.MEMDIAG_TOKEN ?? cfg.token ?? "";
   const num = (name: string, def: number): number => {
     const v = f.values[name];

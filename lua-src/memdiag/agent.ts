@@ -4,6 +4,7 @@ import { encode } from "./util/json";
 import { publishSnapshot, generationFor } from "./publish";
 import { identity } from "./identity";
 import { scheduleDeepScans } from "./scan/deep";
+import { Episode, firstLine } from "./util/episode";
 
 /**
  * The per-worker loop: collect on an interval from a timer, publish to the
@@ -14,7 +15,10 @@ const listeners: SnapshotListener[] = [];
 
 let collecting = false;
 let lastJson: string | undefined;
-let lastError: string | undefined;
+/** failures that recur at every interval: logged when they start, change and end (util/episode.ts) */
+const collectEp = new Episode("memdiag: ", ["failed collection", "failed collections"]);
+const publishEp = new Episode("memdiag: ", ["failed publication", "failed publications"]);
+const listenerEp = new Episode("memdiag: ", ["failure", "failures"]);
 
 export function onSnapshot(fn: SnapshotListener): void {
   listeners.push(fn);
@@ -40,24 +44,27 @@ export function collectAndPublish(canYield: boolean, full = false): LuaMultiRetu
   const [ok, snapOrErr] = xpcall(() => collectSnapshot(canYield, full), debug.traceback);
   collecting = false;
   if (!ok) {
-    const msg = `memdiag: collection failed: ${snapOrErr}`;
-    if (msg !== lastError) ngx.log(ngx.ERR, msg);
-    lastError = msg;
-    return $multi(undefined, msg);
+    const msg = `collection failed: ${snapOrErr}`;
+    collectEp.hit(ngx.ERR, firstLine(msg), msg);
+    return $multi(undefined, `memdiag: ${msg}`);
   }
+  collectEp.end(ngx.NOTICE, "collections work again");
   const snap = snapOrErr as { [k: string]: unknown };
   const json = encode(snap);
   if (!json) return $multi(undefined, "snapshot could not be encoded");
   lastJson = json;
   const perr = publishSnapshot(ngx.worker.pid(), json);
-  if (perr && perr !== lastError) {
-    ngx.log(ngx.ERR, "memdiag: ", perr);
-    lastError = perr;
-  }
+  if (perr) publishEp.hit(ngx.ERR, perr, perr);
+  else publishEp.end(ngx.NOTICE, "snapshots are published again");
+  let lfail = false;
   for (const fn of listeners) {
     const [lok, lerr] = pcall(fn, json, snap);
-    if (!lok) ngx.log(ngx.ERR, "memdiag: snapshot listener failed: ", lerr);
+    if (!lok) {
+      lfail = true;
+      listenerEp.hit(ngx.ERR, firstLine(tostring(lerr)), `snapshot listener failed: ${lerr}`);
+    }
   }
+  if (!lfail) listenerEp.end(ngx.NOTICE, "snapshot listeners work again");
   return $multi(json, undefined);
 }
 

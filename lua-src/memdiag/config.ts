@@ -34,6 +34,13 @@ export interface Config {
   token: string;
   /** max bytes of one websocket frame */
   max_frame_bytes: number;
+  /**
+   * cap (s) of the reconnect delay after a failed connection or handshake to a control plane on
+   * this host (while nothing listens there the agent only looks at the listening sockets)
+   */
+  reconnect_max_s: number;
+  /** the same for a control plane on another host: every attempt while it is down makes nginx log a connect error */
+  remote_reconnect_max_s: number;
   /** bounded queue while the control plane is away */
   queue_max_snapshots: number;
   queue_max_bytes: number;
@@ -55,6 +62,8 @@ export const defaults: Config = {
   control_plane_url: "",
   token: "",
   max_frame_bytes: 1048576,
+  reconnect_max_s: 30,
+  remote_reconnect_max_s: 300,
   queue_max_snapshots: 120,
   queue_max_bytes: 8388608,
   instance: "",

@@ -2,6 +2,7 @@
  * A real control plane (in-process, ephemeral port, SQLite file in a temp dir)
  * and a simulated agent that speaks the wire protocol over a real websocket.
  */
+import { spawn, ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -18,6 +19,37 @@ export interface RunningCP {
   dir: string;
   logs: string[];
   stop(): Promise<void>;
+}
+
+export interface ServeProcess {
+  p: ChildProcess;
+  /** stdout and stderr so far */
+  out: () => string;
+  exited: Promise<number | null>;
+}
+
+/** `memdiag serve <args>` as its own process (bin/memdiag → dist/), resolved once it says it listens. */
+export async function serveProcess(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<ServeProcess> {
+  const root = path.resolve(__dirname, "..", "..");
+  if (!fs.existsSync(path.join(root, "dist", "control-plane", "src", "cli.js"))) throw new Error("build first: npm run build:ts");
+  const p = spawn(process.execPath, [path.join(root, "bin", "memdiag"), "serve", ...args], { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  p.stdout!.on("data", (d) => (out += d));
+  p.stderr!.on("data", (d) => (out += d));
+  const exited = new Promise<number | null>((r) => p.on("exit", (code) => r(code)));
+  await new Promise<void>((resolve, reject) => {
+    const t = setInterval(() => {
+      if (out.includes("listening on")) {
+        clearInterval(t);
+        resolve();
+      }
+    }, 20);
+    exited.then(() => {
+      clearInterval(t);
+      reject(new Error(`exited: ${out}`));
+    });
+  });
+  return { p, out: () => out, exited };
 }
 
 export function tempDir(): string {

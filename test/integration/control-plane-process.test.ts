@@ -2,37 +2,17 @@
  * `memdiag serve` as a real process (bin/memdiag → dist/): starts from env and
  * flags, keeps every acked snapshot across SIGKILL, stops cleanly on SIGTERM.
  */
-import { spawn, ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import Database from "better-sqlite3";
-import { SimAgent, tempDir, getJson } from "../harness/control-plane";
+import { SimAgent, tempDir, getJson, serveProcess, ServeProcess } from "../harness/control-plane";
 import { freePort } from "../harness/ports";
 import { buildSnapshot, identityOf } from "../fixtures/snapshots";
 
-const ROOT = path.resolve(__dirname, "..", "..");
-const BIN = path.join(ROOT, "bin", "memdiag");
 const TOKEN = "process-test-token-123";
 
-interface Proc { p: ChildProcess; out: () => string; exited: Promise<number | null> }
-
-async function serve(db: string, port: number, dir: string): Promise<Proc> {
-  if (!fs.existsSync(path.join(ROOT, "dist", "control-plane", "src", "cli.js"))) throw new Error("build first: npm run build:ts");
-  const p = spawn(process.execPath, [BIN, "serve", "--port", String(port), "--config", path.join(dir, "none.json")], {
-    env: { ...process.env, MEMDIAG_DB: db, MEMDIAG_TOKEN: TOKEN },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  p.stdout!.on("data", (d) => (out += d));
-  p.stderr!.on("data", (d) => (out += d));
-  const exited = new Promise<number | null>((r) => p.on("exit", (code) => r(code)));
-  await new Promise<void>((resolve, reject) => {
-    const t = setInterval(() => {
-      if (out.includes("listening on")) { clearInterval(t); resolve(); }
-    }, 20);
-    exited.then(() => { clearInterval(t); reject(new Error(`exited: ${out}`)); });
-  });
-  return { p, out: () => out, exited };
+function serve(db: string, port: number, dir: string): Promise<ServeProcess> {
+  return serveProcess(["--port", String(port), "--config", path.join(dir, "none.json")], { env: { ...process.env, MEMDIAG_DB: db, MEMDIAG_TOKEN: TOKEN } });
 }
 
 describe("memdiag serve (real process)", () => {

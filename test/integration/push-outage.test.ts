@@ -162,12 +162,17 @@ describe("push: control plane down longer than the queue holds", () => {
     }
   });
 
-  test("one warning per worker about the full queue, no crash", () => {
+  test("one warning per worker about the full queue, one notice with the count when it drains, no crash", () => {
     const log = o.ngx.errorLog();
     for (const p of o.pids) {
-      const lines = log.split("\n").filter((l) => l.includes(`${p}#`) && /queue full/.test(l));
+      const lines = log.split("\n").filter((l) => l.includes(`${p}#`) && /\[warn\].*queue full/.test(l));
       expect(lines.length).toBe(1);
       expect(lines[0]).toMatch(/\[warn\].*queue full \(3 snapshots/);
+      const ends = log.split("\n").filter((l) => l.includes(`${p}#`) && /\[notice\].*the queue drains after/.test(l));
+      expect(ends).toHaveLength(1);
+      // the count the agent logs is the count its frames announced to the control plane
+      const announced = o.peer.unique(p).reduce((s, r) => s + (r.msg.dropped ?? 0), 0);
+      expect(ends[0]).toMatch(new RegExp(`after ${announced} dropped snapshots over`));
     }
     expect(log).not.toMatch(/exited on signal/);
     expect(o.ngx.workerPids()).toEqual(o.pids);

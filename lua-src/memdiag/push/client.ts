@@ -6,6 +6,9 @@ import { cpuMs } from "../util/clock";
 import { registerParam } from "../http/endpoint";
 import { Entry, Ring } from "./queue";
 import { Backoff, seededRand } from "./backoff";
+import { listens, loopbackTarget, PROBE_MAX_S, Target, urlHostPort } from "./listening";
+import { Episode } from "../util/episode";
+import { endTurn, holdTurn, takeTurn } from "./turn";
 import { trimToFit } from "./trim";
 import { commandResultFrame, ENVELOPE_RESERVE, helloFrame, HelloAgent, MAX_ID, snapshotFrame } from "./frame";
 import { runSamplerCommand, SAMPLER_COMMANDS, samplerResultFrame } from "./sampler_cmd";
@@ -62,7 +65,10 @@ let conn: Conn | undefined;
 /** the control plane's max frame size from welcome (0 = not told) */
 let serverMax = 0;
 const control: string[] = [];
-const backoff = new Backoff(0.5, 30, 2, seededRand(ngx.worker.pid() * 7919 + ngx.now() * 1000));
+const rand = seededRand(ngx.worker.pid() * 7919 + ngx.now() * 1000);
+/** after a failed connection or handshake; its cap depends on where the control plane is (capFor) */
+const backoff = new Backoff(0.5, 30, 2, rand);
+const probeBackoff = new Backoff(0.5, PROBE_MAX_S, 2, rand);
 let stopping = false;
 let lastIdent: HelloAgent | undefined;
 /** the latest snapshot as a table (one, not queued ones): lets the newest entry be trimmed again for a smaller limit */
@@ -78,6 +84,12 @@ export const stats = {
   max_piece_ms: 0,
   connected: false,
   connects: 0,
+  /** looks at the listening-socket table that found nothing listening (no connect made) */
+  probes_idle: 0,
+  /** connects that failed (nginx logs each when lua_socket_log_errors is on and TCP failed) */
+  failed_connects: 0,
+  /** waits while another worker had the turn at a control plane this host cannot see (push/turn.ts) */
+  turns_waited: 0,
   sent: 0,
   acked: 0,
   rejected: 0,
@@ -122,17 +134,26 @@ function log(level: number, msg: string): void {
 }
 
 /**
- * Log a failure once per distinct message and kind (a control plane away for
- * hours logs one line, not thousands; the queue filling up does not make the
- * connection error count as new); `detail` (e.g. the next delay) is not part of
- * the key. A successful connect forgets them all.
+ * Everything that can repeat is logged as an episode (util/episode.ts): a line when it starts
+ * or changes, a line with the count when it ends. Separate episodes, so that the queue filling
+ * up does not count as a new connection error.
  */
-const lastLogged: { [kind: string]: string | undefined } = {};
-function logChange(kind: string, level: number, msg: string, detail = ""): void {
+const PREFIX = "memdiag push: ";
+/** reachability: "away" (nothing listens, refused, timed out, connection lost), "token", "close <code>" */
+const connEp = new Episode(PREFIX, ["attempt", "attempts"]);
+const queueEp = new Episode(PREFIX, ["dropped snapshot", "dropped snapshots"]);
+/** snapshots dropped for their size or for never being acked */
+const frameEp = new Episode(PREFIX, ["dropped snapshot", "dropped snapshots"]);
+const rejectEp = new Episode(PREFIX, ["rejected snapshot", "rejected snapshots"]);
+const transientEp = new Episode(PREFIX, ["deferral", "deferrals"]);
+/** frames from the control plane this agent cannot use */
+const protoEp = new Episode(PREFIX, ["ignored frame", "ignored frames"]);
+const timerEp = new Episode(PREFIX, ["failure", "failures"]);
+const clientEp = new Episode(PREFIX, ["restart", "restarts"]);
+
+function fail(ep: Episode, level: number, key: string, msg: string, detail = ""): void {
   stats.last_error = msg;
-  if (msg === lastLogged[kind]) return;
-  lastLogged[kind] = msg;
-  log(level, msg + detail);
+  ep.hit(level, key, msg, detail);
 }
 
 function wake(): void {
@@ -172,7 +193,8 @@ function enqueue(seq: number, json: string, reply_to: string | undefined, trimme
   const had = q.droppedTotal;
   q.push(seq, json, reply_to, trimmed);
   if (q.droppedTotal > had) {
-    logChange("queue", ngx.WARN, `control plane away: queue full (${q.maxCount} snapshots / ${q.maxBytes} bytes), dropping the oldest`, `; ${q.droppedTotal} dropped so far`);
+    fail(queueEp, ngx.WARN, "full", `control plane away: queue full (${q.maxCount} snapshots / ${q.maxBytes} bytes), dropping the oldest`);
+    queueEp.count += q.droppedTotal - had - 1;
   }
   wake();
 }
@@ -190,7 +212,7 @@ function trimNow(snap: { [k: string]: unknown }, reply_to: string | undefined): 
   if (json === undefined) {
     queue!.droppedPending += 1;
     queue!.droppedTotal += 1;
-    logChange("frame", ngx.ERR, `snapshot ${seq} does not fit max_frame_bytes ${frameLimit()} even after trimming ${names.join(", ")}; dropped`);
+    fail(frameEp, ngx.ERR, "fit", `snapshot ${seq} does not fit max_frame_bytes ${frameLimit()} even after trimming ${names.join(", ")}; dropped`);
     return;
   }
   stats.trimmed++;
@@ -232,7 +254,7 @@ function enqueueSnapshot(json: string, snap: { [k: string]: unknown }): void {
   } else {
     // a request collected it (?fresh=1): trim after the response, not during it
     const [ok, err] = ngx.timer.at(0, trimAndEnqueue, snap, reply_to);
-    if (!ok) logChange("timer", ngx.ERR, `cannot schedule trimming: ${err}`);
+    if (!ok) fail(timerEp, ngx.ERR, "trim", `cannot schedule trimming: ${err}`);
   }
   wake();
 }
@@ -290,7 +312,7 @@ function handleCommand(msg: { [k: string]: unknown }): void {
   const id = msg["id"];
   const command = msg["command"];
   if (type(id) !== "string" || (id as string).length === 0 || (id as string).length > MAX_ID) {
-    log(ngx.WARN, "command without a usable id ignored");
+    protoEp.hit(ngx.WARN, "id", "command without a usable id ignored");
     return;
   }
   if (command !== "collect" && command !== "deep" && !(type(command) === "string" && SAMPLER_COMMANDS[command as string])) {
@@ -332,7 +354,7 @@ function isTransient(msg: { [k: string]: unknown }): boolean {
 function handleText(c: Conn, data: string): void {
   const [msg] = decode(data);
   if (type(msg) !== "table") {
-    log(ngx.WARN, "unparsable frame from control plane ignored");
+    protoEp.hit(ngx.WARN, "json", "unparsable frame from control plane ignored");
     return;
   }
   const t = msg["type"];
@@ -340,6 +362,10 @@ function handleText(c: Conn, data: string): void {
   if (t === "ack") {
     const e = q.ack(msg["seq"] as number);
     if (e) stats.acked++;
+    // stored: whatever kept snapshots from being stored is over
+    rejectEp.end(ngx.NOTICE, "control plane stores snapshots again", false);
+    transientEp.end(ngx.NOTICE, "control plane stores snapshots again", false);
+    frameEp.end(ngx.NOTICE, "snapshots go through again", false);
     wake();
   } else if (t === "error") {
     const seq = msg["seq"];
@@ -351,22 +377,22 @@ function handleText(c: Conn, data: string): void {
         e.attempts = Math.max(0, e.attempts - 1); // not the frame's fault
       }
       holdUntil = ngx.now() + TRANSIENT_HOLD_S;
-      logChange("transient", ngx.WARN, `control plane could not store snapshot ${seq} for now: ${tostring(msg["error"])}`, `; sending again in ${TRANSIENT_HOLD_S} s`);
+      fail(transientEp, ngx.WARN, tostring(msg["error"]), `control plane could not store snapshot ${seq} for now: ${tostring(msg["error"])}`, `; sending again in ${TRANSIENT_HOLD_S} s`);
     } else if (type(seq) === "number") {
       // rejected, nothing stored: sending it again would be rejected again
       const e = q.reject(seq as number);
       stats.rejected++;
-      log(ngx.ERR, `control plane rejected snapshot ${seq}${e ? "" : " (no longer queued)"}: ${tostring(msg["error"])}`);
+      fail(rejectEp, ngx.ERR, tostring(msg["error"]), `control plane rejected snapshot ${seq}${e ? "" : " (no longer queued)"}: ${tostring(msg["error"])}`);
       wake();
     } else {
-      log(ngx.ERR, `control plane error: ${tostring(msg["error"])}`);
+      fail(rejectEp, ngx.ERR, tostring(msg["error"]), `control plane error: ${tostring(msg["error"])}`);
     }
   } else if (t === "command") {
     handleCommand(msg);
   } else if (t === "welcome") {
     // only expected once, during the handshake
   } else {
-    log(ngx.WARN, `unknown message type '${tostring(t)}' from control plane ignored`);
+    protoEp.hit(ngx.WARN, `type ${tostring(t)}`, `unknown message type '${tostring(t)}' from control plane ignored`);
   }
 }
 
@@ -518,7 +544,7 @@ function flush(c: Conn): void {
     if (!e) break;
     if (e.attempts >= MAX_ATTEMPTS) {
       q.discard(e.seq);
-      logChange("frame", ngx.ERR, `snapshot ${e.seq} sent ${e.attempts} times without an ack; dropped`);
+      fail(frameEp, ngx.ERR, "unacked", `snapshot ${e.seq} sent ${e.attempts} times without an ack; dropped`);
       continue;
     }
     if (e.dropped === undefined) e.dropped = q.takeDropped();
@@ -537,7 +563,7 @@ function flush(c: Conn): void {
     if (frame.length > frameLimit()) {
       // the control plane lowered its limit after this one was queued
       q.discard(e.seq);
-      logChange("frame", ngx.ERR, `snapshot ${e.seq} (${frame.length} bytes) is above the control plane's max frame ${frameLimit()}; dropped`);
+      fail(frameEp, ngx.ERR, "limit", `snapshot ${e.seq} (${frame.length} bytes) is above the control plane's max frame ${frameLimit()}; dropped`);
       continue;
     }
     e.sent = true;
@@ -601,35 +627,100 @@ function session(c: Conn): void {
   }
 }
 
+/** What a failed attempt counts as: the same key is the same episode (one log line). */
+function failureKey(code: number | undefined): string {
+  if (code === 4401) return "token";
+  // the control plane shutting down (1001) or gone without a close: it is away
+  if (code === undefined || code === 1001 || code === 1006) return "away";
+  return `close ${code}`;
+}
+
+/**
+ * Cap of the reconnect delay: a control plane on this host whose listening socket the agent
+ * can see costs nothing while it is away (the probe), so failures there are handshakes that
+ * went wrong; anywhere else each attempt against a control plane that is down makes nginx log
+ * a connect error (lua_socket_log_errors), so they are spread much further apart.
+ */
+function capFor(probed: boolean): number {
+  return probed ? config.reconnect_max_s : config.remote_reconnect_max_s;
+}
+
+/** The loopback target of control_plane_url, or undefined for another host. */
+function probeTarget(): Target | undefined {
+  const [host, port] = urlHostPort(normalizeUrl(config.control_plane_url));
+  return host !== undefined && port !== undefined ? loopbackTarget(host, port) : undefined;
+}
+
+/** how long a turn at a control plane this host cannot see lasts beyond the wait before the attempt */
+const TURN_MARGIN_S = (CONNECT_TIMEOUT_MS + HELLO_TIMEOUT_MS) / 1000 + 1;
+
+/** without sock_diag, for an IPv4 control plane: every how many looks /proc/net/tcp6 is read too (a dual-stack listener on "::") */
+const V6_EVERY = 6;
+
+function retry(key: string, level: number, msg: string, cap: number, turn: boolean): void {
+  backoff.max = cap;
+  const delay = backoff.next();
+  if (turn) holdTurn(delay + TURN_MARGIN_S);
+  fail(connEp, level, key, msg, `; retrying with backoff (next in ${string.format("%.1f", delay)} s, then up to ${cap} s apart; logged again when this changes)`);
+  pause(delay);
+}
+
 function loop(): void {
   // the hello carries the worker's identity, known once the first snapshot is taken
   while (!lastIdent && !exiting()) sema!.wait(1);
+  const target = probeTarget();
+  const url = config.control_plane_url;
+  let looks = 0;
   while (!exiting()) {
-    const [c, err, code] = connect();
-    if (!c) {
-      const delay = backoff.next();
-      logChange("conn", code === 4401 ? ngx.ERR : ngx.WARN, `${err}`, `; retrying with backoff (first retry in ${string.format("%.1f", delay)} s, then up to ${backoff.max} s apart)`);
+    // without sock_diag the IPv6 table costs a walk of the kernel's whole TCP hash (listening.ts): every few looks
+    const up = target !== undefined ? listens(target, looks++ % V6_EVERY === 0) : undefined;
+    if (up === false) {
+      // nothing listens: no connect (nginx would log its failure), look again soon
+      const delay = probeBackoff.next();
+      stats.probes_idle++;
+      fail(connEp, ngx.WARN, "away", `no control plane listening at ${url}`, ` (kernel's listening sockets); looking again every ${PROBE_MAX_S} s at most, without connecting; logged again when this changes`);
       pause(delay);
       continue;
     }
+    const probed = up === true;
+    if (!probed) {
+      const [mine, failing] = takeTurn(TURN_MARGIN_S);
+      if (!mine) {
+        // another worker of this nginx is trying: wait for its turn to end
+        stats.turns_waited++;
+        if (failing) fail(connEp, ngx.WARN, "away", `control plane at ${url} unreachable`, `; one worker of this nginx at a time tries to connect, the others look again every ${PROBE_MAX_S} s at most; logged again when this changes`);
+        pause(probeBackoff.next());
+        continue;
+      }
+    }
+    const [c, err, code] = connect();
+    if (!c) {
+      stats.failed_connects++;
+      retry(failureKey(code), ngx.WARN, `${err}`, capFor(probed), !probed);
+      continue;
+    }
+    if (!probed) endTurn();
     stats.connects++;
     backoff.reset();
-    if (lastLogged["conn"] !== undefined) log(ngx.NOTICE, `connected to control plane at ${config.control_plane_url}`);
-    for (const k of ["conn", "queue", "frame", "timer", "transient"]) lastLogged[k] = undefined;
+    probeBackoff.reset();
+    if (!connEp.end(ngx.NOTICE, `connected to control plane at ${url}`)) log(ngx.INFO, `connected to control plane at ${url}`);
+    queueEp.end(ngx.NOTICE, "control plane back, the queue drains");
+    timerEp.end(ngx.NOTICE, "trimming is scheduled again", false);
     stats.last_error = "";
     session(c);
+    protoEp.end(ngx.NOTICE, "connection ended", false);
     if (exiting()) break;
-    const delay = backoff.next();
-    logChange("conn", c.closeCode === 4401 ? ngx.ERR : ngx.WARN, `${c.err ?? "connection closed"}`, `; reconnecting with backoff (first retry in ${string.format("%.1f", delay)} s)`);
-    pause(delay);
+    retry(failureKey(c.closeCode), ngx.WARN, `lost the connection to the control plane at ${url}: ${c.err ?? "connection closed"}`, capFor(target !== undefined), false);
   }
+  endTurn();
+  connEp.end(ngx.INFO, "worker exiting; stopped trying to reach the control plane", false);
 }
 
 function runClient(this: void, premature: boolean): void {
   if (premature || exiting()) return;
   const [ok, err] = xpcall(loop, debug.traceback);
   if (!ok) {
-    log(ngx.ERR, `client failed: ${err}`);
+    fail(clientEp, ngx.ERR, tostring(err), `client failed: ${err}`);
     if (!exiting()) {
       const [tok, terr] = ngx.timer.at(backoff.next(), runClient);
       if (!tok) log(ngx.ERR, `cannot restart client: ${terr}`);
@@ -688,6 +779,9 @@ export function pushStatus(): { [k: string]: unknown } {
     url: config.control_plane_url,
     connected: stats.connected,
     connects: stats.connects,
+    probes_idle: stats.probes_idle,
+    failed_connects: stats.failed_connects,
+    turns_waited: stats.turns_waited,
     sent: stats.sent,
     cpu_ms: stats.cpu_ms,
     max_piece_ms: stats.max_piece_ms,

@@ -18,6 +18,7 @@ import { attributeOwners, groupUnrooted } from "../pools/owners";
 import { annotateCreationSites } from "../sampler/sampler";
 import { noJit } from "./nojit";
 import { releaseGc } from "../luajit/gc-hold";
+import { Episode, firstLine } from "../util/episode";
 
 /**
  * The deep scan: glibc heap walk (size classes) → pool discovery → owner
@@ -249,6 +250,9 @@ function scanOnce(): void {
   result = out;
 }
 
+/** periodic scans that keep failing: one line when it starts, one when it ends (util/episode.ts) */
+const failEp = new Episode("memdiag: ", ["failed deep scan", "failed deep scans"]);
+
 function runNow(): void {
   running = true;
   const [ok, err] = xpcall(scanOnce, debug.traceback);
@@ -261,8 +265,8 @@ function runNow(): void {
   if (!ok) {
     ngx.update_time();
     status = { ...status, state: "failed", finished: ngx.now(), error: tostring(err) };
-    ngx.log(ngx.ERR, "memdiag: deep scan failed: ", err);
-  }
+    failEp.hit(ngx.ERR, firstLine(tostring(err)), `deep scan failed: ${err}`);
+  } else failEp.end(ngx.NOTICE, "deep scans work again");
 }
 
 function job(this: void, premature: boolean): void {
