@@ -5,8 +5,8 @@ import { Budget } from "../util/budget";
 /**
  * Scratch memory for a walk of the Lua heap: outside the heap being measured, zeroed, and given
  * back in pieces across slices. A walk of a large heap needs tens to hundreds of MB of queue and
- * visited set; malloc + free of that much is one munmap of every page touched, 2.7 ms for 100 MB
- * here, in one slice. Mapped directly, it is unmapped PIECE bytes per slice.
+ * visited set; malloc + free of that much is one munmap of every page touched, milliseconds for
+ * a hundred MB, in one slice. Mapped directly, it is unmapped PIECE bytes per slice.
  */
 cdef(`
   void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
