@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages memdiag needs (as root), or prints the exact
-# apt-get line and stops. Usage: scripts/install-deps.sh [runtime|test|all]
+# apt-get line and stops. Usage: scripts/install-deps.sh [runtime|test|platform|all]
+# (platform: what building OpenResty / Tengine from source needs, scripts/platform/build.sh)
 set -euo pipefail
 want=${1:-all}
 runtime=(nginx-core libnginx-mod-http-lua libnginx-mod-http-ndk lua-resty-core luajit2 lua-cjson lua-nginx-websocket)
 build=(nginx-dev gcc make libc6-dev libpcre3-dev libssl-dev zlib1g-dev)
 testing=(wrk chromium procps curl)
+platform=(gcc make libc6-dev patch libpcre3-dev libpcre2-dev libssl-dev zlib1g-dev)
 case "$want" in
   runtime) pkgs=("${runtime[@]}") ;;
-  test) pkgs=("${runtime[@]}" "${build[@]}" "${testing[@]}") ;;
-  all) pkgs=("${runtime[@]}" "${build[@]}" "${testing[@]}") ;;
-  *) echo "usage: $0 [runtime|test|all]" >&2; exit 2 ;;
+  test) pkgs=("${runtime[@]}" "${build[@]}" "${testing[@]}" "${platform[@]}") ;;
+  platform) pkgs=("${platform[@]}") ;;
+  all) pkgs=("${runtime[@]}" "${build[@]}" "${testing[@]}" "${platform[@]}") ;;
+  *) echo "usage: $0 [runtime|test|platform|all]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

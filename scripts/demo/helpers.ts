@@ -7,40 +7,14 @@
  */
 import * as fs from "fs";
 import * as http from "http";
-import * as net from "net";
 import * as path from "path";
 import * as crypto from "crypto";
 import { ROOT } from "../config";
 import { renderConf } from "../render-conf";
+import { checkTopSuspect, flag, freePort, portFree, prefixHttp, prefixMain, runSubcommands } from "./cli";
 
 const FIXTURE_SO = path.join(ROOT, "test/fixtures/leaky_upstream/build/ngx_http_leaky_upstream_module.so");
 const MODULES = "/usr/lib/nginx/modules";
-
-function flag(argv: string[], name: string, def?: string): string {
-  const i = argv.indexOf(`--${name}`);
-  if (i >= 0 && argv[i + 1] !== undefined) return argv[i + 1];
-  if (def === undefined) throw new Error(`--${name} is required`);
-  return def;
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function setup(argv: string[]): Promise<void> {
   const dir = path.resolve(flag(argv, "dir"));
@@ -67,7 +41,6 @@ async function setup(argv: string[]): Promise<void> {
     },
   });
   fs.writeFileSync(path.join(dir, "conf", "memdiag.conf"), memdiag);
-  const t = path.join(dir, "tmp");
   const user = process.getuid && process.getuid() === 0 ? "user nobody nogroup;" : "";
   fs.writeFileSync(path.join(dir, "conf", "nginx.conf"), `# memdiag demo: a gateway with a dynamic-upstream module that leaks pools (test/fixtures/leaky_upstream)
 ${user}
@@ -75,17 +48,9 @@ load_module ${MODULES}/ndk_http_module.so;
 load_module ${MODULES}/ngx_http_lua_module.so;
 load_module ${FIXTURE_SO};
 worker_processes 2;
-worker_shutdown_timeout 5s;
-error_log ${path.join(dir, "logs", "error.log")} warn;
-pid ${path.join(dir, "logs", "nginx.pid")};
-events { worker_connections 1024; }
+${prefixMain(dir, 1024)}
 http {
-  access_log off;
-  client_body_temp_path ${t};
-  proxy_temp_path ${t};
-  fastcgi_temp_path ${t};
-  uwsgi_temp_path ${t};
-  scgi_temp_path ${t};
+  ${prefixHttp(dir)}
   leaky_upstream_mode leak;
 
   include memdiag.conf;
@@ -155,42 +120,12 @@ async function traffic(argv: string[]): Promise<void> {
 const FIXTURE_POOL_SIZE = 16384;
 
 async function check(argv: string[]): Promise<number> {
-  const url = flag(argv, "url");
-  const window = flag(argv, "window", "60");
-  const r = await fetch(`${url}/api/suspects?window=${window}`);
-  if (!r.ok) {
-    process.stdout.write(`demo: GET /api/suspects answered ${r.status}\n`);
-    return 1;
-  }
-  const s = (await r.json()) as { subject: string; owner: string; metric: string; evidence: string }[];
-  const top = s[0];
-  if (!top) {
-    process.stdout.write("demo: FAIL: no suspect at all\n");
-    return 1;
-  }
-  // "the leak" = the unrooted pool group the fixture creates (its creation size is part of the group)
-  const isGroup = top.metric.startsWith("pool.unrooted.") && top.subject.includes(`create size ${FIXTURE_POOL_SIZE}`);
-  if (!isGroup) {
-    process.stdout.write(`demo: FAIL: the top suspect is ${top.subject} (${top.owner}, ${top.metric}), not the fixture's pool group\n  ${top.evidence}\n`);
-    return 1;
-  }
-  process.stdout.write(`demo: OK: the top suspect is the leaking pool group (unrooted pools of ${FIXTURE_POOL_SIZE} B), held by ${top.owner}\n  ${top.evidence}\n`);
-  if (!/leaky_upstream/.test(top.owner)) {
+  // "the leak" = the unrooted pool group the fixture creates
+  const { code, top } = await checkTopSuspect(argv, FIXTURE_POOL_SIZE, "the leaking pool group");
+  if (code === 0 && top && !/leaky_upstream/.test(top.owner)) {
     process.stdout.write(`demo: note: the owner should name ngx_http_leaky_upstream_module (the pools hang off its .bss), got '${top.owner}'\n`);
   }
-  return 0;
+  return code;
 }
 
-async function main(): Promise<number> {
-  const [cmd, ...rest] = process.argv.slice(2);
-  if (cmd === "setup") await setup(rest);
-  else if (cmd === "traffic") await traffic(rest);
-  else if (cmd === "check") return check(rest);
-  else throw new Error(`usage: helpers.js setup|traffic|check ...`);
-  return 0;
-}
-
-main().then((c) => process.exit(c), (e) => {
-  process.stderr.write(`demo: ${(e as Error).message}\n`);
-  process.exit(2);
-});
+runSubcommands("helpers.js", { setup, traffic, check });

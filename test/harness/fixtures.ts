@@ -8,15 +8,27 @@ import * as fs from "fs";
 import * as path from "path";
 import { ROOT } from "../../scripts/config";
 import type { Nginx } from "./nginx";
+import { PLATFORM } from "./platform";
 
-export const LEAKY_SO = path.join(ROOT, "test/fixtures/leaky_upstream/build/ngx_http_leaky_upstream_module.so");
+/** built against the selected platform's sources (scripts/build-fixture.sh reads MEMDIAG_PLATFORM) */
+export const LEAKY_SO = path.join(
+  ROOT,
+  "test/fixtures/leaky_upstream/build",
+  PLATFORM.name === "debian" ? "" : PLATFORM.name,
+  "ngx_http_leaky_upstream_module.so",
+);
 export const LEAKY_TABLE_SIZE = 300 * 1024;
 export const LEAKY_POOL_SIZE = 16 * 1024;
 
 /** Builds the leaky_upstream fixture if needed; returns its .so path. Throws with the build's stderr. */
 export function ensureFixture(): string {
   try {
-    execFileSync("bash", [path.join(ROOT, "scripts/build-fixture.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 300000 });
+    execFileSync("bash", [path.join(ROOT, "scripts/build-fixture.sh")], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: 300000,
+      env: { ...process.env, MEMDIAG_PLATFORM: PLATFORM.name },
+    });
   } catch (e: any) {
     throw new Error(`building the leak fixture failed:\n${e.stderr ?? e.message}`);
   }

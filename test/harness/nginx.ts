@@ -1,5 +1,6 @@
 /**
- * Starts a real nginx (Debian's binary, lua-nginx-module loaded dynamically) in a
+ * Starts a real nginx (Debian's binary with lua-nginx-module loaded dynamically, or the
+ * OpenResty / Tengine build selected by MEMDIAG_PLATFORM: harness/platform.ts) in a
  * private prefix with the memdiag include, on ephemeral loopback ports, and
  * stops it without leaving a process behind.
  */
@@ -12,8 +13,9 @@ import { freePort } from "./ports";
 import { renderConf } from "../../scripts/render-conf";
 import { AgentOptions, ROOT } from "../../scripts/config";
 
-export const NGINX_BIN = process.env.MEMDIAG_NGINX ?? "/usr/sbin/nginx";
-export const MODULES_DIR = "/usr/lib/nginx/modules";
+import { PLATFORM, workerUserDirective } from "./platform";
+
+export const NGINX_BIN = PLATFORM.nginx;
 
 export interface NginxOptions {
   workers?: number;
@@ -89,11 +91,10 @@ export class Nginx {
       extraLocations: o.memdiagLocations,
     });
     fs.writeFileSync(path.join(this.prefix, "conf", "memdiag.conf"), memdiag);
-    const user = process.getuid && process.getuid() === 0 ? "user nobody nogroup;" : "";
+    const user = workerUserDirective();
     const conf = `
 ${user}
-load_module ${MODULES_DIR}/ndk_http_module.so;
-load_module ${MODULES_DIR}/ngx_http_lua_module.so;
+${PLATFORM.loadModules}
 ${o.main ?? ""}
 worker_processes ${o.workers ?? 2};
 worker_shutdown_timeout 10s;

@@ -4,39 +4,8 @@
  * must be the fixture's leaking pool group (exit 0), and everything the demo
  * started must be gone afterwards — also when it is interrupted.
  */
-import { spawn, execFileSync } from "child_process";
-import * as path from "path";
-import { ROOT } from "../../scripts/config";
 import { ensureFixture } from "../harness/fixtures";
-
-const DEMO_DIR = path.join(ROOT, ".tmp", "demo");
-
-
-function leftovers(): string[] {
-  try {
-    return execFileSync("pgrep", ["-af", `${DEMO_DIR}|demo/helpers\\.js`], { encoding: "utf8" }).split("\n").filter(Boolean);
-  } catch {
-    return [];
-  }
-}
-
-function runDemo(env: Record<string, string>, onOutput?: (all: string, child: ReturnType<typeof spawn>) => void): Promise<{ code: number | null; signal: string | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("bash", [path.join(ROOT, "scripts", "demo.sh")], {
-      cwd: ROOT,
-      env: { ...process.env, MEMDIAG_DEMO_NO_SETUP: "1", MEMDIAG_DEMO_CP_PORT: "0", NO_COLOR: "1", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    const add = (d: Buffer): void => {
-      out += d.toString();
-      onOutput?.(out, child);
-    };
-    child.stdout.on("data", add);
-    child.stderr.on("data", add);
-    child.on("exit", (code, signal) => resolve({ code, signal, out }));
-  });
-}
+import { leftovers, runDemo } from "../harness/demo";
 
 describe("npm run demo (non-interactive)", () => {
   beforeAll(() => {

@@ -98,6 +98,12 @@ describe("Lua heap census", () => {
     console.log(`census of ${b.objects} objects, ${(b.heap_bytes / 1048576).toFixed(1)} MB: ${b.cpu_ms.toFixed(1)} ms CPU, ${b.slices} slices, longest ${b.max_slice_ms.toFixed(2)} ms, collector held ${b.hold_ms.toFixed(1)} ms`);
   }, 60000);
 
+  test("pid=N of another worker: refused with the reason, nothing counted", async () => {
+    const r = await httpGet(ngx.memdiagPort, "/_memdiag?lua=census&pid=1");
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error).toMatch(/^lua=census runs in the worker that accepts the request \(\d+\), not in pid 1$/);
+  });
+
   test("new objects between two censuses: +N tables of one array slot each, exactly", async () => {
     await httpGet(ngx.appPort, "/t/big?n=1"); // container exists
     await httpGet(ngx.appPort, "/t/gc");

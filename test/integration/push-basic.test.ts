@@ -1,5 +1,6 @@
 import { Nginx, httpGet } from "../harness/nginx";
 import { WsPeer, pushingNginx } from "../harness/ws-peer";
+import { PLATFORM } from "../harness/platform";
 
 /**
  * Agent push against a test peer (test/harness/ws-peer.ts) from a real nginx with
@@ -32,7 +33,7 @@ describe("push: snapshots from every worker reach the control plane", () => {
         expect(hello.agent.instance).toBe(s.instance);
         expect(hello.agent.worker_start).toBe(s.worker_start);
         expect(hello.agent.generation).toBe(s.generation);
-        expect(hello.agent.nginx_version).toBe("1.22.1");
+        expect(hello.agent.nginx_version).toBe(PLATFORM.coreVersion);
         expect(hello.agent.agent_version).toBe(s.agent_version);
       }
       const seqs = snaps.map((r) => r.msg.seq);
@@ -42,6 +43,12 @@ describe("push: snapshots from every worker reach the control plane", () => {
     }
     const ids = new Set(peer.hellos.map((h) => h.agent.worker_id));
     expect(ids).toEqual(new Set([0, 1]));
+  });
+
+  test("the websocket client is the platform's: resty.websocket.client on OpenResty and Tengine", async () => {
+    const st = JSON.parse((await ngx.memdiag("?push=1")).body);
+    expect(st.connected).toBe(true);
+    expect(st.library).toBe(PLATFORM.name === "debian" ? "nginx.websocket.client" : "resty.websocket.client");
   });
 
   test("what the peer received equals what the worker published (same JSON)", async () => {

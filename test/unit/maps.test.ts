@@ -93,14 +93,19 @@ describe("find / readable / readableEnd edge cases", () => {
     expect(r.top).toBe(-1);
   });
 
-  test("readable(): inside, crossing the end (even into an adjacent mapping), gaps, vvar, no-read perms, low and NaN addresses", () => {
+  test("readable(): inside, crossing the end (into an adjacent mapping: only between [heap] lines), gaps, vvar, no-read perms, low and NaN addresses", () => {
     const h2 = lines[heapIdx + 1];
+    // two adjacent readable mappings that are not both [heap] (a library's segments)
+    const adj = lines.findIndex((l, i) => i + 1 < lines.length && l.end === lines[i + 1].start && l.perms[0] === "r" && lines[i + 1].perms[0] === "r" && l.path !== "[heap]");
+    const a = lines[adj];
     const r = runLua(`${PRE}
       return {
         inside = m:readable(${heap.start}, 16),
         lastByte = m:readable(${heap.end - 8}, 8),
         crossing = m:readable(${heap.end - 8}, 16),
+        crossingRun = m:readable(${h2.end - 8}, 16),
         intoNext = m:readable(${h2.start - 4}, 8),
+        intoNextLib = m:readable(${a.end - 4}, 8),
         gap = m:readable(${gap.end}, 8),
         vvar = m:readable(${vvar.start}, 8),
         noread = ${noRead ? `m:readable(${noRead.start}, 8)` : "false"},
@@ -112,14 +117,17 @@ describe("find / readable / readableEnd edge cases", () => {
       }`);
     expect(r.inside).toBe(true);
     expect(r.lastByte).toBe(true);
-    expect(r.crossing).toBe(false);
-    expect(r.intoNext).toBe(false); // one check never spans two mappings
+    expect(r.crossing).toBe(true); // into the second [heap] line
+    expect(r.crossingRun).toBe(false); // past the last one
+    // the brk heap's consecutive [heap] lines are one region; other mappings are checked one by one
+    expect(r.intoNext).toBe(true);
+    expect(r.intoNextLib).toBe(false);
     expect(r.gap).toBe(false);
     expect(r.vvar).toBe(false);
     expect(r.noread).toBe(false);
     expect(r.low).toBe(false);
     expect(r.nan).toBe(false);
-    expect(r.endInside).toBe(heap.end);
+    expect(r.endInside).toBe(h2.end);
     expect(r.endGap).toBe(0);
     expect(r.endVvar).toBe(0);
   });

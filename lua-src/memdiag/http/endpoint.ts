@@ -4,6 +4,7 @@ import { collectAndPublish } from "../agent";
 import { publishedPids, snapshotOf } from "../publish";
 import { encode, pretty } from "../util/json";
 import { deepScanStatus, runDeepScan, waitDeepScan } from "../scan/deep";
+import { runInWorker, servePidRoutes } from "./pid-route";
 
 /**
  * content_by_lua handler of /_memdiag: every worker's latest snapshot.
@@ -11,9 +12,9 @@ import { deepScanStatus, runDeepScan, waitDeepScan } from "../scan/deep";
  */
 const PARAMS: { [k: string]: string } = {
   pretty: "1 = indented JSON",
-  pid: "N = only the worker with this pid",
-  fresh: "1 = the answering worker collects now",
-  deep: "1 = the answering worker runs a deep scan (heap walk, pool discovery, owners) and answers when done",
+  pid: "N = only the worker with this pid; with fresh or deep, that worker runs it",
+  fresh: "1 = the answering worker (or pid=N) collects now",
+  deep: "1 = the answering worker (or pid=N) runs a deep scan (heap walk, pool discovery, owners) and answers when done",
 };
 
 /** longest a ?deep=1 request waits for its scan */
@@ -106,6 +107,23 @@ export function parseArgs(raw: { [k: string]: unknown }): LuaMultiReturn<[Args |
   return $multi(out, undefined);
 }
 
+/**
+ * fresh=1 or deep=1 (a deep scan, then a fresh collection) in this worker: [status, message];
+ * 202 when a deep scan is already running here. Also what a request handed over with pid=N runs.
+ */
+function runHere(this: void, kind: string): LuaMultiReturn<[number, string]> {
+  if (kind === "deep") {
+    const [started, why] = runDeepScan();
+    if (!started) return $multi(202, `${why}; wait for it to finish and ask again`);
+    if (!waitDeepScan(DEEP_WAIT_S)) return $multi(503, "deep scan did not finish in time");
+  }
+  const [, cerr] = collectAndPublish(true, true);
+  if (cerr) return $multi(503, cerr);
+  return $multi(200, "ok");
+}
+
+if (ngx.get_phase() === "init_worker") servePidRoutes(runHere);
+
 export function handle(this: void): void {
   if (ngx.req.get_method() !== "GET" && ngx.req.get_method() !== "HEAD") fail(405, "only GET");
   // decided once, here, on the connection's own address: requests this worker hands to
@@ -114,6 +132,8 @@ export function handle(this: void): void {
   let [refused, why] = decide(peer, config.allow, config.token, undefined, undefined);
   if (refused !== 0) return fail(refused, why!);
 
+  // which worker accepted the request (pid=N hands worker actions over to N)
+  ngx.header["X-Memdiag-Answered-By"] = ngx.worker.pid();
   const [raw] = ngx.req.get_uri_args(32);
   const [args, err] = parseArgs(raw);
   if (!args) return fail(400, err!);
@@ -137,22 +157,20 @@ export function handle(this: void): void {
     return;
   }
 
-  if (args.deep) {
-    const [started, why] = runDeepScan();
-    if (!started) {
+  const kind = args.deep ? "deep" : args.fresh ? "fresh" : undefined;
+  if (kind !== undefined) {
+    const me = ngx.worker.pid();
+    const remote = args.pid !== undefined && args.pid !== me;
+    const [st, msg] = remote ? runInWorker(args.pid!, kind, DEEP_WAIT_S + 10) : runHere(kind);
+    if (st === 202) {
       // one scan at a time per worker: report the running job, the client retries later
       ngx.status = 202;
       ngx.header["Content-Type"] = "application/json";
       ngx.header["Retry-After"] = "1";
-      ngx.say(encode({ pid: ngx.worker.pid(), message: `${why}; wait for it to finish and ask again`, scan: deepScanStatus() }) ?? "{}");
+      ngx.say(encode({ pid: remote ? args.pid : me, message: msg, scan: remote ? undefined : deepScanStatus() }) ?? "{}");
       return ngx.exit(202);
     }
-    if (!waitDeepScan(DEEP_WAIT_S)) return fail(503, "deep scan did not finish in time");
-    args.fresh = true;
-  }
-  if (args.fresh) {
-    const [, cerr] = collectAndPublish(true, true);
-    if (cerr) return fail(503, cerr);
+    if (st >= 400) return fail(st, msg);
   }
 
   const pids = args.pid !== undefined ? [args.pid] : publishedPids();

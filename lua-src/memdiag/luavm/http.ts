@@ -11,6 +11,8 @@ import { keepCensus, serialisableCensus } from "./section";
  */
 function act(this: void, args: Args): LuaMultiReturn<[number, unknown]> {
   if (args.lua !== "census") return $multi(400, `unknown lua action '${tostring(args.lua)}'; valid: census`);
+  // pid=N hands fresh and deep over to worker N; a census is not handed over (yet): say so rather than count another worker
+  if (args.pid !== undefined && args.pid !== ngx.worker.pid()) return $multi(400, `lua=census runs in the worker that accepts the request (${ngx.worker.pid()}), not in pid ${args.pid}`);
   const c = runCensus(true, config.slice_ms);
   keepCensus(c);
   return $multi(c.ok ? 200 : 503, { pid: ngx.worker.pid(), census: serialisableCensus(c) });

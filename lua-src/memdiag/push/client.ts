@@ -170,10 +170,16 @@ function frameLimit(): number {
   return serverMax > 0 && serverMax < mine ? serverMax : mine;
 }
 
+/** the websocket client module in use (OpenResty's name first, then Debian's) */
+let wsLibrary: string | undefined;
+
 function loadWebsocket(): WsModule | undefined {
   for (const name of ["resty.websocket.client", "nginx.websocket.client"]) {
     const [ok, mod] = pcall(require, name);
-    if (ok && type(mod) === "table") return mod as WsModule;
+    if (ok && type(mod) === "table") {
+      wsLibrary = name;
+      return mod as WsModule;
+    }
   }
   return undefined;
 }
@@ -777,6 +783,7 @@ export function pushStatus(): { [k: string]: unknown } {
     pid: ngx.worker.pid(),
     enabled: started,
     url: config.control_plane_url,
+    library: wsLibrary,
     connected: stats.connected,
     connects: stats.connects,
     probes_idle: stats.probes_idle,

@@ -244,18 +244,32 @@ export class Maps {
   private hitStart = 0;
   private hitEnd = 0;
 
-  /** True when [addr, addr+len) lies inside one readable mapping. */
+  /** True when [addr, addr+len) lies inside one readable mapping (consecutive [heap] lines count as one). */
   readable(addr: number, len: number): boolean {
     if (addr >= this.hitStart && addr + len <= this.hitEnd) return true;
     if (addr < 4096 || addr !== addr) return false;
     if (this.stale && this.brkStart !== 0 && addr >= this.brkStart && addr + len <= curBrk() && len >= 0) return true;
     const i = this.find(addr);
-    if (i >= 0 && this.ok[i] && addr + len <= this.ends[i]) {
+    if (i < 0 || !this.ok[i]) return false;
+    if (addr + len <= this.ends[i]) {
       this.hitStart = this.starts[i];
       this.hitEnd = this.ends[i];
       return true;
     }
-    return false;
+    return addr + len <= this.heapRunEnd(i);
+  }
+
+  /**
+   * The brk heap can show as several consecutive [heap] lines (the kernel splits the VMA;
+   * seen in OpenResty workers): one region, and an object may straddle a line boundary.
+   * End of the run of contiguous readable [heap] lines from line i (its own end otherwise).
+   */
+  private heapRunEnd(i: number): number {
+    let j = i;
+    if (this.list[i].path === "[heap]") {
+      while (j + 1 < this.n && this.ok[j + 1] && this.starts[j + 1] === this.ends[j] && this.list[j + 1].path === "[heap]") j++;
+    }
+    return this.ends[j];
   }
 
   /** End of the readable mapping containing addr, or 0: lets a walker check a whole range once. */
@@ -265,7 +279,7 @@ export class Maps {
       if (addr < b) return b;
     }
     const i = this.find(addr);
-    return i >= 0 && this.ok[i] ? this.ends[i] : 0;
+    return i >= 0 && this.ok[i] ? this.heapRunEnd(i) : 0;
   }
 }
 

@@ -5,6 +5,7 @@ import * as ffi from "ffi";
 import { cdef } from "../util/cdef";
 import { noJit } from "./nojit";
 import { holdGc, releaseGc } from "../luajit/gc-hold";
+import { traceEventsTaken } from "../luajit/trace-events";
 
 cdef(`
   typedef struct { long tv[4]; long f[14]; } memdiag_rusage_t;
@@ -56,6 +57,8 @@ function onTrace(this: void, what: string, _tr: number, func: unknown, pc: numbe
 let attached = false;
 function attachTrace(on: boolean): void {
   if (jit === undefined || jit.attach === undefined || on === attached) return;
+  // never take the slot from the application's own handler (trace-events.ts)
+  if (on && traceEventsTaken(onTrace)) return;
   attached = on;
   if (on) {
     EV.n = 0;
@@ -255,8 +258,10 @@ export class DeepBudget extends Budget {
   public jitSites: string[] = [];
   private slow: SliceRec[] = [];
   private longest = newRec();
-  private wall0: number;
-  private cpu0: number;
+  // set before the trace handler is attached: a trace can start (traceStarted reads wall0)
+  // before the constructor body reaches its own assignments
+  private wall0: number = monoMs();
+  private cpu0: number = cpuMs();
 
   constructor(sliceMs: number) {
     super(sliceMs, true);
