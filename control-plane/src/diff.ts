@@ -4,6 +4,7 @@
  * class, in bytes and counts, sorted by growth (largest increase first).
  */
 import { DiffRow } from "./protocol";
+import { luaRowLabel, luaSlot } from "./lua-series";
 import { UnrootedInfo, isDeepMetric, splitSuffix, UNROOTED_SUFFIXES, SIZE_CLASS_SUFFIXES, SHM_SUFFIXES, REGION_SUFFIXES } from "./summary";
 import { classMax, fmtRange } from "./format";
 
@@ -50,7 +51,7 @@ export function slotOf(name: string): Slot | undefined {
       if (rest === "mmap_chunks") return { row: "glibc.mmap_bytes", section: "glibc", role: "count" };
       return GLIBC_LABEL[rest] ? { row: name, section: "glibc", role: "bytes" } : undefined;
     case "luajit":
-      return rest === "gc_bytes" ? { row: name, section: "luajit", role: "bytes" } : undefined;
+      return rest === "gc_bytes" || rest === "gc_floor_bytes" ? { row: name, section: "luajit", role: "bytes" } : undefined;
     case "shm": {
       const s = splitSuffix(name, "shm.", SHM_SUFFIXES);
       return s && s.suffix === "used_bytes" ? { row: `shm.${s.middle}`, section: "shm", role: "bytes" } : undefined;
@@ -75,6 +76,10 @@ export function slotOf(name: string): Slot | undefined {
       if (s.suffix === "chunks") return { row: `size_class.${s.middle}`, section: "size_class", role: "count" };
       return undefined;
     }
+    case "lua": {
+      const l = luaSlot(name);
+      return l ? { ...l, section: "luajit" } : undefined;
+    }
     default:
       return undefined;
   }
@@ -85,6 +90,9 @@ export function rowLabel(row: string, unrooted: Record<string, UnrootedInfo> = {
   if (row.startsWith("system.")) return SYSTEM_LABEL[row.slice(7)] ?? row;
   if (row.startsWith("glibc.")) return GLIBC_LABEL[row.slice(6)] ?? row;
   if (row === "luajit.gc_bytes") return "LuaJIT GC heap";
+  if (row === "luajit.gc_floor_bytes") return "LuaJIT heap after collection";
+  const lua = luaRowLabel(row);
+  if (lua !== undefined) return lua;
   if (row.startsWith("shm.")) return `shm zone ${row.slice(4)} used`;
   if (row.startsWith("region.")) {
     const rest = row.slice(7);

@@ -35,6 +35,7 @@ export function promName(name: string, owners: Record<string, { owner: string }>
   if ((m = /^system\.(\w+)$/.exec(name))) return { family: `memdiag_system_${m[1]}`, help: `worker ${m[1]} (/proc status / maps)`, labels: {} };
   if ((m = /^glibc\.(\w+)$/.exec(name))) return { family: `memdiag_glibc_${m[1]}`, help: `glibc malloc ${m[1]}`, labels: {} };
   if (name === "luajit.gc_bytes") return { family: "memdiag_luajit_gc_bytes", help: "LuaJIT GC heap (collectgarbage count)", labels: {} };
+  if (name === "luajit.gc_floor_bytes") return { family: "memdiag_luajit_gc_floor_bytes", help: "LuaJIT heap at the end of a GC cycle (what survived collection)", labels: {} };
   if ((m = /^agent\.(\w+)$/.exec(name))) return { family: `memdiag_agent_${m[1]}`, help: `agent ${m[1]} of the latest snapshot`, labels: {} };
   if ((m = /^pool\.(cycle|connection|request)\.(\w+)$/.exec(name))) return { family: `memdiag_pool_${m[2]}`, help: `rooted nginx pools: ${m[2]}`, labels: { kind: m[1] } };
   if ((m = /^pool\.connections\.(\w+)$/.exec(name))) return { family: `memdiag_connections_${m[1]}`, help: `nginx connections ${m[1]}`, labels: {} };

@@ -5,7 +5,9 @@
  *   region.<class>[.<name>]                 bytes; .rss_bytes and .mappings beside it (<name> only for
  *                                           shm zones: code and file mappings are summed per class)
  *   glibc.<field>                           arena_bytes, mmap_bytes, mmap_chunks, in_use_bytes, …
- *   luajit.gc_bytes
+ *   luajit.gc_bytes, luajit.gc_floor_bytes      the heap now; what survived the latest collections
+ *   lua.type.<type>.{bytes,count}           the latest Lua heap census (lua-series.ts)
+ *   lua.table.<path>.{bytes,keys}           its largest tables by reference path
  *   shm.<name>.{size_bytes,used_bytes,free_bytes}
  *   pool.<kind>.{pools,blocks,block_bytes,used_bytes,large_blocks,large_bytes,bytes}   rooted groups
  *   pool.connections.{active,connection_n}
@@ -19,6 +21,8 @@
  * Names carrying a user string (region name, shm name, signature) are parsed from
  * the end: the suffix set is fixed.
  */
+
+import { putLuaCensus } from "./lua-series";
 
 export interface UnrootedInfo {
   owner: string;
@@ -84,7 +88,11 @@ export function summarize(s: Obj): Summary {
     }
   }
 
-  if (isObj(s.luajit)) put("luajit.gc_bytes", s.luajit.gc_bytes);
+  if (isObj(s.luajit)) {
+    put("luajit.gc_bytes", s.luajit.gc_bytes);
+    put("luajit.gc_floor_bytes", s.luajit.gc_floor_bytes);
+  }
+  putLuaCensus(s.lua, put);
 
   if (Array.isArray(s.shm)) {
     for (const z of s.shm) {

@@ -11,6 +11,8 @@ import { Point, keepsGrowing, GrowthRules, DEFAULT_RULES, Trend } from "./trends
 import { slotOf, rowLabel } from "./diff";
 import { UnrootedInfo, isDeepMetric } from "./summary";
 import { fmtBytes, fmtDuration, fmtRange, classMax, signedBytes } from "./format";
+import { supersededLuaSeries, survivingSeries } from "./lua-floor";
+import { dropLuaAncestors, luaCount } from "./lua-series";
 
 export interface WorkerWindow {
   worker: string;
@@ -24,6 +26,10 @@ export interface WorkerWindow {
 /** 0: one pool group, rooted pools, LuaJIT, a shm zone; 1: all unrooted groups of one owner; 2: allocator; 3: regions, process */
 function tier(metric: string): number {
   if (metric.startsWith("pool.unrooted_owner.")) return 1;
+  // a Lua table path is the specific suspect; the whole Lua heap is news only when no path tells it
+  if (metric.startsWith("lua.table.")) return 0;
+  if (metric.startsWith("luajit.")) return 1;
+  if (metric.startsWith("lua.type.")) return 2;
   if (metric.startsWith("pool.") || metric.startsWith("luajit.") || metric.startsWith("shm.")) return 0;
   if (metric.startsWith("glibc.") || metric.startsWith("size_class.")) return 2;
   return 3;
@@ -45,6 +51,7 @@ function candidates(names: Iterable<string>): Map<string, string | undefined> {
     if (n.startsWith("pool.")) count = n.replace(/\.bytes$/, ".pools");
     else if (n.startsWith("size_class.")) count = n.replace(/\.bytes$/, ".chunks");
     else if (n === "glibc.mmap_bytes") count = "glibc.mmap_chunks";
+    else if (n.startsWith("lua.")) count = luaCount(n)?.count;
     out.set(n, count);
   }
   return out;
@@ -131,7 +138,7 @@ function ownerOf(metric: string, info: UnrootedInfo | undefined): string {
   if (o) return o[1];
   if (metric.startsWith("pool.unrooted.")) return info?.owner ?? "unknown";
   if (metric.startsWith("pool.")) return `nginx (${metric.split(".")[1]} pools)`;
-  if (metric.startsWith("luajit.")) return "lua";
+  if (metric.startsWith("luajit.") || metric.startsWith("lua.")) return "lua";
   if (metric.startsWith("shm.")) return `shm zone ${metric.slice(4, -".used_bytes".length)}`;
   if (metric.startsWith("glibc.") || metric.startsWith("size_class.")) return "glibc malloc";
   if (metric.startsWith("region.")) return `region ${metric.slice(7)}`;
@@ -171,14 +178,16 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
     for (const s of w.snapshots) for (const k in s.metrics) names.add(k);
     const owners: Record<string, UnrootedInfo> = {};
     for (const s of w.snapshots) Object.assign(owners, s.unrooted);
-    const passing: { metric: string; count?: string; tr: Trend; pts: Point[] }[] = [];
+    let passing: { metric: string; count?: string; tr: Trend; pts: Point[] }[] = [];
     const rssPts = judgedSeries(w, "system.rss_bytes", rules);
     const rssAtStart = rssPts.length ? rssPts[0].v : undefined;
     for (const [metric, count] of candidates(names)) {
-      const pts = judgedSeries(w, metric, rules);
+      if (supersededLuaSeries(metric, names)) continue;
+      const pts = survivingSeries(metric, judgedSeries(w, metric, rules));
       const v = keepsGrowing(pts, window_s, rulesFor(metric, rssAtStart, rules));
       if (v.ok) passing.push({ metric, count, tr: v.trend, pts });
     }
+    passing = dropLuaAncestors(passing);
     passing.sort((x, y) => tier(x.metric) - tier(y.metric) || y.tr.slope_per_min - x.tr.slope_per_min);
     const accepted: { tier: number; growth: number; owner: string }[] = [];
     const scEvidence = sizeClassEvidence(w);
@@ -196,13 +205,13 @@ export function findSuspects(workers: readonly WorkerWindow[], window_s: number,
         if (explained >= 0.5 * p.tr.fitted_delta) continue;
       }
       accepted.push({ tier: t, growth: p.tr.fitted_delta, owner });
-      const label = t === 1 ? `unrooted pools held by ${owner}` : rowLabel(slotOf(p.metric)!.row, owners);
+      const label = t === 1 && p.metric.startsWith("pool.") ? `unrooted pools held by ${owner}` : rowLabel(slotOf(p.metric)!.row, owners);
       let countDelta: number | undefined;
       if (p.count) {
         const cp = judgedSeries(w, p.count, rules);
         if (cp.length >= 2) countDelta = cp[cp.length - 1].v - cp[0].v;
       }
-      const noun = p.metric.startsWith("pool.") ? "pools" : p.count ? "chunks" : undefined;
+      const noun = p.metric.startsWith("pool.") ? "pools" : luaCount(p.metric)?.noun ?? (p.count ? "chunks" : undefined);
       const extra = p.metric.startsWith("pool.unrooted") || p.metric.startsWith("glibc.") ? scEvidence : undefined;
       all.push({
         subject: subjectOf(p.metric, info, label),

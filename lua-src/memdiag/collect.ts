@@ -15,6 +15,7 @@ import { identity } from "./nginx/identity";
 import { AGENT_VERSION, SCHEMA_VERSION } from "./contract/version";
 import { mergeDeepScan } from "./deep/scan";
 import { jitLib } from "./base/nojit";
+import { collectLua } from "./layers/luavm/section";
 
 // once a second, not hot enough to pay back its traces (base/nojit.ts jitLib)
 jitLib?.off?.(true, true);
@@ -65,7 +66,10 @@ export function collectSnapshot(canYield: boolean, full = false): { [k: string]:
   addLuajitRegions(luajit);
 
   const shm = arr(
-    zones.map((z) => ({ name: z.name, size_bytes: z.size_bytes, used_bytes: z.used_bytes, free_bytes: z.free_bytes, owner: z.owner, error: z.error })),
+    zones.map((z) => ({
+      name: z.name, size_bytes: z.size_bytes, used_bytes: z.used_bytes, free_bytes: z.free_bytes, owner: z.owner, error: z.error,
+      slab: z.slab && { ...z.slab, classes: arr(z.slab.classes) }, slab_error: z.slab_error, dict: z.dict,
+    })),
   );
 
   // the snapshot's tables and its encode (0.1-0.3 ms) follow this slice without a check
@@ -107,6 +111,7 @@ export function collectSnapshot(canYield: boolean, full = false): { [k: string]:
     },
     glibc,
     luajit,
+    lua: collectLua(),
     shm,
     pools,
     skipped: ctx.skipped,

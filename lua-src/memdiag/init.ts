@@ -3,6 +3,7 @@ import { decode } from "./base/json";
 import { startLoop } from "./agent";
 import { registerPushParam, startPush } from "./push/client";
 import { startSamplerEndpoint } from "./http/sampler";
+import { registerLuaParam, scheduleCensuses } from "./http/lua";
 
 /**
  * Entry point from init_worker_by_lua (see nginx-conf/memdiag.conf). Only
@@ -13,6 +14,7 @@ export function start(this: void, optionsJson?: string): void {
   // /_memdiag parameters beyond the snapshot view: push=1, sampler=... (loads no native code until armed)
   registerPushParam();
   startSamplerEndpoint();
+  registerLuaParam();
   if (optionsJson !== undefined) {
     const [opts, err] = decode(optionsJson);
     if (opts === undefined) {
@@ -26,5 +28,6 @@ export function start(this: void, optionsJson?: string): void {
     ngx.log(ngx.ERR, `memdiag: lua_shared_dict ${config.dict} is missing; /_memdiag will only show this worker`);
   }
   startLoop();
+  scheduleCensuses();
   if (config.control_plane_url !== "") startPush();
 }

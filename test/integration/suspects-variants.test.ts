@@ -16,6 +16,7 @@
  *     fixture says holds the leaked pools.
  */
 import * as http from "http";
+import { getVia } from "../harness/http-agent";
 import { startCP, RunningCP } from "../harness/control-plane";
 import { Nginx, sleep } from "../harness/nginx";
 import { leakyLoadModule, LEAKY_LOCATIONS, LEAKY_POOL_SIZE } from "../harness/fixtures";
@@ -30,17 +31,7 @@ interface Gateway {
   instance?: string;
 }
 
-function get(port: number, p: string, agent: http.Agent): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: "127.0.0.1", port, path: p, agent, timeout: 5000 }, (res) => {
-      let body = "";
-      res.on("data", (d) => (body += d));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on("timeout", () => req.destroy(new Error(`GET ${p} timed out`)));
-    req.on("error", reject);
-  });
-}
+const get = getVia;
 
 describe("leak fixture, leak vs correct variant: suspects over the first minutes", () => {
   let cp: RunningCP;

@@ -64,6 +64,7 @@ export function layerRows(sinceStart: DiffRow[] | undefined, overWindow: DiffRow
     if (key === "glibc.mmap_bytes") return { id: key, label: "glibc mmapped", order: 31 };
     if (key === "glibc.in_use_bytes") return { id: key, label: "glibc in use", order: 32 };
     if (key === "luajit.gc_bytes") return { id: key, label: "LuaJIT GC heap", order: 40 };
+    if (key === "luajit.gc_floor_bytes") return { id: key, label: "after collection", order: 41, indent: true };
     if (key.startsWith("shm.")) return { id: "shm", label: "shm zones used", order: 50 };
     if (key === "pool.connection") return { id: key, label: "connection pools", order: 60 };
     if (key === "pool.request") return { id: key, label: "request pools", order: 61 };

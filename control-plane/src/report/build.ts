@@ -8,6 +8,7 @@
 import { Callpaths, Suspect } from "../protocol";
 import { Point, keepsGrowing, GrowthRules, DEFAULT_RULES, Trend } from "../trends";
 import { WorkerWindow, findSuspects, judgedSeries, seriesOf, rulesFor } from "../suspects";
+import { LUA_FLOOR } from "../lua-floor";
 import { State, diffStates, rowLabel } from "../diff";
 import { diffCallpaths } from "../callpaths";
 import { UnrootedInfo } from "../summary";
@@ -194,14 +195,16 @@ export class ReportBuilder {
     const releasable = this.judge("glibc.top_releasable_bytes");
     const mmap = this.judge("glibc.mmap_bytes");
     const arena = this.judge("glibc.arena_bytes");
-    const lua = this.judge("luajit.gc_bytes");
+    // the Lua heap is judged on what survives a collection where the agent reports it (lua-floor.ts)
+    const luaFloor = this.input.snapshots.some((x) => x.metrics[LUA_FLOOR] !== undefined);
+    const lua = this.judge(luaFloor ? LUA_FLOOR : "luajit.gc_bytes");
     const facts: Fact[] = [
       this.fact("glibc in use (arena + mmapped chunks)", inUse, { key: true }),
       this.fact("glibc free (in the arenas)", free),
       this.fact("glibc releasable at the top", releasable),
       this.fact("glibc arena (main arena, brk)", arena),
       this.fact("glibc mmapped chunks", mmap, { note: this.countNote("glibc.mmap_chunks", "chunks") }),
-      this.fact("LuaJIT GC heap", lua),
+      this.fact(luaFloor ? "LuaJIT heap after collection" : "LuaJIT GC heap", lua),
     ].filter((f) => f.now !== undefined);
     const ruled: string[] = [];
     // mallinfo2 counts every arena; the deep scan says how much of it is thread arenas (threads' own malloc)
@@ -258,7 +261,7 @@ export class ReportBuilder {
   /** the owner step's subject: the top specific suspect (trend) or the largest pool/shm/Lua growth (two snapshots) */
   private ownerSubject(): OwnerSubject | undefined {
     if (!this.twoPoint) {
-      const specific = findSuspects([this.w], this.input.window.seconds, this.rules).filter((s) => /^(pool|luajit|shm)\./.test(s.metric));
+      const specific = findSuspects([this.w], this.input.window.seconds, this.rules).filter((s) => /^(pool|luajit|lua|shm)\./.test(s.metric));
       if (specific.length) return { metric: specific[0].metric, suspect: specific[0], judged: this.judge(specific[0].metric) };
       return undefined;
     }

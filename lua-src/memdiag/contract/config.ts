@@ -28,6 +28,7 @@ export interface AgentConfig {
   layout_file: string;
   top_n: number;
   deep_interval_s: number;
+  lua_census_every_s: number;
   control_plane_url: string;
   token: string;
   max_frame_bytes: number;
@@ -51,6 +52,7 @@ export const AGENT_KEYS: { [K in keyof AgentConfig]: KeySpec } = {
   layout_file: { type: "string", default: "", doc: "force this layout file instead of choosing by nginx version and configure hash" },
   top_n: { type: "number", default: 10, min: 1, max: 1000, doc: "length of top-N lists (largest pools)" },
   deep_interval_s: { type: "number", default: 0, min: 0, max: 604800, doc: "seconds between automatic deep scans; 0 = only on demand" },
+  lua_census_every_s: { type: "number", default: 0, min: 0, max: 604800, doc: "seconds between automatic Lua heap censuses (/_memdiag?lua=census); 0 = only on demand" },
   control_plane_url: { type: "string", default: "", doc: "control-plane websocket URL; empty = do not push (configure fills it in from control_plane when push is on)" },
   token: { type: "string", default: "", doc: "shared secret sent in hello (configure fills it in from the top-level token)" },
   max_frame_bytes: { type: "number", default: 1048576, min: 4096, max: 1073741824, doc: "largest websocket frame the agent sends (bytes)" },

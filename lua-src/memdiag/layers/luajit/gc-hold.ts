@@ -110,9 +110,29 @@ export function holdGc(): boolean {
   return true;
 }
 
+/**
+ * A hold that outlasts yields (the Lua heap census): while pinned, the holds and releases of
+ * the agent's other readers (region classification, deep-scan slices) around their own
+ * yields change nothing, so they cannot hand back a collector the census still needs held.
+ */
+let pinned = false;
+
+/** Hold the collector until unpinGc(), whatever other readers release meanwhile; false when the application stopped it (nothing held) */
+export function pinGc(): boolean {
+  if (!holdGc()) return false;
+  pinned = true;
+  return true;
+}
+
+export function unpinGc(): void {
+  if (!pinned) return;
+  pinned = false;
+  releaseGc();
+}
+
 /** Hand the collector back if we hold it, with its threshold as before the hold (see above). */
 export function releaseGc(): void {
-  if (!held) return;
+  if (!held || pinned) return;
   held = false;
   if (saved < 0 || saved >= STOPPED) {
     collectgarbage("restart");

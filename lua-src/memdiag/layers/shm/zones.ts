@@ -13,6 +13,8 @@ import { rdNgxStr, rdPtr, rdU64 } from "../../safe/mem";
 import { symbolize } from "../../base/symbols";
 import { LIMITS, rangeReadable } from "../../nginx/validate";
 import { jitLib } from "../../base/nojit";
+import { readSlab, SlabInfo } from "./slab-classes";
+import { countDictKeys, DictKeys } from "./lua-dict";
 
 // once a second, not hot enough to pay back its traces (base/nojit.ts jitLib)
 jitLib?.off?.(true, true);
@@ -24,6 +26,10 @@ export interface ShmZone {
   free_bytes?: number;
   owner?: string;
   error?: string;
+  slab?: SlabInfo;
+  slab_error?: string;
+  /** lua_shared_dict zones */
+  dict?: DictKeys;
   /** not serialised: where the zone is mapped, for region classification */
   addr?: number;
 }
@@ -130,6 +136,10 @@ export function collectShm(ctx: Ctx, layout: Layout | undefined): ShmZone[] {
       }
       zone.free_bytes = pfree * ps;
       zone.used_bytes = size - zone.free_bytes;
+      const [slab, slabError] = readSlab(L, addr, size, ps);
+      zone.slab = slab;
+      zone.slab_error = slabError;
+      if (slab && zone.owner === "ngx_http_lua_module") zone.dict = countDictKeys(ctx, rdPtr(addr + off(L, "ngx_slab_pool_t", "data")), start, end);
     }
     const nx = rdPtr(part + pNext);
     if (nx === part) {
