@@ -5,10 +5,11 @@
  * snapshots (live mode) a series grew when it rose by at least the same minimum.
  * Every sentence is made from the numbers in the step's facts.
  */
-import { Callpaths, Suspect } from "../protocol";
+import { Callpaths, DiffRow, Suspect } from "../protocol";
 import { Point, keepsGrowing, GrowthRules, DEFAULT_RULES, Trend } from "../trends";
 import { WorkerWindow, findSuspects, judgedSeries, seriesOf, rulesFor } from "../suspects";
 import { LUA_FLOOR } from "../lua-floor";
+import { luaCount, luaTablePath } from "../lua-series";
 import { State, diffStates, rowLabel } from "../diff";
 import { diffCallpaths } from "../callpaths";
 import { UnrootedInfo } from "../summary";
@@ -84,6 +85,13 @@ const REGION_CLASSES: { cls: string; label: string; ruledOut?: string }[] = [
 
 /** resident bytes of one region class in a snapshot (its zones summed for shm) */
 const regionPick = (cls: string) => (k: string): boolean => k === `region.${cls}.rss_bytes` || (k.startsWith(`region.${cls}.`) && k.endsWith(".rss_bytes") && k.split(".").length > 3);
+
+/** the byte metric behind a pool, shm or Lua diff row */
+function rowMetricOf(r: DiffRow): string {
+  if (r.section === "shm") return `${r.key}.used_bytes`;
+  if (r.section === "luajit") return r.key.startsWith("lua.") ? `${r.key}.bytes` : r.key;
+  return `${r.key}.bytes`;
+}
 
 export class ReportBuilder {
   private readonly rules: GrowthRules;
@@ -197,14 +205,21 @@ export class ReportBuilder {
     const arena = this.judge("glibc.arena_bytes");
     // the Lua heap is judged on what survives a collection where the agent reports it (lua-floor.ts)
     const luaFloor = this.input.snapshots.some((x) => x.metrics[LUA_FLOOR] !== undefined);
-    const lua = this.judge(luaFloor ? LUA_FLOOR : "luajit.gc_bytes");
+    const gcLua = this.judge(luaFloor ? LUA_FLOOR : "luajit.gc_bytes");
+    // the census's live objects: steadier than the GC's running total, which saws with every cycle
+    const censusAll = derived(this.input.snapshots, (k) => k.startsWith("lua.type.") && k.endsWith(".bytes"));
+    const census = censusAll.length ? this.judge("luajit.gc_bytes", censusAll.filter((p) => ws === undefined || this.twoPoint || p.t >= ws + this.rules.warmup_s), censusAll) : undefined;
+    const byCensus = gcLua.verdict !== "grew" && census?.verdict === "grew";
+    const lua = byCensus ? census! : gcLua;
+    const luaName = byCensus ? "Lua objects counted by the census" : luaFloor ? "LuaJIT heap after collection" : "LuaJIT GC heap";
     const facts: Fact[] = [
       this.fact("glibc in use (arena + mmapped chunks)", inUse, { key: true }),
       this.fact("glibc free (in the arenas)", free),
       this.fact("glibc releasable at the top", releasable),
       this.fact("glibc arena (main arena, brk)", arena),
       this.fact("glibc mmapped chunks", mmap, { note: this.countNote("glibc.mmap_chunks", "chunks") }),
-      this.fact(luaFloor ? "LuaJIT heap after collection" : "LuaJIT GC heap", lua),
+      this.fact(luaFloor ? "LuaJIT heap after collection" : "LuaJIT GC heap", gcLua),
+      ...(census ? [this.fact("LuaJIT: live Lua objects (census)", census)] : []),
     ].filter((f) => f.now !== undefined);
     const ruled: string[] = [];
     // mallinfo2 counts every arena; the deep scan says how much of it is thread arenas (threads' own malloc)
@@ -235,10 +250,11 @@ export class ReportBuilder {
     }
     if (lua.verdict === "grew") {
       verdict = "grew";
-      finding += `; the LuaJIT GC heap ${this.growth(lua)}`;
-      gist = `${gist ? gist + ", " : ""}LuaJIT GC heap ${signedBytes(lua.delta!)}`;
+      finding += `; LuaJIT: the ${luaName} ${this.growth(lua)}`;
+      if (byCensus) finding += ` (the GC heap's running total ${signedBytes(gcLua.delta ?? 0)}, judged ${gcLua.verdict === "stable" ? `not a trend: ${gcLua.reason}` : gcLua.verdict})`;
+      gist = `${gist ? gist + ", " : ""}LuaJIT: ${luaName} ${signedBytes(lua.delta!)}`;
     } else if (lua.last !== undefined) {
-      finding += `; LuaJIT GC heap ${fmtBytes(lua.last)} (${signedBytes(lua.delta ?? 0)}, ${lua.verdict === "stable" ? "no sustained growth" : "not enough data"})`;
+      finding += `; LuaJIT GC heap ${fmtBytes(lua.last)} (${signedBytes(lua.delta ?? 0)}, ${lua.verdict === "stable" ? "no sustained growth" : "not enough data"}${lua.reason ? `: ${lua.reason}` : ""})`;
       if (lua.verdict === "stable") ruled.push(`the Lua heap: ${signedBytes(lua.delta ?? 0)} (now ${fmtBytes(lua.last)})`);
     }
     return {
@@ -270,7 +286,7 @@ export class ReportBuilder {
     const a = this.deep.length >= 2 ? this.deep[0] : snaps[0], b = this.deep.length >= 2 ? this.deep[this.deep.length - 1] : snaps[snaps.length - 1];
     const rows = diffStates(this.state(a), this.state(b)).filter((r) => r.section === "pool" || r.section === "shm" || r.section === "luajit");
     for (const r of rows) {
-      const metric = r.section === "shm" ? `${r.key}.used_bytes` : r.section === "luajit" ? r.key : `${r.key}.bytes`;
+      const metric = rowMetricOf(r);
       const j = this.judge(metric);
       if (j.verdict === "grew") return { metric, judged: j };
     }
@@ -307,8 +323,10 @@ export class ReportBuilder {
         .sort((x, y) => Math.abs(y.delta_bytes) - Math.abs(x.delta_bytes))
         .slice(0, 8);
       for (const r of rows) {
-        this.rowMetric.set(r.label, r.section === "shm" ? `${r.key}.used_bytes` : r.section === "luajit" ? r.key : `${r.key}.bytes`);
-        facts.push({ label: r.label, start: r.a_bytes, now: r.b_bytes, delta: r.delta_bytes, unit: "bytes", note: r.delta_count !== undefined ? `${r.a_count!.toLocaleString("en-US")} → ${r.b_count!.toLocaleString("en-US")} ${r.section === "pool" ? "pools" : "chunks"} (${signedCount(r.delta_count)})` : undefined });
+        const metric = rowMetricOf(r);
+        this.rowMetric.set(r.label, metric);
+        const noun = r.section === "pool" ? "pools" : luaCount(metric)?.noun ?? "chunks";
+        facts.push({ label: r.label, start: r.a_bytes, now: r.b_bytes, delta: r.delta_bytes, unit: "bytes", note: r.delta_count !== undefined ? `${r.a_count!.toLocaleString("en-US")} → ${r.b_count!.toLocaleString("en-US")} ${noun} (${signedCount(r.delta_count)})` : undefined });
       }
     }
     const subj = this.subject();
@@ -334,20 +352,48 @@ export class ReportBuilder {
     const label = info ? `unrooted pools held by ${info.owner}` : rowLabel(subj.metric.replace(/\.(bytes|used_bytes)$/, ""), this.owners);
     for (const f of facts) if (f.label === label || (sig !== undefined && f.label === rowLabel(`pool.unrooted.${sig}`, this.owners))) f.key = true;
     let finding = `${label}: ${this.growth(subj.judged)}`;
-    const pools = sig !== undefined ? this.countNote(`pool.unrooted.${sig}.pools`, "pools") : subj.metric.startsWith("pool.") ? this.countNote(subj.metric.replace(/\.bytes$/, ".pools"), "pools") : undefined;
+    const lc = luaCount(subj.metric);
+    const pools = sig !== undefined ? this.countNote(`pool.unrooted.${sig}.pools`, "pools")
+      : subj.metric.startsWith("pool.") ? this.countNote(subj.metric.replace(/\.bytes$/, ".pools"), "pools")
+      : lc ? this.countNote(lc.count, lc.noun) : undefined;
     if (pools) finding += `, ${pools}`;
     if (info) {
       finding += `; owner ${info.owner}`;
       if (info.retainer) finding += `, retained through ${info.retainer}`;
       if (info.create_size !== undefined) finding += `; pools created with size ${info.create_size}`;
       finding += `, cleanups: ${info.cleanups.length ? info.cleanups.join(", ") : "none"}`;
+      const kin = this.kin(sig!, info);
+      if (kin.length) {
+        const n = kin.reduce((a, k) => a + k.pools, 0), bytes = kin.reduce((a, k) => a + k.bytes, 0);
+        finding += `; the same kind of pool (same create size and creation path) also grew in ${kin.length} group${kin.length === 1 ? "" : "s"} held by ${[...new Set(kin.map((k) => k.owner))].join(", ")}: ${signedCount(n)} pools (${signedBytes(bytes)})`;
+        facts.push({ label: "same kind of pool, other holders", delta: bytes, unit: "bytes", note: `${signedCount(n)} pools in ${kin.length} group${kin.length === 1 ? "" : "s"}` });
+      }
       facts.unshift({ label: "owner", note: info.owner }, { label: "retainer path", note: info.retainer || "–" });
-    } else if (subj.suspect) finding += `; owner ${subj.suspect.owner}`;
+    } else if (luaTablePath(subj.metric) !== undefined) finding += "; a Lua table, in the LuaJIT heap, reached through that path from the registry";
+    else if (subj.suspect) finding += `; owner ${subj.suspect.owner}`;
     const gist = `${label} ${signedBytes(subj.judged.delta ?? 0)}${pools ? ` (${pools.replace(/ \(.*\)$/, "")})` : ""}`;
     return {
       id: "owner", title, verdict: "grew", finding: finding + ".", gist, facts, ruled_out: ruled,
       chart: { kind: "lines", title: label, unit: "bytes", series: [this.chartLine(label, seriesOf(this.w, subj.metric))] },
     };
+  }
+
+  /**
+   * Other unrooted groups of the same kind of pool that grew: the same create size and creation
+   * path, held elsewhere (the agent groups pools by holder, so one leak can span several groups)
+   */
+  private kin(sig: string, info: UnrootedInfo): { owner: string; pools: number; bytes: number }[] {
+    if (!info.created_at || info.create_size === undefined) return [];
+    const path = info.created_at.join(" ");
+    const out: { owner: string; pools: number; bytes: number }[] = [];
+    for (const other in this.owners) {
+      const o = this.owners[other];
+      if (other === sig || o.create_size !== info.create_size || !o.created_at || o.created_at.join(" ") !== path) continue;
+      const pools = seriesOf(this.w, `pool.unrooted.${other}.pools`), bytes = seriesOf(this.w, `pool.unrooted.${other}.bytes`);
+      const dp = pools.length >= 2 ? pools[pools.length - 1].v - pools[0].v : 0;
+      if (dp > 0) out.push({ owner: o.owner, pools: dp, bytes: bytes.length >= 2 ? bytes[bytes.length - 1].v - bytes[0].v : 0 });
+    }
+    return out;
   }
 
   /** the byte metric behind an owner-step row, by its label */
@@ -404,6 +450,14 @@ export class ReportBuilder {
   code(): Step {
     const title = "Code path: where the growing memory was allocated";
     const subj = this.subject();
+    const luaPath = subj ? luaTablePath(subj.metric) : undefined;
+    if (luaPath !== undefined) {
+      // Lua objects come from LuaJIT's own allocator: no C call path (and no malloc the sampler sees) made them
+      return {
+        id: "code", title, verdict: "not enough data", facts: [], ruled_out: [],
+        finding: `The growth is Lua objects in ${luaPath}, allocated by LuaJIT's own allocator: no C creation path applies and the allocation sampler (malloc) does not see them. The code to find is the Lua code that stores into ${luaPath} and never removes the entries.`,
+      };
+    }
     const sig = subj ? this.sigOf(subj.metric) : undefined;
     const created = sig !== undefined ? this.owners[sig]?.created_at : undefined;
     const facts: Fact[] = [];
@@ -454,9 +508,11 @@ export class ReportBuilder {
       ? `curl -s -X POST '${cu}/api/workers/${encodeURIComponent(key)}/command' -H 'content-type: application/json' -d '{"command":"${command}"}'`
       : `curl -s '${mu ?? "http://127.0.0.1:9145"}/_memdiag?${command === "deep" ? "deep=1" : "sampler=arm"}'`;
     const anyGrowth = steps.some((s) => s.verdict === "grew");
+    const subj = this.subject();
+    const luaPath = subj ? luaTablePath(subj.metric) : undefined;
     if (by("system").verdict === "not enough data") out.push(`Widen the window or wait: RSS needs at least ${this.rules.min_points} snapshots over half the window after the worker's ${this.rules.warmup_s} s warm-up.`);
-    if (this.deep.length < 2 && anyGrowth) out.push(`Run deep scans at both ends of a window (agent option deep_interval_s, or now: ${cmd("deep")}) so the unrooted pools and the size classes can be compared.`);
-    if (by("code").verdict === "not enough data" && anyGrowth) {
+    if (this.deep.length < 2 && anyGrowth && luaPath === undefined) out.push(`Run deep scans at both ends of a window (agent option deep_interval_s, or now: ${cmd("deep")}) so the unrooted pools and the size classes can be compared.`);
+    if (by("code").verdict === "not enough data" && anyGrowth && luaPath === undefined) {
       const owner = this.subject();
       const j = owner?.judged;
       const rate = j?.trend?.slope_per_min ?? (j?.delta && j.span > 0 ? (j.delta / j.span) * 60 : undefined);
@@ -469,6 +525,7 @@ export class ReportBuilder {
       const sig = o ? this.sigOf(o.metric) : undefined;
       const info = sig !== undefined ? this.owners[sig] : undefined;
       if (info) out.push(`Look at ${info.owner}: the pools it holds (${info.retainer || "retainer unknown"}) keep accumulating; ${by("code").verdict === "grew" ? "the code path step names where they are created" : "arm the sampler to see where they are created"}; then find where they should be destroyed.`);
+      else if (luaPath !== undefined) out.push(`Find the Lua code that inserts into ${luaPath} (search the Lua sources for the table's name and what writes into it): its entries are added and never removed, so the cache needs a bound or an expiry. To follow the table live: ${mu ? `curl -s '${mu}/_memdiag?lua=census'` : "curl -s 'http://127.0.0.1:9145/_memdiag?lua=census'"} on the worker lists its keys and bytes.`);
       else out.push(`Look at what fills ${owner.finding.split(":")[0]}.`);
     }
     if (!anyGrowth && by("system").verdict === "stable") out.push("Nothing to do for memory on this worker in this window; report over a longer window if the growth is slow.");

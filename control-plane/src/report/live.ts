@@ -9,6 +9,7 @@ import { symbolizePaths } from "../callpaths";
 import { Symbolizer } from "../elfsym";
 import { Callpaths } from "../protocol";
 import { ReportInput } from "./build";
+import { nameCreationPaths } from "./creation";
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -121,12 +122,14 @@ export class LiveSource {
         return { time: Number(s.time), deep: m.deep, metrics: m.metrics, unrooted: m.unrooted };
       };
       const cps = typeof ca !== "string" && typeof cb !== "string" ? { first: ca, last: cb } : typeof cb !== "string" ? { last: cb } : undefined;
+      const snaps = [snap(a), snap(b)];
+      nameCreationPaths(snaps, [cps?.first, cps?.last], this.sym);
       return {
         mode: "live",
         generated_at: Date.now() / 1000,
         worker: { key: `${b.instance}/${b.pid}`, instance: String(b.instance ?? "?"), pid: Number(b.pid), host: b.host, worker_start: b.worker_start },
         window: { from: Number(a.time), to: Number(b.time), seconds: Number(b.time) - Number(a.time) },
-        snapshots: [snap(a), snap(b)],
+        snapshots: snaps,
         callpaths: cps,
         ...(typeof cb === "string" ? { callpaths_error: cb } : {}),
         reach: { memdiag_url: this.o.url.replace(/\/$/, "") },

@@ -6,6 +6,8 @@
  */
 import { Store, WorkerRow } from "../store";
 import { CallpathStore } from "../callpaths";
+import { Symbolizer } from "../elfsym";
+import { nameCreationPaths } from "./creation";
 import { Callpaths } from "../protocol";
 import { HttpError } from "../params";
 import { MAX_POINTS, suspectsFor } from "../analysis";
@@ -66,6 +68,9 @@ function pickWorker(store: Store, sel: ReportSelection): { w: WorkerRow; others:
   return { w, others: ws.filter((x) => x !== w && x.instance === w.instance) };
 }
 
+/** one for the process: it caches the objects' symbol tables */
+const symbolizer = new Symbolizer();
+
 export function reportInputFromStore(store: Store, callpaths: CallpathStore, sel: ReportSelection, reach: ReportInput["reach"], now = Date.now() / 1000): { input: ReportInput; worker: WorkerRow } {
   const { w, others } = sel.worker !== undefined ? { w: findWorker(store, sel.worker, sel.instance), others: [] as WorkerRow[] } : pickWorker(store, sel);
   if (sel.instance !== undefined && w.instance !== sel.instance) throw new HttpError(400, `worker '${w.key}' is not in instance '${sel.instance}'`);
@@ -78,6 +83,7 @@ export function reportInputFromStore(store: Store, callpaths: CallpathStore, sel
   const last = fetches.find((c) => c.time <= to + 60 && c.time >= from);
   const first = fetches.find((c) => c.time <= from) ?? [...fetches].reverse().find((c) => c.time >= from);
   const cp = last ? { first: get(first?.id), last: get(last.id) } : undefined;
+  nameCreationPaths(snapshots, [cp?.first, cp?.last], symbolizer);
   const otherLines: Report["others"] = others.map((o) => {
     const ow = windowOf(store, o, { ...sel, to: undefined, from: undefined });
     const a = store.firstAfter(o.id, ow.from) ?? store.atOrBefore(o.id, ow.from), b = store.atOrBefore(o.id, ow.to);
