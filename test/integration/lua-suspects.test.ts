@@ -10,31 +10,10 @@ import * as http from "http";
 import { getVia } from "../harness/http-agent";
 import { startCP, RunningCP } from "../harness/control-plane";
 import { Nginx, sleep } from "../harness/nginx";
+import { LUA_CACHE_BOUND, LUA_CACHE_PATH, luaCacheLocations } from "../harness/lua-cache";
 
 const WINDOW_S = 60;
-const PATH = 'package.loaded["app.cache"].by_key';
-
-const cacheLocations = (bounded: boolean) => `
-    location = /t/req {
-        content_by_lua_block {
-            local c = package.loaded["app.cache"]
-            if not c then c = { by_key = {}, order = {}, n = 0 } package.loaded["app.cache"] = c end
-            local k = {}
-            c.by_key[k] = string.rep("r", 2000) .. ngx.var.request_id
-            c.n = c.n + 1
-            ${bounded ? `c.order[#c.order + 1] = k
-            if #c.order > 50 then c.by_key[table.remove(c.order, 1)] = nil end` : ""}
-            ngx.say(c.n)
-        }
-    }
-    location = /t/count {
-        content_by_lua_block {
-            local c = package.loaded["app.cache"]
-            local n = 0
-            for _ in pairs(c and c.by_key or {}) do n = n + 1 end
-            ngx.say(n)
-        }
-    }`;
+const PATH = LUA_CACHE_PATH;
 
 const get = getVia;
 
@@ -47,7 +26,7 @@ describe("a Lua table leak as a suspect, by path", () => {
     for (const leak of [true, false]) {
       const ngx = new Nginx({
         workers: 1,
-        appLocations: cacheLocations(!leak),
+        appLocations: luaCacheLocations(!leak),
         agent: { control_plane_url: `${cp.ws}/ingest`, interval_s: 2, lua_census_every_s: 5 },
       });
       gws.push({ leak, ngx, keep: new http.Agent({ keepAlive: true, maxSockets: 4 }) });
@@ -104,7 +83,7 @@ describe("a Lua table leak as a suspect, by path", () => {
     console.log(seen.join("\n"));
     console.log(`found after ${foundAt} ms: ${found?.evidence}; fixture: ${kept} entries kept (clean: ${keptClean})`);
     expect(errors).toEqual([]);
-    expect(keptClean).toBe(50);
+    expect(keptClean).toBe(LUA_CACHE_BOUND);
     expect(luaOfClean).toEqual([]);
     expect(found).toBeDefined();
     expect(found.subject).toBe(PATH);

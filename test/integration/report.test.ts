@@ -16,6 +16,7 @@ import * as path from "path";
 import { Nginx, httpGet, sleep } from "../harness/nginx";
 import { until } from "../harness/until";
 import { startCP, RunningCP, getJson, tempDir } from "../harness/control-plane";
+import { workerKey, deepAfter } from "../harness/cp-workers";
 import { openPage, HeadlessPage } from "../harness/browser";
 import { LEAKY_LOCATIONS, LEAKY_POOL_SIZE, LEAKY_TABLE_SIZE, ensureSampler, leakyLoadModule } from "../harness/fixtures";
 import { ROOT } from "../../control-plane/src/config-file";
@@ -78,20 +79,6 @@ describe("report: leak fixture vs clean workload", () => {
       return s.body.state === "sent" ? undefined : s.body;
     });
   };
-  const keyOf = (ngx: Nginx) => until("the worker connected", async () => {
-    const pid = ngx.workerPids()[0];
-    return (await api("/api/workers?state=live")).body.find((w: any) => w.pid === pid)?.key as string | undefined;
-  });
-  /** the time of the worker's first stored deep snapshot whose scan started after t (snapshots carry the last scan's results) */
-  const deepAfter = (key: string, t: number) => until(`a deep scan of ${key} started after ${t}`, async () => {
-    const list = (await api(`/api/workers/${encodeURIComponent(key)}/snapshots?from=${t}`)).body as any[];
-    for (const s of list.filter((x) => x.deep && x.time > t)) {
-      const full = (await api(`/api/snapshots/${s.id}`)).body.snapshot;
-      if (full.scan?.started > t) return s.time as number;
-    }
-    return undefined;
-  });
-
   beforeAll(async () => {
     ensureSampler();
     cp = await startCP({ staticDir: path.join(ROOT, "control-plane", "web") });
@@ -100,13 +87,13 @@ describe("report: leak fixture vs clean workload", () => {
     leak = mk("leak");
     clean = mk("correct");
     await Promise.all([leak.start(), clean.start()]);
-    [leakKey, cleanKey] = await Promise.all([keyOf(leak), keyOf(clean)]);
+    [leakKey, cleanKey] = await Promise.all([workerKey(cp, leak), workerKey(cp, clean)]);
     const arm = await command(leakKey, "sampler_arm", { rate: 1 });
     expect(arm.state).toBe("done");
     // the call paths at the window's start (nothing of the fixture outstanding yet)
     expect((await api(`/api/workers/${encodeURIComponent(leakKey)}/callpaths`)).status).toBe(200);
     const now = Date.now() / 1000;
-    [from, cleanFrom] = await Promise.all([deepAfter(leakKey, now), deepAfter(cleanKey, now)]);
+    [from, cleanFrom] = await Promise.all([deepAfter(cp, leakKey, now), deepAfter(cp, cleanKey, now)]);
     // one update a second on each, over one keepalive connection each (the same worker answers)
     const t0 = Date.now();
     for (let i = 0; Date.now() - t0 < RUN_S * 1000; i++) {
@@ -118,8 +105,8 @@ describe("report: leak fixture vs clean workload", () => {
     expect((await api(`/api/workers/${encodeURIComponent(leakKey)}/callpaths`)).status).toBe(200);
     // a deep scan that started after the last update closes the window
     const end = Date.now() / 1000;
-    to = await deepAfter(leakKey, end);
-    await deepAfter(cleanKey, end);
+    to = await deepAfter(cp, leakKey, end);
+    await deepAfter(cp, cleanKey, end);
     const r = await api(`/api/report?worker=${encodeURIComponent(leakKey)}&from=${from}&to=${to}`);
     expect(r.status).toBe(200);
     leakReport = r.body;

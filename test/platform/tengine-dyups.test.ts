@@ -11,10 +11,10 @@
 import * as fs from "fs";
 import { execFileSync } from "child_process";
 import { Nginx } from "../harness/nginx";
-import { freePort } from "../harness/ports";
+import { startDyups } from "../harness/dyups";
 import { PLATFORM } from "../harness/platform";
 import { ensureSampler, samplerCall as sampler } from "../harness/fixtures";
-import { DYUPS_POOL_SIZE, DYUPS_RING_BYTES, dyupsConf, dyupsUpdate } from "../../scripts/demo/dyups";
+import { DYUPS_POOL_SIZE, DYUPS_RING_BYTES, dyupsUpdate } from "../../scripts/demo/dyups";
 import { validateSnapshot } from "../../schema/validate";
 import { Symbolizer } from "../../control-plane/src/elfsym";
 
@@ -36,13 +36,8 @@ function connectionsTo(pid: number, port: number): number {
   let pid = 0;
   beforeAll(async () => {
     ensureSampler();
-    backendPort = await freePort();
-    dyupsPort = await freePort();
-    const c = dyupsConf(backendPort, dyupsPort);
-    ngx = new Nginx({ workers: 1, http: c.http, appLocations: c.appLocations });
-    await ngx.start();
+    ({ ngx, backendPort, dyupsPort } = await startDyups());
     pid = ngx.workerPids()[0];
-    await ngx.snapshots();
   });
   afterAll(() => ngx?.stop());
 
@@ -116,12 +111,7 @@ function connectionsTo(pid: number, port: number): number {
   let backendPort = 0;
   let dyupsPort = 0;
   beforeAll(async () => {
-    backendPort = await freePort();
-    dyupsPort = await freePort();
-    const c = dyupsConf(backendPort, dyupsPort);
-    ngx = new Nginx({ workers: 1, http: c.http, appLocations: c.appLocations });
-    await ngx.start();
-    await ngx.snapshots();
+    ({ ngx, backendPort, dyupsPort } = await startDyups());
   });
   afterAll(() => ngx?.stop());
 

@@ -7,10 +7,10 @@
  * allocates (150 servers x 160 points x 16 bytes), the pools' create size (512).
  */
 import { Nginx } from "../harness/nginx";
-import { freePort } from "../harness/ports";
+import { startDyups } from "../harness/dyups";
 import { PLATFORM } from "../harness/platform";
 import { ensureSampler, samplerCall as sampler } from "../harness/fixtures";
-import { DYUPS_POOL_SIZE, DYUPS_RING_BYTES, dyupsConf, dyupsUpdate } from "../../scripts/demo/dyups";
+import { DYUPS_POOL_SIZE, DYUPS_RING_BYTES, dyupsUpdate } from "../../scripts/demo/dyups";
 import { LiveSource } from "../../control-plane/src/report/live";
 import { buildReport } from "../../control-plane/src/report/build";
 import type { Report, Step } from "../../control-plane/src/report/model";
@@ -27,12 +27,7 @@ const step = (r: Report, id: string): Step => r.steps.find((s) => s.id === id)!;
   let dyupsPort = 0;
   beforeAll(async () => {
     ensureSampler();
-    backendPort = await freePort();
-    dyupsPort = await freePort();
-    const c = dyupsConf(backendPort, dyupsPort);
-    ngx = new Nginx({ workers: 1, http: c.http, appLocations: c.appLocations });
-    await ngx.start();
-    await ngx.snapshots();
+    ({ ngx, backendPort, dyupsPort } = await startDyups());
   });
   afterAll(() => ngx?.stop());
 

@@ -210,8 +210,12 @@ export class ReportBuilder {
     const censusAll = derived(this.input.snapshots, (k) => k.startsWith("lua.type.") && k.endsWith(".bytes"));
     const census = censusAll.length ? this.judge("luajit.gc_bytes", censusAll.filter((p) => ws === undefined || this.twoPoint || p.t >= ws + this.rules.warmup_s), censusAll) : undefined;
     const byCensus = gcLua.verdict !== "grew" && census?.verdict === "grew";
-    const lua = byCensus ? census! : gcLua;
-    const luaName = byCensus ? "Lua objects counted by the census" : luaFloor ? "LuaJIT heap after collection" : "LuaJIT GC heap";
+    // a Lua table that keeps growing is Lua heap that keeps growing, whatever the totals' noise
+    const subj = this.subject();
+    const table = subj ? luaTablePath(subj.metric) : undefined;
+    const byTable = gcLua.verdict !== "grew" && !byCensus && table !== undefined && subj!.judged.verdict === "grew";
+    const lua = byCensus ? census! : byTable ? subj!.judged : gcLua;
+    const luaName = byCensus ? "Lua objects counted by the census" : byTable ? `Lua objects reached through ${table}` : luaFloor ? "LuaJIT heap after collection" : "LuaJIT GC heap";
     const facts: Fact[] = [
       this.fact("glibc in use (arena + mmapped chunks)", inUse, { key: true }),
       this.fact("glibc free (in the arenas)", free),
@@ -251,7 +255,8 @@ export class ReportBuilder {
     if (lua.verdict === "grew") {
       verdict = "grew";
       finding += `; LuaJIT: the ${luaName} ${this.growth(lua)}`;
-      if (byCensus) finding += ` (the GC heap's running total ${signedBytes(gcLua.delta ?? 0)}, judged ${gcLua.verdict === "stable" ? `not a trend: ${gcLua.reason}` : gcLua.verdict})`;
+      const noisy = (name: string, j: Judged): string => `${name} ${signedBytes(j.delta ?? 0)}, ${j.verdict === "stable" ? `not a trend: ${j.reason}` : j.verdict}`;
+      if (byCensus || byTable) finding += ` (the GC heap's running total saws with each cycle: ${noisy("running total", gcLua)}${byTable && census ? `; ${noisy("census's live objects", census)}` : ""})`;
       gist = `${gist ? gist + ", " : ""}LuaJIT: ${luaName} ${signedBytes(lua.delta!)}`;
     } else if (lua.last !== undefined) {
       finding += `; LuaJIT GC heap ${fmtBytes(lua.last)} (${signedBytes(lua.delta ?? 0)}, ${lua.verdict === "stable" ? "no sustained growth" : "not enough data"}${lua.reason ? `: ${lua.reason}` : ""})`;
