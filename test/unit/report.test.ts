@@ -15,6 +15,7 @@ import type { Callpaths } from "../../control-plane/src/protocol";
 const MB = 1 << 20;
 const START = 1_764_200_000;
 const OWNER = "ngx_http_dyups_module.so (.bss+0x80)";
+const KIN_OWNER = "cycle pool";
 const TABLE = 300 * 1024;
 const POOL = 16384;
 const CLASS = 262144;
@@ -25,6 +26,8 @@ interface Spec {
   steps: number;
   created_at?: string[];
   age_s?: number;
+  /** pools per step of the same kind (create size, creation path) held by another owner */
+  kin?: number;
 }
 
 /** a snapshot every 15 s, every other one deep; `leak` pools (16 KB block + one 300 KB table each) per step */
@@ -39,10 +42,13 @@ function history(spec: Spec): { input: ReportInput; pools: (i: number) => number
     const s = buildSnapshot({
       seq: i + 1, time: START + i * 15, worker_start, deep: i % 2 === 0,
       rss_bytes: 80 * MB + held, glibc_heap_bytes: 30 * MB + held, glibc_in_use_bytes: 26 * MB + held,
-      unrooted: [{ signature: "s1", owner: OWNER, pools: n, block_bytes: n * POOL, large_blocks: n, large_bytes: n * TABLE, create_size: POOL, cleanups: [] }],
+      unrooted: [
+        { signature: "s1", owner: OWNER, pools: n, block_bytes: n * POOL, large_blocks: n, large_bytes: n * TABLE, create_size: POOL, cleanups: [] },
+        ...(spec.kin ? [{ signature: "s2", owner: KIN_OWNER, pools: i * spec.kin, block_bytes: i * spec.kin * POOL, large_blocks: 0, large_bytes: 0, create_size: POOL, cleanups: [] }] : []),
+      ],
       size_classes: sc,
     });
-    if (spec.created_at && i % 2 === 0) ((s.pools as any).unrooted[0] as any).created_at = spec.created_at;
+    if (spec.created_at && i % 2 === 0) for (const u of (s.pools as any).unrooted) u.created_at = spec.created_at;
     if (s.scan) Object.assign(s.scan, { arena_heaps: 0, arena_bytes: 0 });
     const m = summarize(s);
     snaps.push({ time: START + i * 15, deep: m.deep, metrics: m.metrics, unrooted: m.unrooted });
@@ -174,6 +180,58 @@ describe("report on two deep snapshots (live mode)", () => {
     const clean = history({ leak: 0, steps: 4 }).input;
     const rc = buildReport({ ...clean, mode: "live", snapshots: [clean.snapshots[0], clean.snapshots[4]] });
     for (const s of rc.steps) expect(s.verdict).not.toBe("grew");
+  });
+});
+
+describe("report on one kind of pool held by two owners", () => {
+  test("the owner step names the larger group and adds up the other group of the same create size and creation path", () => {
+    const N = 40;
+    const path = ["ngx_memalign+0x20", "ngx_create_pool+0x1a", "ngx_dyups_do_update+0x15f"];
+    const r = buildReport(history({ leak: 3, steps: N, created_at: path, kin: 1 }).input);
+    const ow = step(r, "owner");
+    expect(ow.verdict).toBe("grew");
+    expect(ow.finding).toContain(`1 → ${1 + 3 * N} pools (+${3 * N})`);
+    expect(ow.finding).toContain(`also grew in 1 group held by ${KIN_OWNER}: +${N} pools (+${fmtBytes(N * POOL)})`);
+    expect(ow.facts.find((f) => f.label === "same kind of pool, other holders")).toMatchObject({ delta: N * POOL, note: `+${N} pools in 1 group` });
+    // another creation path is another kind of pool: not added
+    const h = history({ leak: 3, steps: N, created_at: path, kin: 1 }).input;
+    for (const s of h.snapshots) if (s.unrooted.s2) s.unrooted = { ...s.unrooted, s2: { ...s.unrooted.s2, created_at: ["ngx_create_pool+0x1a", "elsewhere+0x1"] } };
+    expect(step(buildReport(h), "owner").finding).not.toContain("also grew");
+  });
+});
+
+describe("report on a Lua table that keeps growing while the GC total saws", () => {
+  const PATH = 'package.loaded["app.cache"].by_key';
+  const N = 40, KEYS = 300, PER_KEY = 2100;
+  const worker_start = START - 3600;
+  const snaps: ReportInput["snapshots"] = [];
+  for (let i = 0; i <= N; i++) {
+    const keys = 100 + i * KEYS;
+    // the running total drops by most of what it gained at every other snapshot (a cycle): no trend
+    const gc = 20 * MB + (i % 2 === 0 ? 40 * MB : 0) + (i * KEYS * PER_KEY) / 8;
+    const s = buildSnapshot({ seq: i + 1, time: START + i * 15, worker_start, gc_bytes: gc });
+    (s as any).lua = { census: { ok: true, time: START + i * 15 - 1, types: [{ type: "string", count: keys, bytes: keys * PER_KEY + (i % 2) * 30 * MB }], holders: { tables: [{ path: PATH, reached_bytes: 4096 + keys * PER_KEY, keys }] } } };
+    const m = summarize(s);
+    snaps.push({ time: START + i * 15, deep: m.deep, metrics: m.metrics, unrooted: m.unrooted });
+  }
+  const r = buildReport({
+    mode: "history", generated_at: START + N * 15 + 1, worker: { key: "gw/4243/1", instance: "gw", pid: 4243, worker_start },
+    window: { from: START, to: START + N * 15, seconds: N * 15 }, snapshots: snaps, reach: { control_plane_url: "http://127.0.0.1:9146" },
+  });
+  test("owner: the table path with its keys; allocator: LuaJIT grew; code: no C path claimed, no sampler to arm", () => {
+    const ow = step(r, "owner");
+    expect(ow.verdict).toBe("grew");
+    expect(ow.finding.startsWith(`${PATH}: +${fmtBytes(N * KEYS * PER_KEY)} over 10 min`)).toBe(true);
+    expect(ow.finding).toContain(`100 → ${(100 + N * KEYS).toLocaleString("en-US")} keys (+${(N * KEYS).toLocaleString("en-US")})`);
+    const al = step(r, "allocator");
+    expect(al.verdict).toBe("grew");
+    expect(al.finding).toContain(`LuaJIT: the Lua objects reached through ${PATH} +${fmtBytes(N * KEYS * PER_KEY)}`);
+    expect(al.finding).toMatch(/running total [^,]+, not a trend/);
+    const code = step(r, "code");
+    expect(code.verdict).toBe("not enough data");
+    expect(code.finding).toContain(`no C creation path applies`);
+    expect(r.next.join("\n")).not.toMatch(/sampler/);
+    expect(r.next[0]).toContain(`Find the Lua code that inserts into ${PATH}`);
   });
 });
 
