@@ -20,6 +20,18 @@ fi
 # the same product suites against real OpenResty and Tengine workers (skipped without the
 # vendor archives; not when a file pattern narrowed the run)
 if [ $# -eq 0 ]; then
+  rm -f .tmp/jest-platform-*.json
   bash scripts/platform/matrix.sh || rc=1
+  # the last line counts every test of this run, the matrix included
+  node -e '
+    const fs = require("fs");
+    const t = { p: 0, f: 0, s: 0 };
+    for (const f of process.argv.slice(1)) {
+      if (!fs.existsSync(f)) continue;
+      const r = JSON.parse(fs.readFileSync(f, "utf8"));
+      t.p += r.numPassedTests; t.f += r.numFailedTests; t.s += r.numPendingTests;
+    }
+    console.log(`all tests: ${t.p} passed, ${t.f} failed, ${t.s} skipped`);
+  ' "$results" .tmp/jest-platform-openresty.json .tmp/jest-platform-tengine.json
 fi
 exit $rc
