@@ -1,6 +1,8 @@
 /** Command-line, port and nginx.conf helpers shared by the demo's helper scripts (scripts/demo.sh). */
 import * as net from "net";
 import * as path from "path";
+import { ROOT } from "../../control-plane/src/config-file";
+import { renderConf } from "../render-conf";
 
 /** The main-context lines of a demo prefix after `worker_processes`: logs and pid in `dir`, then `events`. */
 export function prefixMain(dir: string, workerConnections: number): string {
@@ -8,6 +10,22 @@ export function prefixMain(dir: string, workerConnections: number): string {
 error_log ${path.join(dir, "logs", "error.log")} warn;
 pid ${path.join(dir, "logs", "nginx.pid")};
 events { worker_connections ${workerConnections}; }`;
+}
+
+/** The demo's memdiag include: collections every 2 s, pushed to the control plane on cpPort with the token. */
+export function demoMemdiagConf(memdiagPort: number, cpPort: number, token: string): string {
+  return renderConf({
+    listen: `127.0.0.1:${memdiagPort}`,
+    dictSize: "16m",
+    agent: {
+      layouts_dir: path.join(ROOT, "layouts"),
+      interval_s: 2,
+      // a deep scan (heap walk, pool groups, owners) every 3 s: the demo wants an answer within a minute
+      deep_interval_s: Number(process.env.MEMDIAG_DEMO_DEEP_S ?? "3"),
+      control_plane_url: `ws://127.0.0.1:${cpPort}/ingest`,
+      token,
+    },
+  });
 }
 
 /** The http-context lines that keep every temporary file of the demo in `dir`/tmp. */

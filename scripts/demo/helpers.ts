@@ -10,8 +10,7 @@ import * as http from "http";
 import * as path from "path";
 import * as crypto from "crypto";
 import { ROOT } from "../../control-plane/src/config-file";
-import { renderConf } from "../render-conf";
-import { checkTopSuspect, flag, freePort, portFree, prefixHttp, prefixMain, runSubcommands } from "./cli";
+import { checkTopSuspect, demoMemdiagConf, flag, freePort, portFree, prefixHttp, prefixMain, runSubcommands } from "./cli";
 
 const FIXTURE_SO = path.join(ROOT, "test/fixtures/leaky_upstream/build/ngx_http_leaky_upstream_module.so");
 const MODULES = "/usr/lib/nginx/modules";
@@ -28,18 +27,7 @@ async function setup(argv: string[]): Promise<void> {
   const appPort = await freePort();
   const memdiagPort = await freePort();
   const token = crypto.randomBytes(12).toString("hex");
-  const memdiag = renderConf({
-    listen: `127.0.0.1:${memdiagPort}`,
-    dictSize: "16m",
-    agent: {
-      layouts_dir: path.join(ROOT, "layouts"),
-      interval_s: 2,
-      // a deep scan (heap walk, pool groups, owners) every 3 s: the demo wants an answer within a minute
-      deep_interval_s: Number(process.env.MEMDIAG_DEMO_DEEP_S ?? "3"),
-      control_plane_url: `ws://127.0.0.1:${cpPort}/ingest`,
-      token,
-    },
-  });
+  const memdiag = demoMemdiagConf(memdiagPort, cpPort, token);
   fs.writeFileSync(path.join(dir, "conf", "memdiag.conf"), memdiag);
   const user = process.getuid && process.getuid() === 0 ? "user nobody nogroup;" : "";
   fs.writeFileSync(path.join(dir, "conf", "nginx.conf"), `# memdiag demo: a gateway with a dynamic-upstream module that leaks pools (test/fixtures/leaky_upstream)

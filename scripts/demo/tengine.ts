@@ -13,8 +13,7 @@ import * as fs from "fs";
 import * as path from "path";
 import * as crypto from "crypto";
 import { ROOT } from "../../control-plane/src/config-file";
-import { renderConf } from "../render-conf";
-import { checkTopSuspect, flag, freePort, portFree, prefixHttp, prefixMain, runSubcommands } from "./cli";
+import { checkTopSuspect, demoMemdiagConf, flag, freePort, portFree, prefixHttp, prefixMain, runSubcommands } from "./cli";
 import { DYUPS_POOL_SIZE, dyupsConf, dyupsUpdate } from "./dyups";
 
 /** every folder from / down to `dir` can be entered by other users */
@@ -35,17 +34,7 @@ async function setup(argv: string[]): Promise<void> {
   const cpPort = wantCp > 0 && (await portFree(wantCp)) ? wantCp : await freePort();
   const [appPort, memdiagPort, backendPort, dyupsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const token = crypto.randomBytes(12).toString("hex");
-  fs.writeFileSync(path.join(dir, "conf", "memdiag.conf"), renderConf({
-    listen: `127.0.0.1:${memdiagPort}`,
-    dictSize: "16m",
-    agent: {
-      layouts_dir: path.join(ROOT, "layouts"),
-      interval_s: 2,
-      deep_interval_s: Number(process.env.MEMDIAG_DEMO_DEEP_S ?? "3"),
-      control_plane_url: `ws://127.0.0.1:${cpPort}/ingest`,
-      token,
-    },
-  }));
+  fs.writeFileSync(path.join(dir, "conf", "memdiag.conf"), demoMemdiagConf(memdiagPort, cpPort, token));
   // workers run as nobody when we are root, unless the build sits where nobody cannot read it
   const root = process.getuid && process.getuid() === 0;
   const user = !root ? "" : traversableByOthers(path.dirname(nginx)) ? "user nobody nogroup;" : "user root root;";
